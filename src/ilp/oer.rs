@@ -12,7 +12,12 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OerErrorKind {
     /// The input ended early: `needed` bytes were required, only `available` were left.
-    UnexpectedEof { needed: usize, available: usize },
+    UnexpectedEof {
+        /// Bytes the field needs.
+        needed: usize,
+        /// Bytes left in the input.
+        available: usize,
+    },
     /// The length byte `0x80` (indefinite length) is not allowed in canonical OER.
     IndefiniteLength,
     /// A long-form length announced more than 8 length bytes.
@@ -20,7 +25,12 @@ pub enum OerErrorKind {
     /// A long-form length that fits the short form, or has leading zero bytes.
     NonMinimalLength,
     /// A length larger than the rest of the input (or than this platform can address).
-    LengthPastEnd { length: u64, available: usize },
+    LengthPastEnd {
+        /// The length the prefix announced.
+        length: u64,
+        /// Bytes left in the input after the prefix.
+        available: usize,
+    },
     /// A variable-length unsigned integer with no bytes.
     EmptyVarUint,
     /// A variable-length unsigned integer wider than 8 bytes.
@@ -325,9 +335,18 @@ mod tests {
     fn rejects_bad_lengths_with_offsets() {
         let err = |kind| Err(OerError { offset: 0, kind });
         assert_eq!(length_of(&[0x80]), err(OerErrorKind::IndefiniteLength));
-        assert_eq!(length_of(&[0x81, 0x05]), err(OerErrorKind::NonMinimalLength));
-        assert_eq!(length_of(&[0x82, 0x00, 0x90]), err(OerErrorKind::NonMinimalLength));
-        assert_eq!(length_of(&[0x89]), err(OerErrorKind::LengthOfLengthTooLarge(9)));
+        assert_eq!(
+            length_of(&[0x81, 0x05]),
+            err(OerErrorKind::NonMinimalLength)
+        );
+        assert_eq!(
+            length_of(&[0x82, 0x00, 0x90]),
+            err(OerErrorKind::NonMinimalLength)
+        );
+        assert_eq!(
+            length_of(&[0x89]),
+            err(OerErrorKind::LengthOfLengthTooLarge(9))
+        );
         assert_eq!(
             length_of(&[0x82, 0x01]),
             Err(OerError {
@@ -340,9 +359,12 @@ mod tests {
         );
         assert_eq!(
             Reader::new(&[0x05, 1, 2]).read_var_octets(),
-            err(OerErrorKind::LengthPastEnd {
-                length: 5,
-                available: 2
+            Err(OerError {
+                offset: 0,
+                kind: OerErrorKind::LengthPastEnd {
+                    length: 5,
+                    available: 2
+                }
             })
         );
     }
@@ -369,10 +391,7 @@ mod tests {
             (0u64, &[0x01, 0x00][..]),
             (9, &[0x01, 0x09]),
             (0x0102, &[0x02, 0x01, 0x02]),
-            (
-                0x0102030405060708,
-                &[0x08, 1, 2, 3, 4, 5, 6, 7, 8],
-            ),
+            (0x0102030405060708, &[0x08, 1, 2, 3, 4, 5, 6, 7, 8]),
         ] {
             let mut out = Vec::new();
             write_var_uint(&mut out, value);
@@ -381,7 +400,10 @@ mod tests {
             assert_eq!(Reader::new(bytes).read_var_uint(), Ok(value));
         }
         let err = |kind| Err(OerError { offset: 0, kind });
-        assert_eq!(Reader::new(&[0x00]).read_var_uint(), err(OerErrorKind::EmptyVarUint));
+        assert_eq!(
+            Reader::new(&[0x00]).read_var_uint(),
+            err(OerErrorKind::EmptyVarUint)
+        );
         assert_eq!(
             Reader::new(&[0x02, 0x00, 0x05]).read_var_uint(),
             err(OerErrorKind::NonMinimalVarUint)

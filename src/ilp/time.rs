@@ -177,10 +177,9 @@ impl Timestamp {
             return Err(TimestampError::FieldOutOfRange("second"));
         }
         let days = days_from_civil(c.year, c.month, c.day);
-        let millis_of_day = ((i64::from(c.hour) * 60 + i64::from(c.minute)) * 60
-            + i64::from(c.second))
-            * 1000
-            + i64::from(c.millis);
+        let millis_of_day =
+            ((i64::from(c.hour) * 60 + i64::from(c.minute)) * 60 + i64::from(c.second)) * 1000
+                + i64::from(c.millis);
         Ok(Timestamp {
             unix_millis: days * MILLIS_PER_DAY + millis_of_day,
         })
@@ -361,7 +360,15 @@ mod tests {
 
     #[test]
     fn civil_conversion_matches_system_time_everywhere() {
-        for &millis in &[0i64, 1, 86_399_999, 951_782_400_000, -1, MIN_MILLIS, MAX_MILLIS] {
+        for &millis in &[
+            0i64,
+            1,
+            86_399_999,
+            951_782_400_000,
+            -1,
+            MIN_MILLIS,
+            MAX_MILLIS,
+        ] {
             let t = Timestamp::from_unix_millis(millis).unwrap();
             assert_eq!(Timestamp::parse_ilp(&t.to_ilp()), Ok(t), "{millis}");
             assert_eq!(Timestamp::parse_generalized(&t.to_generalized()), Ok(t));
