@@ -269,6 +269,8 @@ fn prepare_in_message_and_fulfill_in_response() {
         message_bytes
     );
 
+    assert_eq!(btp::ilp_message(123, &prepare), message_bytes);
+
     let mut response_bytes = unhex("010000007b4b010103696c700043");
     response_bytes.extend_from_slice(&fulfill);
     let response = Response::parse(&response_bytes).unwrap();
@@ -279,6 +281,7 @@ fn prepare_in_message_and_fulfill_in_response() {
         Response::new(123, ProtocolData::new(&entries).unwrap()).to_bytes(),
         response_bytes
     );
+    assert_eq!(btp::ilp_response(123, &fulfill), response_bytes);
 }
 
 #[test]

@@ -345,3 +345,31 @@ fn refuses_bad_input_with_status_2_and_one_line() {
         "error: decode takes at most one argument",
     );
 }
+
+#[test]
+fn escapes_text_and_decodes_amount_too_large() {
+    use ilp_plugin_lightning::ilp::{ErrorCode, MaxPacketAmountDetails, RejectBuilder};
+    let details = MaxPacketAmountDetails {
+        received: 1000,
+        maximum: 300,
+    }
+    .to_bytes();
+    let reject = RejectBuilder {
+        code: ErrorCode::F08_AMOUNT_TOO_LARGE,
+        triggered_by: "test.hub",
+        message: "say \"hi\"\\\n\t\u{1}é",
+        data: &details,
+    }
+    .build()
+    .unwrap()
+    .to_bytes();
+    let json = decoded(&hex::encode(reject));
+    assert_has(
+        &json,
+        &[
+            r#""code":"F08","codeName":"Amount Too Large""#,
+            r#""message":"say \"hi\"\\\n\t\u0001é""#,
+            r#""amountTooLarge":{"receivedAmount":1000,"maximumAmount":300}"#,
+        ],
+    );
+}
