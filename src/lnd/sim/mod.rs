@@ -181,6 +181,17 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Whether the reported LND version has `DeleteCanceledInvoice` (0.20 and later).
+    pub(crate) fn serves_delete_canceled_invoice(&self) -> bool {
+        let mut numbers = self
+            .version
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|part| part.parse::<u32>().ok());
+        let major = numbers.next().unwrap_or(0);
+        let minor = numbers.next().unwrap_or(0);
+        (major, minor) >= (0, 20)
+    }
+
     fn now_duration(&self) -> Duration {
         let real = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -242,7 +253,8 @@ impl SimNetworkBuilder {
         self
     }
 
-    /// The version GetInfo reports (default [`DEFAULT_LND_VERSION`]).
+    /// The version GetInfo reports (default [`DEFAULT_LND_VERSION`]). Below 0.20 the nodes
+    /// do not serve DeleteCanceledInvoice (UNIMPLEMENTED), as LND before 0.20 does not.
     pub fn lnd_version(mut self, version: &str) -> Self {
         self.version = Some(version.to_string());
         self
