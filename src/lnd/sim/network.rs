@@ -502,26 +502,29 @@ impl Ledger {
         let mut attempt = lightning::HTLCAttempt::new();
         attempt.attempt_id = self.last_attempt_id;
         attempt.attempt_time_ns = now_ns;
-        attempt.resolve_time_ns = now_ns;
+        attempt.status = lightning::htlcattempt::HTLCStatus::IN_FLIGHT.into();
         attempt.route = Some(self.route_proto(identities, &route, intent, total_msat)).into();
+        // As LND: a second IN_FLIGHT update once the HTLC is on its way.
+        self.progress(intent, |payment| payment.htlcs.push(attempt));
 
         let preimage = match self.receiver_accepts(destination, intent, now) {
             Some(preimage) => preimage,
             None => {
-                attempt.status = lightning::htlcattempt::HTLCStatus::FAILED.into();
                 let mut failure = lightning::Failure::new();
                 failure.code =
                     lightning::failure::FailureCode::INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS.into();
                 failure.htlc_msat = intent.amt_msat;
                 failure.height = BLOCK_HEIGHT;
                 failure.failure_source_index = route.len() as u32;
-                attempt.failure = Some(failure).into();
                 return self.finish(intent, now_ns, |payment| {
                     payment.status = lightning::payment::PaymentStatus::FAILED.into();
                     payment.failure_reason =
                         lightning::PaymentFailureReason::FAILURE_REASON_INCORRECT_PAYMENT_DETAILS
                             .into();
-                    payment.htlcs.push(attempt);
+                    if let Some(attempt) = payment.htlcs.last_mut() {
+                        attempt.status = lightning::htlcattempt::HTLCStatus::FAILED.into();
+                        attempt.failure = Some(failure).into();
+                    }
                 });
             }
         };
@@ -571,15 +574,16 @@ impl Ledger {
         }
         receiver.settle(&intent.hash, htlc);
 
-        attempt.status = lightning::htlcattempt::HTLCStatus::SUCCEEDED.into();
-        attempt.preimage = preimage.to_vec();
         self.finish(intent, now_ns, |payment| {
+            if let Some(attempt) = payment.htlcs.last_mut() {
+                attempt.status = lightning::htlcattempt::HTLCStatus::SUCCEEDED.into();
+                attempt.preimage = preimage.to_vec();
+            }
             payment.status = lightning::payment::PaymentStatus::SUCCEEDED.into();
             payment.payment_preimage = hex::encode(preimage);
             payment.fee = (fee_msat / 1000) as i64;
             payment.fee_sat = (fee_msat / 1000) as i64;
             payment.fee_msat = fee_msat as i64;
-            payment.htlcs.push(attempt);
         });
     }
 
@@ -605,8 +609,20 @@ impl Ledger {
         accepted.then_some(invoice.preimage)
     }
 
-    /// Applies `update` to the sender's record of the payment and tells its watchers; the
-    /// payment being over, their streams end.
+    /// Applies a non-final `update` to the sender's record of the payment and tells its
+    /// watchers.
+    fn progress(&mut self, intent: &PaymentIntent, update: impl FnOnce(&mut lightning::Payment)) {
+        let Some(record) = self.nodes[intent.sender].payments.get_mut(&intent.hash) else {
+            return;
+        };
+        update(&mut record.payment);
+        for watcher in &record.watchers {
+            watcher.offer(&record.payment);
+        }
+    }
+
+    /// Applies the final `update` to the sender's record of the payment and tells its
+    /// watchers; the payment being over, their streams end.
     fn finish(
         &mut self,
         intent: &PaymentIntent,
