@@ -1031,3 +1031,82 @@ fn an_lnd_older_than_0_20_has_no_delete_canceled_invoice() {
         .unwrap_err();
     assert_eq!(refused.code(), RpcStatusCode::UNIMPLEMENTED);
 }
+
+#[test]
+fn a_payment_outlives_its_stream_when_the_node_goes_offline() {
+    let net = two_nodes();
+    let env = env();
+    let alice_node = net.node("alice").unwrap();
+    let alice = Lnd::connect(&env, alice_node);
+    let bob = Lnd::connect(&env, net.node("bob").unwrap());
+    let invoice = bob.add_invoice("outlives", 0, 0);
+    alice_node.set_latency(Duration::from_secs(2));
+    let mut stream = alice.stream(
+        &methods::SEND_PAYMENT_V2,
+        &pay_request(&invoice.payment_request, 500, 0),
+    );
+    let first = stream.next().unwrap().unwrap();
+    assert_eq!(first.status.enum_value(), Ok(PaymentStatus::IN_FLIGHT));
+    alice_node.set_offline(true).unwrap();
+    match stream.next() {
+        Some(Err(_)) => {}
+        other => panic!("expected the payment stream to fail, got {other:?}"),
+    }
+    alice_node.set_offline(false).unwrap();
+    alice_node.set_latency(Duration::ZERO);
+    // Back: the payment went on without its stream; tracking it shows how it ended.
+    let mut track = router::TrackPaymentRequest::new();
+    track.payment_hash = invoice.r_hash.clone();
+    let options = alice.options().wait_for_ready(true);
+    let updates: Vec<lightning::Payment> = block_on_stream(
+        alice
+            .client
+            .server_streaming(&methods::TRACK_PAYMENT_V2, &track, options)
+            .unwrap(),
+    )
+    .collect::<Result<_, _>>()
+    .unwrap();
+    succeeded(updates.last().unwrap());
+    assert_eq!(
+        bob.lookup(&invoice.r_hash).unwrap().amt_paid_sat,
+        500,
+        "Bob was paid"
+    );
+}
+
+#[test]
+fn invoices_for_another_network_are_refused() {
+    use bitcoin::secp256k1::{Secp256k1, SecretKey};
+    let net = two_nodes();
+    let env = env();
+    let alice = Lnd::connect(&env, net.node("alice").unwrap());
+    let secp = Secp256k1::new();
+    let key = SecretKey::from_slice(&[3u8; 32]).unwrap();
+    let mainnet = lightning_invoice::InvoiceBuilder::new(lightning_invoice::Currency::Bitcoin)
+        .description("elsewhere".to_string())
+        .payment_hash(sha256::Hash::hash(b"preimage"))
+        .payment_secret(lightning_invoice::PaymentSecret([5u8; 32]))
+        .duration_since_epoch(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap(),
+        )
+        .min_final_cltv_expiry_delta(80)
+        .amount_milli_satoshis(10_000)
+        .build_signed(|message| secp.sign_ecdsa_recoverable(message, &key))
+        .unwrap()
+        .to_string();
+    let mut decode = lightning::PayReqString::new();
+    decode.pay_req = mainnet.clone();
+    let refused = alice.call(&methods::DECODE_PAY_REQ, &decode).unwrap_err();
+    assert_eq!(refused.code(), RpcStatusCode::UNKNOWN);
+    assert_eq!(
+        refused.message(),
+        "invoice not for current active network 'regtest'"
+    );
+    let refused = alice.send(&pay_request(&mainnet, 0, 0)).unwrap_err();
+    assert_eq!(
+        refused.message(),
+        "invoice not for current active network 'regtest'"
+    );
+}

@@ -38,7 +38,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bitcoin::secp256k1::{All, PublicKey, Secp256k1, SecretKey};
 use crossbeam_channel::Receiver;
-use grpcio::{EnvBuilder, Environment, Server, ServerBuilder, ServerCredentialsBuilder};
+use grpcio::{
+    ChannelBuilder, EnvBuilder, Environment, Server, ServerBuilder, ServerCredentialsBuilder,
+};
 use parking_lot::Mutex;
 
 use network::{Channel, Ledger, NodeIdentity};
@@ -668,7 +670,20 @@ impl SimNode {
             source: Box::new(source),
         };
         let service = server::lnd_service(self.shared.clone(), self.index);
+        // LND's transport settings (`lnd.go`, `config.go`): it pings an idle client after a
+        // minute, lets clients ping every 5 s (gRPC core's default is 5 min: a client with a
+        // shorter keepalive would be cut off with "too_many_pings"), and takes messages up to
+        // 200 MiB.
+        let transport = ChannelBuilder::new(env.clone())
+            .keepalive_time(Duration::from_secs(60))
+            .keepalive_timeout(Duration::from_secs(20))
+            .keepalive_permit_without_calls(true)
+            .http2_min_recv_ping_interval_without_data(Duration::from_secs(5))
+            .http2_max_pings_without_data(0)
+            .max_receive_message_len(200 * 1024 * 1024)
+            .build_args();
         let mut server = ServerBuilder::new(env)
+            .channel_args(transport)
             .register_service(service)
             .build()
             .map_err(grpc_error)?;
