@@ -1110,3 +1110,62 @@ fn invoices_for_another_network_are_refused() {
         "invoice not for current active network 'regtest'"
     );
 }
+
+#[test]
+fn a_channel_funded_by_one_side_only_pays_one_way() {
+    let net = SimNetwork::builder()
+        .node("alice")
+        .node("bob")
+        .channel_with_balance("alice", "bob", 100_000, 0, ChannelPolicy::default())
+        .start()
+        .unwrap();
+    let env = env();
+    let alice = Lnd::connect(&env, net.node("alice").unwrap());
+    let bob = Lnd::connect(&env, net.node("bob").unwrap());
+    let to_bob = bob.add_invoice("", 0, 0);
+    failed_with(
+        &alice.pay(&to_bob.payment_request, 1, 0),
+        Reason::FAILURE_REASON_INSUFFICIENT_BALANCE,
+    );
+    let to_alice = alice.add_invoice("", 0, 0);
+    succeeded(&bob.pay(&to_alice.payment_request, 40_000, 0));
+    // Now Alice has something to send back.
+    succeeded(&alice.pay(&to_bob.payment_request, 1, 0));
+    assert_eq!(net.node("alice").unwrap().local_balance_msat(), 39_999_000);
+}
+
+#[test]
+fn a_network_that_makes_no_sense_is_refused() {
+    let policy = ChannelPolicy::default();
+    let refused = |builder: ilp_plugin_lightning::lnd::sim::SimNetworkBuilder| {
+        builder.start().err().unwrap().to_string()
+    };
+    assert!(refused(SimNetwork::builder()).contains("no nodes"));
+    assert!(refused(SimNetwork::builder().node("a").node("a")).contains("twice"));
+    assert!(refused(
+        SimNetwork::builder()
+            .node("a")
+            .channel("a", "z", 10, policy)
+    )
+    .contains("no node called \"z\""));
+    assert!(refused(
+        SimNetwork::builder()
+            .node("a")
+            .channel("a", "a", 10, policy)
+    )
+    .contains("itself"));
+    assert!(refused(
+        SimNetwork::builder()
+            .node("a")
+            .node("b")
+            .channel_with_balance("a", "b", 10, 11, policy)
+    )
+    .contains("cannot hold 11 sat"));
+    assert!(refused(
+        SimNetwork::builder()
+            .node("a")
+            .node("b")
+            .channel("a", "b", 0, policy)
+    )
+    .contains("capacity 0"));
+}

@@ -217,11 +217,21 @@ impl Shared {
     }
 }
 
+/// A channel as declared: `a`'s share of the capacity (None: half).
+#[derive(Clone, Debug)]
+struct ChannelSpec {
+    a: String,
+    b: String,
+    capacity_sat: u64,
+    a_balance_sat: Option<u64>,
+    policy: ChannelPolicy,
+}
+
 /// Declares a network: nodes, channels, ports. See [`SimNetwork::builder`].
 #[derive(Clone, Debug, Default)]
 pub struct SimNetworkBuilder {
     nodes: Vec<String>,
-    channels: Vec<(String, String, u64, ChannelPolicy)>,
+    channels: Vec<ChannelSpec>,
     fully_connected: Option<(u64, ChannelPolicy)>,
     base_port: Option<u16>,
     version: Option<String>,
@@ -237,8 +247,33 @@ impl SimNetworkBuilder {
     /// Opens a channel of `capacity_sat` between two declared nodes, each side holding half
     /// the capacity; both directions forward with `policy`.
     pub fn channel(mut self, a: &str, b: &str, capacity_sat: u64, policy: ChannelPolicy) -> Self {
-        self.channels
-            .push((a.to_string(), b.to_string(), capacity_sat, policy));
+        self.channels.push(ChannelSpec {
+            a: a.to_string(),
+            b: b.to_string(),
+            capacity_sat,
+            a_balance_sat: None,
+            policy,
+        });
+        self
+    }
+
+    /// Like [`channel`](Self::channel), with `a` holding `a_balance_sat` of the capacity and
+    /// `b` the rest (a channel as its opener funded it: all on one side).
+    pub fn channel_with_balance(
+        mut self,
+        a: &str,
+        b: &str,
+        capacity_sat: u64,
+        a_balance_sat: u64,
+        policy: ChannelPolicy,
+    ) -> Self {
+        self.channels.push(ChannelSpec {
+            a: a.to_string(),
+            b: b.to_string(),
+            capacity_sat,
+            a_balance_sat: Some(a_balance_sat),
+            policy,
+        });
         self
     }
 
@@ -269,16 +304,16 @@ impl SimNetworkBuilder {
                 .position(|node| node == name)
                 .ok_or_else(|| SimError::UnknownNode(name.to_string()))
         };
-        let mut pairs: Vec<(usize, usize, u64, ChannelPolicy)> = Vec::new();
-        for (a, b, capacity_sat, policy) in &self.channels {
-            let (a, b) = (index_of(a)?, index_of(b)?);
+        let mut pairs: Vec<(usize, usize, u64, Option<u64>, ChannelPolicy)> = Vec::new();
+        for spec in &self.channels {
+            let (a, b) = (index_of(&spec.a)?, index_of(&spec.b)?);
             if a == b {
                 return Err(SimError::InvalidChannel(format!(
                     "{:?} cannot open a channel to itself",
                     self.nodes[a]
                 )));
             }
-            pairs.push((a, b, *capacity_sat, *policy));
+            pairs.push((a, b, spec.capacity_sat, spec.a_balance_sat, spec.policy));
         }
         if let Some((capacity_sat, policy)) = self.fully_connected {
             for a in 0..self.nodes.len() {
@@ -287,7 +322,7 @@ impl SimNetworkBuilder {
                         .iter()
                         .any(|(x, y, ..)| (*x, *y) == (a, b) || (*x, *y) == (b, a));
                     if !exists {
-                        pairs.push((a, b, capacity_sat, policy));
+                        pairs.push((a, b, capacity_sat, None, policy));
                     }
                 }
             }
@@ -295,7 +330,7 @@ impl SimNetworkBuilder {
         pairs
             .into_iter()
             .enumerate()
-            .map(|(index, (a, b, capacity_sat, policy))| {
+            .map(|(index, (a, b, capacity_sat, a_balance_sat, policy))| {
                 if capacity_sat == 0 || capacity_sat > 21_000_000 * 100_000_000 {
                     return Err(SimError::InvalidChannel(format!(
                         "capacity {capacity_sat} sat between {:?} and {:?}",
@@ -303,7 +338,16 @@ impl SimNetworkBuilder {
                     )));
                 }
                 let capacity_msat = capacity_sat * 1000;
-                let first_half = capacity_msat / 2;
+                let a_msat = match a_balance_sat {
+                    None => capacity_msat / 2,
+                    Some(sat) if sat <= capacity_sat => sat * 1000,
+                    Some(sat) => {
+                        return Err(SimError::InvalidChannel(format!(
+                            "{:?} cannot hold {sat} sat of a {capacity_sat} sat channel",
+                            self.nodes[a]
+                        )))
+                    }
+                };
                 Ok(Channel {
                     // A short channel id as LND writes it: block height, transaction index and
                     // output index packed into 24, 24 and 16 bits.
@@ -311,7 +355,7 @@ impl SimNetworkBuilder {
                         | ((index as u64 + 1) << 16),
                     nodes: [a, b],
                     capacity_sat,
-                    balance_msat: [first_half, capacity_msat - first_half],
+                    balance_msat: [a_msat, capacity_msat - a_msat],
                     policy: [policy, policy],
                     sent_msat: [0, 0],
                     num_updates: 0,
@@ -697,6 +741,10 @@ impl SimNode {
             .add_listening_port(address.clone(), credentials)
             .map_err(grpc_error)?;
         server.start();
+        log::debug!(
+            "lnd sim: {} serves LND's gRPC on 127.0.0.1:{port}",
+            self.name
+        );
         *self.server.lock() = Some(server);
         Ok(port)
     }
@@ -710,6 +758,11 @@ impl SimNode {
             // their calls are cancelled (the clients have seen the error already).
             self.shared.ledger.lock().drop_streams(self.index);
             let _ = futures::executor::block_on(shutdown);
+            log::debug!(
+                "lnd sim: {} stopped serving on port {}",
+                self.name,
+                self.port
+            );
         }
     }
 }
