@@ -9,3 +9,5 @@ pub mod proto {
 }
 
 pub mod methods;
+#[cfg(feature = "sim")]
+pub mod sim;

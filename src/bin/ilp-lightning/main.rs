@@ -7,10 +7,15 @@ mod json;
 use std::io::Read;
 use std::process::ExitCode;
 
+#[cfg(feature = "sim")]
+mod sim;
+
 const USAGE: &str = "usage: ilp-lightning <command> [options]
 
 commands:
-  decode [HEX | -]   decode an ILP or BTP packet into JSON (hex from stdin when - or absent)";
+  decode [HEX | -]   decode an ILP or BTP packet into JSON (hex from stdin when - or absent)
+  sim --nodes a,b --dir DIR [--port BASE]
+                     run simulated LND nodes (`ilp-lightning sim --help`)";
 
 /// Exit status for bad input and bad usage.
 const EXIT_BAD_INPUT: u8 = 2;
@@ -23,6 +28,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some("decode") => run_decode(&args[1..]),
+        #[cfg(feature = "sim")]
+        Some("sim") => sim::run(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             ExitCode::from(EXIT_BAD_INPUT)
