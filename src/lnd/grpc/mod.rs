@@ -76,6 +76,17 @@ impl std::fmt::Debug for GrpcLightning {
     }
 }
 
+/// A node's channel balances (ChannelBalance), in millisatoshi.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelBalance {
+    /// What we can send.
+    pub local_msat: u64,
+    /// What we can receive.
+    pub remote_msat: u64,
+    /// Outgoing HTLCs in flight.
+    pub unsettled_local_msat: u64,
+}
+
 /// Builds [`LndOptions`] step by step and connects.
 #[derive(Clone, Debug)]
 pub struct GrpcLightningBuilder {
@@ -229,6 +240,21 @@ impl GrpcLightning {
     /// The `host:port` dialled.
     pub fn target(&self) -> &str {
         &self.target
+    }
+
+    /// The node's balances over all its channels (ChannelBalance), in millisatoshi.
+    pub fn channel_balance(&self) -> Result<ChannelBalance, LndError> {
+        let response = self.unary(
+            &methods::CHANNEL_BALANCE,
+            &lightning::ChannelBalanceRequest::new(),
+            "ChannelBalance",
+        )?;
+        let msat = |amount: Option<&lightning::Amount>| amount.map_or(0, |a| a.msat);
+        Ok(ChannelBalance {
+            local_msat: msat(response.local_balance.as_ref()),
+            remote_msat: msat(response.remote_balance.as_ref()),
+            unsettled_local_msat: msat(response.unsettled_local_balance.as_ref()),
+        })
     }
 
     fn call_option(&self, timeout: Option<Duration>) -> Result<CallOption, LndError> {
