@@ -28,6 +28,8 @@ pub mod proto {
 
 pub mod grpc;
 pub mod methods;
+#[cfg(feature = "sim")]
+pub mod sim;
 
 /// The custom record type under which a keysend payment carries its preimage (LND's
 /// `record.KeySendType`).

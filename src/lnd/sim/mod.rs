@@ -1,0 +1,688 @@
+//! A simulated Lightning network whose nodes serve LND's own gRPC API over TLS with macaroons.
+//!
+//! Each [`SimNode`] is a real grpcio server on its own loopback port with its own self-signed
+//! ECDSA P-256 certificate and macaroon, serving at LND's method paths and field numbers
+//! (`lnd::methods`): GetInfo, AddInvoice, LookupInvoice, ListInvoices, SubscribeInvoices,
+//! DecodePayReq, DeleteCanceledInvoice, ChannelBalance, ListChannels, routerrpc SendPaymentV2 and
+//! TrackPaymentV2, invoicesrpc CancelInvoice. Any LND client, in any language, can talk to it.
+//!
+//! Nodes sign real BOLT11 invoices (regtest) with their secp256k1 identity, and payments route
+//! over simulated channels with balances and fees. Tests can take a node offline, slow it down,
+//! or make its next payments fail.
+//!
+//! ```no_run
+//! use ilp_plugin_lightning::lnd::sim::{ChannelPolicy, SimNetwork};
+//!
+//! let net = SimNetwork::builder()
+//!     .node("alice")
+//!     .node("bob")
+//!     .channel("alice", "bob", 1_000_000, ChannelPolicy { base_fee_msat: 1000, fee_ppm: 1 })
+//!     .start()?;
+//! let alice = net.node("alice").unwrap();
+//! println!("{} at {}", alice.pubkey_hex(), alice.grpc_address());
+//! # Ok::<(), ilp_plugin_lightning::lnd::sim::SimError>(())
+//! ```
+
+mod invoices;
+mod network;
+mod server;
+mod timer;
+mod tls;
+
+use std::fmt;
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bitcoin::secp256k1::{All, PublicKey, Secp256k1, SecretKey};
+use crossbeam_channel::Receiver;
+use grpcio::{EnvBuilder, Environment, Server, ServerBuilder, ServerCredentialsBuilder};
+use parking_lot::Mutex;
+
+use network::{Channel, Ledger, NodeIdentity};
+use timer::{Timer, TimerHandle};
+
+/// The version string simulated nodes report in GetInfo. 0.20 because the simulator serves
+/// DeleteCanceledInvoice, which LND has from 0.20 on.
+pub const DEFAULT_LND_VERSION: &str = "0.20.0-beta commit=sim";
+
+/// How a node charges for forwarding a payment out over a channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelPolicy {
+    /// Fixed fee per forwarded payment, in millisatoshi.
+    pub base_fee_msat: u64,
+    /// Proportional fee, in millionths of the forwarded amount.
+    pub fee_ppm: u64,
+}
+
+impl ChannelPolicy {
+    /// LND's defaults: 1 sat base fee, 1 ppm.
+    pub const LND_DEFAULT: ChannelPolicy = ChannelPolicy {
+        base_fee_msat: 1000,
+        fee_ppm: 1,
+    };
+
+    /// The fee for forwarding `amount_msat`.
+    pub fn fee_msat(&self, amount_msat: u64) -> u64 {
+        let proportional = u128::from(amount_msat) * u128::from(self.fee_ppm) / 1_000_000;
+        self.base_fee_msat
+            .saturating_add(u64::try_from(proportional).unwrap_or(u64::MAX))
+    }
+}
+
+impl Default for ChannelPolicy {
+    fn default() -> Self {
+        ChannelPolicy::LND_DEFAULT
+    }
+}
+
+/// Why a payment failed, as LND's `PaymentFailureReason`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureReason {
+    /// FAILURE_REASON_TIMEOUT.
+    Timeout,
+    /// FAILURE_REASON_NO_ROUTE.
+    NoRoute,
+    /// FAILURE_REASON_ERROR.
+    Error,
+    /// FAILURE_REASON_INCORRECT_PAYMENT_DETAILS.
+    IncorrectPaymentDetails,
+    /// FAILURE_REASON_INSUFFICIENT_BALANCE.
+    InsufficientBalance,
+    /// FAILURE_REASON_CANCELED.
+    Canceled,
+}
+
+/// What can go wrong building, starting or controlling a simulated network.
+#[derive(Debug)]
+pub enum SimError {
+    /// Two nodes with one name.
+    DuplicateNode(String),
+    /// A channel or a lookup names a node that was not declared.
+    UnknownNode(String),
+    /// A channel from a node to itself, or of zero capacity.
+    InvalidChannel(String),
+    /// No nodes at all, or a base port that overflows.
+    InvalidConfig(String),
+    /// Making a TLS certificate failed.
+    Tls(String),
+    /// Drawing random bytes failed.
+    Random(String),
+    /// The gRPC server of a node could not be built or bound to its port.
+    Grpc {
+        /// The node.
+        node: String,
+        /// The address it tried.
+        address: String,
+        /// What grpcio said.
+        source: grpcio::Error,
+    },
+    /// Writing a node's files, or starting a thread, failed.
+    Io(std::io::Error),
+    /// The network has been shut down.
+    ShutDown,
+}
+
+impl fmt::Display for SimError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SimError::DuplicateNode(name) => write!(f, "node {name:?} is declared twice"),
+            SimError::UnknownNode(name) => write!(f, "no node called {name:?}"),
+            SimError::InvalidChannel(why) => write!(f, "invalid channel: {why}"),
+            SimError::InvalidConfig(why) => write!(f, "invalid network: {why}"),
+            SimError::Tls(why) => write!(f, "cannot make a TLS certificate: {why}"),
+            SimError::Random(why) => write!(f, "cannot draw random bytes: {why}"),
+            SimError::Grpc {
+                node,
+                address,
+                source,
+            } => write!(f, "node {node:?} cannot serve gRPC on {address}: {source}"),
+            SimError::Io(error) => write!(f, "I/O error: {error}"),
+            SimError::ShutDown => f.write_str("the simulated network has been shut down"),
+        }
+    }
+}
+
+impl std::error::Error for SimError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SimError::Grpc { source, .. } => Some(source),
+            SimError::Io(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl From<std::io::Error> for SimError {
+    fn from(error: std::io::Error) -> Self {
+        SimError::Io(error)
+    }
+}
+
+/// 32 random bytes: preimages, payment addresses, keys.
+pub(crate) fn random_32() -> Result<[u8; 32], String> {
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes).map_err(|error| error.to_string())?;
+    Ok(bytes)
+}
+
+/// State shared by the network handle, the nodes and their gRPC handlers.
+pub(crate) struct Shared {
+    pub(crate) identities: Vec<NodeIdentity>,
+    pub(crate) macaroons: Vec<Vec<u8>>,
+    pub(crate) ledger: Mutex<Ledger>,
+    pub(crate) latency: Vec<Mutex<Duration>>,
+    pub(crate) secp: Secp256k1<All>,
+    pub(crate) clock_offset_secs: AtomicI64,
+    pub(crate) timer: TimerHandle,
+    pub(crate) version: String,
+}
+
+impl Shared {
+    fn now_duration(&self) -> Duration {
+        let real = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let offset = self.clock_offset_secs.load(Ordering::Relaxed);
+        real.saturating_add(Duration::from_secs(offset.max(0) as u64))
+    }
+
+    /// The network's clock, in unix seconds (real time plus [`SimNetwork::advance_clock`]).
+    pub(crate) fn now(&self) -> i64 {
+        self.now_duration().as_secs() as i64
+    }
+
+    /// The network's clock, in unix nanoseconds.
+    pub(crate) fn now_ns(&self) -> i64 {
+        i64::try_from(self.now_duration().as_nanos()).unwrap_or(i64::MAX)
+    }
+
+    pub(crate) fn latency(&self, node: usize) -> Duration {
+        *self.latency[node].lock()
+    }
+}
+
+/// Declares a network: nodes, channels, ports. See [`SimNetwork::builder`].
+#[derive(Clone, Debug, Default)]
+pub struct SimNetworkBuilder {
+    nodes: Vec<String>,
+    channels: Vec<(String, String, u64, ChannelPolicy)>,
+    fully_connected: Option<(u64, ChannelPolicy)>,
+    base_port: Option<u16>,
+    version: Option<String>,
+}
+
+impl SimNetworkBuilder {
+    /// Adds a node; its name is its alias.
+    pub fn node(mut self, name: &str) -> Self {
+        self.nodes.push(name.to_string());
+        self
+    }
+
+    /// Opens a channel of `capacity_sat` between two declared nodes, each side holding half
+    /// the capacity; both directions forward with `policy`.
+    pub fn channel(mut self, a: &str, b: &str, capacity_sat: u64, policy: ChannelPolicy) -> Self {
+        self.channels
+            .push((a.to_string(), b.to_string(), capacity_sat, policy));
+        self
+    }
+
+    /// Opens a channel of `capacity_sat` with LND's default policy between every pair of nodes
+    /// that [`channel`](Self::channel) does not already connect.
+    pub fn fully_connected(mut self, capacity_sat: u64) -> Self {
+        self.fully_connected = Some((capacity_sat, ChannelPolicy::default()));
+        self
+    }
+
+    /// Node `i` (in declaration order) listens on `base + i` instead of a free port.
+    pub fn base_port(mut self, base: u16) -> Self {
+        self.base_port = Some(base);
+        self
+    }
+
+    /// The version GetInfo reports (default [`DEFAULT_LND_VERSION`]).
+    pub fn lnd_version(mut self, version: &str) -> Self {
+        self.version = Some(version.to_string());
+        self
+    }
+
+    fn channel_list(&self) -> Result<Vec<Channel>, SimError> {
+        let index_of = |name: &str| {
+            self.nodes
+                .iter()
+                .position(|node| node == name)
+                .ok_or_else(|| SimError::UnknownNode(name.to_string()))
+        };
+        let mut pairs: Vec<(usize, usize, u64, ChannelPolicy)> = Vec::new();
+        for (a, b, capacity_sat, policy) in &self.channels {
+            let (a, b) = (index_of(a)?, index_of(b)?);
+            if a == b {
+                return Err(SimError::InvalidChannel(format!(
+                    "{:?} cannot open a channel to itself",
+                    self.nodes[a]
+                )));
+            }
+            pairs.push((a, b, *capacity_sat, *policy));
+        }
+        if let Some((capacity_sat, policy)) = self.fully_connected {
+            for a in 0..self.nodes.len() {
+                for b in a + 1..self.nodes.len() {
+                    let exists = pairs
+                        .iter()
+                        .any(|(x, y, ..)| (*x, *y) == (a, b) || (*x, *y) == (b, a));
+                    if !exists {
+                        pairs.push((a, b, capacity_sat, policy));
+                    }
+                }
+            }
+        }
+        pairs
+            .into_iter()
+            .enumerate()
+            .map(|(index, (a, b, capacity_sat, policy))| {
+                if capacity_sat == 0 || capacity_sat > 21_000_000 * 100_000_000 {
+                    return Err(SimError::InvalidChannel(format!(
+                        "capacity {capacity_sat} sat between {:?} and {:?}",
+                        self.nodes[a], self.nodes[b]
+                    )));
+                }
+                let capacity_msat = capacity_sat * 1000;
+                let first_half = capacity_msat / 2;
+                Ok(Channel {
+                    // A short channel id as LND writes it: block height, transaction index and
+                    // output index packed into 24, 24 and 16 bits.
+                    chan_id: (u64::from(network::BLOCK_HEIGHT - 100) << 40)
+                        | ((index as u64 + 1) << 16),
+                    nodes: [a, b],
+                    capacity_sat,
+                    balance_msat: [first_half, capacity_msat - first_half],
+                    policy: [policy, policy],
+                    sent_msat: [0, 0],
+                    num_updates: 0,
+                })
+            })
+            .collect()
+    }
+
+    /// Makes the identities, certificates and macaroons, and starts every node's gRPC server.
+    /// Returns once all of them listen.
+    pub fn start(self) -> Result<SimNetwork, SimError> {
+        if self.nodes.is_empty() {
+            return Err(SimError::InvalidConfig("no nodes".to_string()));
+        }
+        for (index, name) in self.nodes.iter().enumerate() {
+            if self.nodes[..index].contains(name) {
+                return Err(SimError::DuplicateNode(name.clone()));
+            }
+        }
+        if let Some(base) = self.base_port {
+            if usize::from(base) + self.nodes.len() > usize::from(u16::MAX) + 1 || base == 0 {
+                return Err(SimError::InvalidConfig(format!(
+                    "base port {base} leaves no room for {} nodes",
+                    self.nodes.len()
+                )));
+            }
+        }
+        let channels = self.channel_list()?;
+        let secp = Secp256k1::new();
+        let mut identities = Vec::with_capacity(self.nodes.len());
+        let mut macaroons = Vec::with_capacity(self.nodes.len());
+        let mut tls_identities = Vec::with_capacity(self.nodes.len());
+        for name in &self.nodes {
+            let secret_key = loop {
+                let bytes = random_32().map_err(SimError::Random)?;
+                if let Ok(key) = SecretKey::from_slice(&bytes) {
+                    break key;
+                }
+            };
+            let pubkey = PublicKey::from_secret_key(&secp, &secret_key);
+            identities.push(NodeIdentity {
+                alias: name.clone(),
+                secret_key,
+                pubkey,
+                pubkey_hex: hex::encode(pubkey.serialize()),
+            });
+            // LND's admin.macaroon is about 260 bytes of binary; clients only ever hex it.
+            let mut macaroon = random_32().map_err(SimError::Random)?.to_vec();
+            macaroon.extend_from_slice(&random_32().map_err(SimError::Random)?);
+            macaroons.push(macaroon);
+            tls_identities.push(tls::self_signed(name).map_err(|e| SimError::Tls(e.to_string()))?);
+        }
+
+        let timer = Timer::start("lnd-sim-timer")?;
+        let node_count = self.nodes.len();
+        let shared = Arc::new(Shared {
+            identities,
+            macaroons,
+            ledger: Mutex::new(Ledger::new(node_count, channels)),
+            latency: (0..node_count)
+                .map(|_| Mutex::new(Duration::ZERO))
+                .collect(),
+            secp,
+            clock_offset_secs: AtomicI64::new(0),
+            timer: timer.handle(),
+            version: self
+                .version
+                .unwrap_or_else(|| DEFAULT_LND_VERSION.to_string()),
+        });
+
+        let (stopped_sender, stopped) = crossbeam_channel::unbounded();
+        let cq_count = 2;
+        let env = Arc::new(
+            EnvBuilder::new()
+                .cq_count(cq_count)
+                .name_prefix("lnd-sim-grpc")
+                .before_stop(move || {
+                    let _ = stopped_sender.send(());
+                })
+                .build(),
+        );
+
+        let mut network = SimNetwork {
+            shared: shared.clone(),
+            nodes: Vec::with_capacity(node_count),
+            timer,
+            env: Mutex::new(Some(env.clone())),
+            env_stopped: stopped,
+            cq_count,
+            shut_down: AtomicBool::new(false),
+        };
+        for (index, (name, tls)) in self.nodes.iter().zip(tls_identities).enumerate() {
+            let requested_port = self.base_port.map_or(0, |base| base + index as u16);
+            let node = SimNode {
+                index,
+                name: name.clone(),
+                port: requested_port,
+                tls,
+                shared: shared.clone(),
+                env: Mutex::new(Some(env.clone())),
+                server: Mutex::new(None),
+            };
+            // On error, `network` is dropped here and stops the nodes already started.
+            let port = node.serve()?;
+            network.nodes.push(SimNode { port, ..node });
+        }
+        Ok(network)
+    }
+}
+
+/// A running simulated network. Dropping it (or [`shutdown`](Self::shutdown)) stops every
+/// server and thread.
+pub struct SimNetwork {
+    shared: Arc<Shared>,
+    nodes: Vec<SimNode>,
+    timer: Timer,
+    env: Mutex<Option<Arc<Environment>>>,
+    env_stopped: Receiver<()>,
+    cq_count: usize,
+    shut_down: AtomicBool,
+}
+
+/// One channel's balances, for conservation checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelBalance {
+    /// The short channel id, as ListChannels reports it.
+    pub chan_id: u64,
+    /// The node that opened the channel.
+    pub node_a: String,
+    /// The other node.
+    pub node_b: String,
+    /// The channel's capacity.
+    pub capacity_sat: u64,
+    /// What `node_a` holds.
+    pub balance_a_msat: u64,
+    /// What `node_b` holds.
+    pub balance_b_msat: u64,
+}
+
+impl SimNetwork {
+    /// Starts declaring a network.
+    pub fn builder() -> SimNetworkBuilder {
+        SimNetworkBuilder::default()
+    }
+
+    /// The node called `name`.
+    pub fn node(&self, name: &str) -> Option<&SimNode> {
+        self.nodes.iter().find(|node| node.name == name)
+    }
+
+    /// All nodes, in declaration order.
+    pub fn nodes(&self) -> &[SimNode] {
+        &self.nodes
+    }
+
+    /// Every channel's balances, read under one lock (a consistent snapshot).
+    pub fn channel_balances(&self) -> Vec<ChannelBalance> {
+        let ledger = self.shared.ledger.lock();
+        ledger
+            .channels
+            .iter()
+            .map(|channel| ChannelBalance {
+                chan_id: channel.chan_id,
+                node_a: self.shared.identities[channel.nodes[0]].alias.clone(),
+                node_b: self.shared.identities[channel.nodes[1]].alias.clone(),
+                capacity_sat: channel.capacity_sat,
+                balance_a_msat: channel.balance_msat[0],
+                balance_b_msat: channel.balance_msat[1],
+            })
+            .collect()
+    }
+
+    /// The sum of every balance in every channel; payments never change it.
+    pub fn total_balance_msat(&self) -> u64 {
+        let ledger = self.shared.ledger.lock();
+        ledger
+            .channels
+            .iter()
+            .map(|channel| channel.balance_msat[0] + channel.balance_msat[1])
+            .sum()
+    }
+
+    /// Moves the network's clock forward (for expiry tests without waiting). Invoices made
+    /// afterwards carry the moved timestamp; a client that checks expiry against its own wall
+    /// clock will disagree with the network by that much.
+    pub fn advance_clock(&self, by: Duration) {
+        let seconds = i64::try_from(by.as_secs()).unwrap_or(i64::MAX);
+        self.shared
+            .clock_offset_secs
+            .fetch_add(seconds, Ordering::Relaxed);
+    }
+
+    /// Stops every server, the timer thread and grpcio's completion-queue threads, and waits
+    /// for them. Idempotent; also done on drop.
+    pub fn shutdown(&self) {
+        if self.shut_down.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        for node in &self.nodes {
+            node.stop_server();
+            node.env.lock().take();
+        }
+        self.timer.stop();
+        {
+            let mut ledger = self.shared.ledger.lock();
+            for node in 0..self.nodes.len() {
+                ledger.drop_streams(node);
+            }
+        }
+        let env = self.env.lock().take();
+        if let Some(env) = env {
+            drop(env);
+            // grpcio does not join its threads; wait for each to say it is leaving.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            for _ in 0..self.cq_count {
+                if self.env_stopped.recv_deadline(deadline).is_err() {
+                    log::warn!("lnd sim: a gRPC completion-queue thread did not stop in time");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for SimNetwork {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// One simulated LND node.
+pub struct SimNode {
+    index: usize,
+    name: String,
+    port: u16,
+    tls: tls::TlsIdentity,
+    shared: Arc<Shared>,
+    env: Mutex<Option<Arc<Environment>>>,
+    server: Mutex<Option<Server>>,
+}
+
+impl SimNode {
+    /// The node's name, which is also its alias.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The node's identity public key, 33 bytes compressed, hex.
+    pub fn pubkey_hex(&self) -> &str {
+        &self.shared.identities[self.index].pubkey_hex
+    }
+
+    /// The node's identity public key, 33 bytes compressed.
+    pub fn pubkey(&self) -> [u8; 33] {
+        self.shared.identities[self.index].pubkey.serialize()
+    }
+
+    /// The loopback port its gRPC server listens on (stays the same across
+    /// [`set_offline`](Self::set_offline)).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:PORT`. The certificate is also valid for `localhost`.
+    pub fn grpc_address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The node's TLS certificate (PEM), as LND's `tls.cert`.
+    pub fn tls_cert_pem(&self) -> &str {
+        &self.tls.cert_pem
+    }
+
+    /// The node's admin macaroon (binary, as LND's `admin.macaroon`); clients send it hex.
+    pub fn macaroon(&self) -> &[u8] {
+        &self.shared.macaroons[self.index]
+    }
+
+    /// The macaroon as clients send it in the `macaroon` metadata.
+    pub fn macaroon_hex(&self) -> String {
+        hex::encode(self.macaroon())
+    }
+
+    /// The sum of this node's local balances over all its channels.
+    pub fn local_balance_msat(&self) -> u64 {
+        let ledger = self.shared.ledger.lock();
+        ledger.adjacency[self.index]
+            .iter()
+            .map(|&index| {
+                let channel = &ledger.channels[index];
+                channel.balance_msat[channel.side(self.index)]
+            })
+            .sum()
+    }
+
+    /// Writes `dir/tls.cert` (PEM), `dir/admin.macaroon` (binary) and `dir/node.json`
+    /// (`{"pubkey": "<hex>", "grpc": "127.0.0.1:<port>"}`), creating `dir` if needed.
+    pub fn write_files(&self, dir: &Path) -> Result<(), SimError> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("tls.cert"), self.tls_cert_pem())?;
+        std::fs::write(dir.join("admin.macaroon"), self.macaroon())?;
+        let mut json = std::fs::File::create(dir.join("node.json"))?;
+        writeln!(
+            json,
+            "{{\"pubkey\": \"{}\", \"grpc\": \"{}\"}}",
+            self.pubkey_hex(),
+            self.grpc_address()
+        )?;
+        Ok(())
+    }
+
+    /// Takes the node's gRPC server down (clients see UNAVAILABLE; open streams end with an
+    /// error) or brings it back on the same port with the same certificate and macaroon.
+    ///
+    /// Only the node's API goes away: its channels stay up, so it can still receive payments
+    /// while offline — as when a client loses its connection to a node that keeps running.
+    /// Its invoice stream then replays what was missed when the client resubscribes.
+    pub fn set_offline(&self, offline: bool) -> Result<(), SimError> {
+        if offline {
+            self.stop_server();
+            Ok(())
+        } else {
+            if self.server.lock().is_some() {
+                return Ok(());
+            }
+            self.serve().map(|_| ())
+        }
+    }
+
+    /// Whether the node's gRPC server is down.
+    pub fn is_offline(&self) -> bool {
+        self.server.lock().is_none()
+    }
+
+    /// Delays every reply of this node by `latency`, and the outcome of its payments too (a
+    /// payment whose latency reaches its `timeout_seconds` fails with TIMEOUT).
+    pub fn set_latency(&self, latency: Duration) {
+        *self.shared.latency[self.index].lock() = latency;
+    }
+
+    /// Makes the next `count` payments this node sends fail with `reason`, moving no money.
+    pub fn fail_next_payments(&self, count: usize, reason: FailureReason) {
+        self.shared
+            .ledger
+            .lock()
+            .force_failures(self.index, count, reason);
+    }
+
+    /// Builds, binds and starts the node's server; returns the bound port.
+    fn serve(&self) -> Result<u16, SimError> {
+        let env = self.env.lock().clone().ok_or(SimError::ShutDown)?;
+        let address = format!("127.0.0.1:{}", self.port);
+        let grpc_error = |source| SimError::Grpc {
+            node: self.name.clone(),
+            address: address.clone(),
+            source,
+        };
+        let service = server::lnd_service(self.shared.clone(), self.index);
+        let mut server = ServerBuilder::new(env)
+            .register_service(service)
+            .build()
+            .map_err(grpc_error)?;
+        let credentials = ServerCredentialsBuilder::new()
+            .add_cert(
+                self.tls.cert_pem.clone().into_bytes(),
+                self.tls.key_pem.clone().into_bytes(),
+            )
+            .build();
+        let port = server
+            .add_listening_port(address.clone(), credentials)
+            .map_err(grpc_error)?;
+        server.start();
+        *self.server.lock() = Some(server);
+        Ok(port)
+    }
+
+    fn stop_server(&self) {
+        let server = self.server.lock().take();
+        if let Some(mut server) = server {
+            let shutdown = server.shutdown();
+            server.cancel_all_calls();
+            // The streams' futures wait on channels: close them so that they finish, now that
+            // their calls are cancelled (the clients have seen the error already).
+            self.shared.ledger.lock().drop_streams(self.index);
+            let _ = futures::executor::block_on(shutdown);
+        }
+    }
+}

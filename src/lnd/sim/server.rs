@@ -1,0 +1,554 @@
+//! The gRPC face of a simulated node: LND's methods (`lnd::methods`) served by grpcio.
+//!
+//! Handlers run on grpcio's completion-queue threads. They check the macaroon, do their work
+//! under the network lock (briefly), and hand the reply to a future spawned with `ctx.spawn`, as
+//! grpcio does. Server streams are fed through unbounded channels by whoever produces the events
+//! (an invoice settling, a payment finishing); a stream ends when its channel closes.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::channel::{mpsc, oneshot};
+use futures::{SinkExt, StreamExt};
+use grpcio::{
+    RpcContext, RpcStatus, RpcStatusCode, ServerStreamingSink, Service, ServiceBuilder, UnarySink,
+    WriteFlags,
+};
+
+use bitcoin::hashes::Hash;
+
+use super::invoices::{invoice_features, InvoiceError, NewInvoice};
+use super::network::{decode_regtest, PaymentIntent, BLOCK_HEIGHT};
+use super::{FailureReason, Shared};
+use crate::lnd::methods;
+use crate::lnd::proto::{invoices, lightning, router};
+
+/// LND's text when the macaroon does not verify (`macaroons/service.go`).
+const BAD_MACAROON: &str = "verification failed: signature mismatch after caveat verification";
+
+/// The service of node `node`: every LND method the simulator knows.
+pub(crate) fn lnd_service(shared: Arc<Shared>, node: usize) -> Service {
+    let api = Api { shared, node };
+    let builder = ServiceBuilder::new();
+    let builder = {
+        let api = api.clone();
+        builder.add_unary_handler(&methods::GET_INFO, move |ctx, _request, sink| {
+            api.unary(ctx, sink, || Ok(api.get_info()))
+        })
+    };
+    let builder = {
+        let api = api.clone();
+        builder.add_unary_handler(&methods::ADD_INVOICE, move |ctx, request, sink| {
+            api.unary(ctx, sink, || api.add_invoice(&request))
+        })
+    };
+    let builder = {
+        let api = api.clone();
+        builder.add_unary_handler(&methods::LOOKUP_INVOICE, move |ctx, request, sink| {
+            api.unary(ctx, sink, || api.lookup_invoice(&request))
+        })
+    };
+    let builder = {
+        let api = api.clone();
+        builder.add_unary_handler(&methods::LIST_INVOICES, move |ctx, request, sink| {
+            api.unary(ctx, sink, || Ok(api.list_invoices(&request)))
+        })
+    };
+    let builder = {
+        let api = api.clone();
+        builder.add_server_streaming_handler(
+            &methods::SUBSCRIBE_INVOICES,
+            move |ctx, request, sink| api.subscribe_invoices(ctx, &request, sink),
+        )
+    };
+    let builder = {
+        let api = api.clone();
+        builder.add_unary_handler(&methods::DECODE_PAY_REQ, move |ctx, request, sink| {
+            api.unary(ctx, sink, || api.decode_pay_req(&request))
+        })
+    };
+    let builder = {
+        let api = api.clone();
+        builder.add_unary_handler(
+            &methods::DELETE_CANCELED_INVOICE,
+            move |ctx, request, sink| {
+                api.unary(ctx, sink, || api.delete_canceled_invoice(&request))
+            },
+        )
+    };
+    let builder = {
+        let api = api.clone();
+        builder.add_unary_handler(&methods::CHANNEL_BALANCE, move |ctx, _request, sink| {
+            api.unary(ctx, sink, || Ok(api.channel_balance()))
+        })
+    };
+    let builder = {
+        let api = api.clone();
+        builder.add_unary_handler(&methods::LIST_CHANNELS, move |ctx, request, sink| {
+            api.unary(ctx, sink, || Ok(api.list_channels(&request)))
+        })
+    };
+    let builder = {
+        let api = api.clone();
+        builder
+            .add_server_streaming_handler(&methods::SEND_PAYMENT_V2, move |ctx, request, sink| {
+                api.send_payment(ctx, &request, sink)
+            })
+    };
+    let builder = {
+        let api = api.clone();
+        builder
+            .add_server_streaming_handler(&methods::TRACK_PAYMENT_V2, move |ctx, request, sink| {
+                api.track_payment(ctx, &request, sink)
+            })
+    };
+    let builder = {
+        let api = api.clone();
+        builder.add_unary_handler(&methods::CANCEL_INVOICE, move |ctx, request, sink| {
+            api.unary(ctx, sink, || api.cancel_invoice(&request))
+        })
+    };
+    builder.build()
+}
+
+fn unknown(message: impl Into<String>) -> RpcStatus {
+    RpcStatus::with_message(RpcStatusCode::UNKNOWN, message.into())
+}
+
+fn invoice_error(error: InvoiceError) -> RpcStatus {
+    let code = match error {
+        InvoiceError::NotFound => RpcStatusCode::NOT_FOUND,
+        _ => RpcStatusCode::UNKNOWN,
+    };
+    RpcStatus::with_message(code, error.to_string())
+}
+
+/// Reads a 32-byte payment hash.
+fn hash_32(bytes: &[u8]) -> Result<[u8; 32], RpcStatus> {
+    <[u8; 32]>::try_from(bytes).map_err(|_| {
+        unknown(format!(
+            "payment hash must be exactly 32 bytes, is instead {}",
+            bytes.len()
+        ))
+    })
+}
+
+/// Sends one unary reply.
+async fn reply<T>(sink: UnarySink<T>, result: Result<T, RpcStatus>) {
+    let _ = match result {
+        Ok(response) => sink.success(response).await,
+        Err(status) => sink.fail(status).await,
+    };
+}
+
+/// Forwards a channel into a server stream until the channel closes (then ends the call with
+/// OK) or the client goes away.
+async fn forward<T>(mut sink: ServerStreamingSink<T>, receiver: mpsc::UnboundedReceiver<T>) {
+    let mut items = receiver.map(|item| Ok((item, WriteFlags::default())));
+    if sink.send_all(&mut items).await.is_ok() {
+        let _ = sink.close().await;
+    }
+}
+
+/// Ends a server stream at once with an error status.
+async fn fail_stream<T>(sink: ServerStreamingSink<T>, status: RpcStatus) {
+    let _ = sink.fail(status).await;
+}
+
+#[derive(Clone)]
+struct Api {
+    shared: Arc<Shared>,
+    node: usize,
+}
+
+impl Api {
+    /// Exactly one `macaroon` header, hex (either case) of this node's macaroon. LND answers a
+    /// missing one with "expected 1 macaroon, got 0"; the simulator uses UNAUTHENTICATED so
+    /// that clients can tell it from other failures.
+    fn authenticate(&self, ctx: &RpcContext<'_>) -> Result<(), RpcStatus> {
+        let values: Vec<&[u8]> = ctx
+            .request_headers()
+            .iter()
+            .filter(|(key, _)| key.eq_ignore_ascii_case("macaroon"))
+            .map(|(_, value)| value)
+            .collect();
+        let [value] = values.as_slice() else {
+            return Err(RpcStatus::with_message(
+                RpcStatusCode::UNAUTHENTICATED,
+                format!("expected 1 macaroon, got {}", values.len()),
+            ));
+        };
+        let decoded = std::str::from_utf8(value)
+            .ok()
+            .and_then(|text| hex::decode(text.trim()).ok());
+        if decoded.as_deref() == Some(self.shared.macaroons[self.node].as_slice()) {
+            Ok(())
+        } else {
+            Err(RpcStatus::with_message(
+                RpcStatusCode::UNAUTHENTICATED,
+                BAD_MACAROON.to_string(),
+            ))
+        }
+    }
+
+    /// Runs a unary call: authenticate, handle, reply (after the node's latency, if any).
+    fn unary<T: Send + 'static>(
+        &self,
+        ctx: RpcContext<'_>,
+        sink: UnarySink<T>,
+        handle: impl FnOnce() -> Result<T, RpcStatus>,
+    ) {
+        let result = self.authenticate(&ctx).and_then(|()| handle());
+        let latency = self.shared.latency(self.node);
+        if latency.is_zero() {
+            ctx.spawn(reply(sink, result));
+        } else {
+            let (wake, woken) = oneshot::channel::<()>();
+            self.shared.timer.run_at(Instant::now() + latency, move || {
+                let _ = wake.send(());
+            });
+            ctx.spawn(async move {
+                // Dropped unsent (network shutting down): the call is cancelled with the sink.
+                if woken.await.is_ok() {
+                    reply(sink, result).await;
+                }
+            });
+        }
+    }
+
+    fn get_info(&self) -> lightning::GetInfoResponse {
+        let identity = &self.shared.identities[self.node];
+        let ledger = self.shared.ledger.lock();
+        let channel_count = ledger.adjacency[self.node].len();
+        let mut peers: Vec<usize> = ledger.adjacency[self.node]
+            .iter()
+            .map(|&index| {
+                let channel = &ledger.channels[index];
+                channel.nodes[1 - channel.side(self.node)]
+            })
+            .collect();
+        drop(ledger);
+        peers.sort_unstable();
+        peers.dedup();
+        let mut response = lightning::GetInfoResponse::new();
+        response.version = self.shared.version.clone();
+        response.commit_hash = "sim".to_string();
+        response.identity_pubkey = identity.pubkey_hex.clone();
+        response.alias = identity.alias.clone();
+        response.color = "#3399ff".to_string();
+        response.num_active_channels = channel_count as u32;
+        response.num_peers = peers.len() as u32;
+        response.block_height = BLOCK_HEIGHT;
+        response.block_hash = format!("{:064x}", BLOCK_HEIGHT);
+        response.best_header_timestamp = self.shared.now();
+        response.synced_to_chain = true;
+        response.synced_to_graph = true;
+        response.wallet_synced = true;
+        let mut chain = lightning::Chain::new();
+        chain.chain = "bitcoin".to_string();
+        chain.network = "regtest".to_string();
+        response.chains.push(chain);
+        let mut features = invoice_features(false);
+        let mut keysend = lightning::Feature::new();
+        keysend.name = "keysend".to_string();
+        keysend.is_known = true;
+        features.insert(55, keysend);
+        response.features = features;
+        response
+    }
+
+    fn add_invoice(
+        &self,
+        request: &lightning::Invoice,
+    ) -> Result<lightning::AddInvoiceResponse, RpcStatus> {
+        let new_invoice = NewInvoice::from_request(request).map_err(unknown)?;
+        let identity = &self.shared.identities[self.node];
+        // Signing takes a while: outside the lock.
+        let record = new_invoice
+            .sign(&self.shared.secp, &identity.secret_key, self.shared.now())
+            .map_err(unknown)?;
+        let mut response = lightning::AddInvoiceResponse::new();
+        response.r_hash = record.hash.to_vec();
+        response.payment_request = record.payment_request.clone();
+        response.payment_addr = record.payment_addr.to_vec();
+        let now = self.shared.now();
+        let mut ledger = self.shared.ledger.lock();
+        response.add_index = ledger
+            .invoices(self.node, now)
+            .insert(record)
+            .map_err(invoice_error)?;
+        Ok(response)
+    }
+
+    fn lookup_invoice(
+        &self,
+        request: &lightning::PaymentHash,
+    ) -> Result<lightning::Invoice, RpcStatus> {
+        let hash = if !request.r_hash_str.is_empty() && request.r_hash.is_empty() {
+            let bytes = hex::decode(&request.r_hash_str)
+                .map_err(|error| unknown(format!("invalid hash string: {error}")))?;
+            hash_32(&bytes)?
+        } else {
+            hash_32(&request.r_hash)?
+        };
+        let now = self.shared.now();
+        let mut ledger = self.shared.ledger.lock();
+        ledger
+            .invoices(self.node, now)
+            .get(&hash)
+            .map(|invoice| invoice.to_proto())
+            .ok_or_else(|| invoice_error(InvoiceError::NotFound))
+    }
+
+    fn list_invoices(
+        &self,
+        request: &lightning::ListInvoiceRequest,
+    ) -> lightning::ListInvoiceResponse {
+        let now = self.shared.now();
+        let mut ledger = self.shared.ledger.lock();
+        ledger.invoices(self.node, now).list(request)
+    }
+
+    fn subscribe_invoices(
+        &self,
+        ctx: RpcContext<'_>,
+        request: &lightning::InvoiceSubscription,
+        sink: ServerStreamingSink<lightning::Invoice>,
+    ) {
+        if let Err(status) = self.authenticate(&ctx) {
+            return ctx.spawn(fail_stream(sink, status));
+        }
+        let (sender, receiver) = mpsc::unbounded();
+        {
+            let now = self.shared.now();
+            let mut ledger = self.shared.ledger.lock();
+            ledger.invoices(self.node, now).subscribe(
+                request.add_index,
+                request.settle_index,
+                sender,
+            );
+        }
+        ctx.spawn(forward(sink, receiver));
+    }
+
+    fn decode_pay_req(
+        &self,
+        request: &lightning::PayReqString,
+    ) -> Result<lightning::PayReq, RpcStatus> {
+        let invoice = decode_regtest(&request.pay_req).map_err(unknown)?;
+        let mut response = lightning::PayReq::new();
+        response.destination = hex::encode(invoice.recover_payee_pub_key().serialize());
+        response.payment_hash = hex::encode(invoice.payment_hash().to_byte_array());
+        let amount_msat = invoice.amount_milli_satoshis().unwrap_or(0);
+        response.num_satoshis = (amount_msat / 1000) as i64;
+        response.num_msat = amount_msat as i64;
+        response.timestamp = invoice.duration_since_epoch().as_secs() as i64;
+        response.expiry = invoice.expiry_time().as_secs() as i64;
+        match invoice.description() {
+            lightning_invoice::Bolt11InvoiceDescriptionRef::Direct(description) => {
+                response.description = description.as_inner().0.clone();
+            }
+            lightning_invoice::Bolt11InvoiceDescriptionRef::Hash(hash) => {
+                response.description_hash = hex::encode(hash.0.to_byte_array());
+            }
+        }
+        response.cltv_expiry = invoice.min_final_cltv_expiry_delta() as i64;
+        response.payment_addr = invoice.payment_secret().0.to_vec();
+        response.features = invoice_features(false);
+        Ok(response)
+    }
+
+    fn delete_canceled_invoice(
+        &self,
+        request: &lightning::DelCanceledInvoiceReq,
+    ) -> Result<lightning::DelCanceledInvoiceResp, RpcStatus> {
+        if request.invoice_hash.is_empty() {
+            return Err(unknown("invoice hash must be provided"));
+        }
+        let bytes = hex::decode(&request.invoice_hash)
+            .map_err(|error| unknown(format!("invalid invoice hash: {error}")))?;
+        let hash = <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+            unknown(format!(
+                "invalid invoice hash: invalid hash string length of {}, want 64",
+                request.invoice_hash.len()
+            ))
+        })?;
+        let now = self.shared.now();
+        let mut ledger = self.shared.ledger.lock();
+        ledger
+            .invoices(self.node, now)
+            .delete_canceled(&hash)
+            .map_err(|error| unknown(error.to_string()))?;
+        let mut response = lightning::DelCanceledInvoiceResp::new();
+        response.status = format!(
+            "canceled invoice deleted successfully: invoice hash {}",
+            request.invoice_hash.to_lowercase()
+        );
+        Ok(response)
+    }
+
+    fn channel_balance(&self) -> lightning::ChannelBalanceResponse {
+        let (local_msat, remote_msat) = {
+            let ledger = self.shared.ledger.lock();
+            ledger.adjacency[self.node]
+                .iter()
+                .fold((0u64, 0u64), |(local, remote), &index| {
+                    let channel = &ledger.channels[index];
+                    let side = channel.side(self.node);
+                    (
+                        local + channel.balance_msat[side],
+                        remote + channel.balance_msat[1 - side],
+                    )
+                })
+        };
+        let amount = |msat: u64| {
+            let mut amount = lightning::Amount::new();
+            amount.sat = msat / 1000;
+            amount.msat = msat;
+            amount
+        };
+        let mut response = lightning::ChannelBalanceResponse::new();
+        response.balance = (local_msat / 1000) as i64;
+        response.local_balance = Some(amount(local_msat)).into();
+        response.remote_balance = Some(amount(remote_msat)).into();
+        response.unsettled_local_balance = Some(amount(0)).into();
+        response.unsettled_remote_balance = Some(amount(0)).into();
+        response.pending_open_local_balance = Some(amount(0)).into();
+        response.pending_open_remote_balance = Some(amount(0)).into();
+        response
+    }
+
+    fn list_channels(
+        &self,
+        request: &lightning::ListChannelsRequest,
+    ) -> lightning::ListChannelsResponse {
+        let mut response = lightning::ListChannelsResponse::new();
+        if request.inactive_only || request.private_only {
+            return response;
+        }
+        let ledger = self.shared.ledger.lock();
+        for &index in &ledger.adjacency[self.node] {
+            let channel = &ledger.channels[index];
+            let side = channel.side(self.node);
+            let remote = &self.shared.identities[channel.nodes[1 - side]];
+            if !request.peer.is_empty() && request.peer != remote.pubkey.serialize() {
+                continue;
+            }
+            let mut out = lightning::Channel::new();
+            out.active = true;
+            out.remote_pubkey = remote.pubkey_hex.clone();
+            out.channel_point = format!("{:064x}:0", channel.chan_id);
+            out.chan_id = channel.chan_id;
+            out.capacity = channel.capacity_sat as i64;
+            out.local_balance = (channel.balance_msat[side] / 1000) as i64;
+            out.remote_balance = (channel.balance_msat[1 - side] / 1000) as i64;
+            out.total_satoshis_sent = (channel.sent_msat[side] / 1000) as i64;
+            out.total_satoshis_received = (channel.sent_msat[1 - side] / 1000) as i64;
+            out.num_updates = channel.num_updates;
+            out.csv_delay = 144;
+            out.initiator = side == 0;
+            out.chan_status_flags = "ChanStatusDefault".to_string();
+            out.static_remote_key = true;
+            out.peer_alias = if request.peer_alias_lookup {
+                remote.alias.clone()
+            } else {
+                String::new()
+            };
+            response.channels.push(out);
+        }
+        response
+    }
+
+    fn send_payment(
+        &self,
+        ctx: RpcContext<'_>,
+        request: &router::SendPaymentRequest,
+        sink: ServerStreamingSink<lightning::Payment>,
+    ) {
+        let now = self.shared.now();
+        let intent = self.authenticate(&ctx).and_then(|()| {
+            PaymentIntent::from_request(&self.shared.identities, self.node, request, now)
+        });
+        let intent = match intent {
+            Ok(intent) => intent,
+            Err(status) => return ctx.spawn(fail_stream(sink, status)),
+        };
+        let (sender, receiver) = mpsc::unbounded();
+        let begun =
+            self.shared
+                .ledger
+                .lock()
+                .begin_payment(&intent, Some(sender), self.shared.now_ns());
+        if let Err(status) = begun {
+            return ctx.spawn(fail_stream(sink, status));
+        }
+        ctx.spawn(forward(sink, receiver));
+
+        let latency = self.shared.latency(self.node);
+        if latency.is_zero() {
+            execute(&self.shared, &intent);
+        } else if latency >= intent.timeout {
+            let shared = self.shared.clone();
+            self.shared
+                .timer
+                .run_at(Instant::now() + intent.timeout, move || {
+                    let now_ns = shared.now_ns();
+                    let mut ledger = shared.ledger.lock();
+                    // A queued forced failure is for a payment that gets as far as routing.
+                    ledger.fail_payment(&intent, FailureReason::Timeout, now_ns);
+                });
+        } else {
+            let shared = self.shared.clone();
+            self.shared
+                .timer
+                .run_at(Instant::now() + latency, move || execute(&shared, &intent));
+        }
+    }
+
+    fn track_payment(
+        &self,
+        ctx: RpcContext<'_>,
+        request: &router::TrackPaymentRequest,
+        sink: ServerStreamingSink<lightning::Payment>,
+    ) {
+        let hash = self
+            .authenticate(&ctx)
+            .and_then(|()| hash_32(&request.payment_hash));
+        let hash = match hash {
+            Ok(hash) => hash,
+            Err(status) => return ctx.spawn(fail_stream(sink, status)),
+        };
+        let (sender, receiver) = mpsc::unbounded();
+        let tracked = self.shared.ledger.lock().track_payment(
+            self.node,
+            &hash,
+            request.no_inflight_updates,
+            sender,
+        );
+        match tracked {
+            Ok(()) => ctx.spawn(forward(sink, receiver)),
+            Err(status) => ctx.spawn(fail_stream(sink, status)),
+        }
+    }
+
+    fn cancel_invoice(
+        &self,
+        request: &invoices::CancelInvoiceMsg,
+    ) -> Result<invoices::CancelInvoiceResp, RpcStatus> {
+        let hash = hash_32(&request.payment_hash)?;
+        let now = self.shared.now();
+        let mut ledger = self.shared.ledger.lock();
+        ledger
+            .invoices(self.node, now)
+            .cancel(&hash)
+            .map_err(|error| unknown(error.to_string()))?;
+        Ok(invoices::CancelInvoiceResp::new())
+    }
+}
+
+/// Routes and settles a payment under the network lock.
+fn execute(shared: &Shared, intent: &PaymentIntent) {
+    let (now, now_ns) = (shared.now(), shared.now_ns());
+    let mut ledger = shared.ledger.lock();
+    ledger.execute_payment(&shared.identities, intent, now, now_ns);
+}
