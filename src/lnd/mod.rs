@@ -465,7 +465,15 @@ impl Keysend {
 ///
 /// LND numbers invoices as they are added (`add_index`) and again as they are settled
 /// (`settle_index`). Subscribing from a cursor replays every add after `add_index`, then every
-/// settle after `settle_index`, then streams live. A cursor of zeros means "only new events".
+/// settle after `settle_index`, then streams live.
+///
+/// LND replays nothing for an index of 0 (`InvoicesAddedSince(0)` and `InvoicesSettledSince(0)`
+/// return nothing): a cursor of zeros means "only new events", and a cursor whose
+/// `settle_index` is still 0 does not replay settles that happened while disconnected. A
+/// consumer that must not miss a payment therefore looks up (with
+/// [`Lightning::lookup_invoice`]) the invoices it still waits for after every (re)subscribe,
+/// at least until it has seen a first settle. Events may repeat across a resume; handle them
+/// idempotently by payment hash.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct InvoiceCursor {
     /// The last add index seen.

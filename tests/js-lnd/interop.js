@@ -93,9 +93,28 @@ async function main() {
   stream.on('error', (err) => {
     if (err.code !== grpc.status.CANCELLED) fail(`SubscribeInvoices: ${err.code} ${err.details}`);
   });
-  // Give the server a moment to register the subscription: SubscribeInvoices without indexes
-  // only delivers events that happen after it is registered.
-  await new Promise((resolve) => setTimeout(resolve, 500));
+  // SubscribeInvoices without indexes only delivers events that happen after the server has
+  // registered it: make marker invoices until one shows up on the stream.
+  const registered = await new Promise((resolve) => {
+    const giveUp = Date.now() + DEADLINE_MS;
+    const markers = new Set();
+    let done = false;
+    const finish = (ok) => { done = true; resolve(ok); };
+    onEvent = () => {
+      if (events.some((e) => markers.has(Buffer.from(e.r_hash).toString('hex')))) finish(true);
+    };
+    const makeMarker = async () => {
+      if (done) return;
+      if (Date.now() > giveUp) return finish(false);
+      const marker = await unary(payee.lightning, 'AddInvoice', { memo: 'marker', expiry: 60 });
+      markers.add(Buffer.from(marker.r_hash).toString('hex'));
+      onEvent();
+      if (!done) setTimeout(makeMarker, 250);
+    };
+    makeMarker().catch((err) => fail(err.message));
+  });
+  check(registered, 'SubscribeInvoices streams live add events');
+  onEvent = () => {};
 
   // Invoice, decoded independently.
   const memo = 'js interop';
