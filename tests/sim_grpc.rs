@@ -93,6 +93,12 @@ impl Lnd {
     }
 }
 
+type Stream<T> = futures::executor::BlockingStream<grpcio::ClientSStreamReceiver<T>>;
+
+fn next(stream: &mut Stream<lightning::Invoice>) -> lightning::Invoice {
+    stream.next().unwrap().unwrap()
+}
+
 fn status(error: grpcio::Error) -> grpcio::RpcStatus {
     match error {
         grpcio::Error::RpcFailure(status) => status,
@@ -255,4 +261,694 @@ fn add_invoice_makes_a_bolt11_signed_by_the_node_and_lookup_finds_it() {
         bob.lookup(&added.r_hash).unwrap_err().code(),
         RpcStatusCode::NOT_FOUND
     );
+}
+
+use bitcoin::hashes::{sha256, Hash};
+use ilp_plugin_lightning::lnd::proto::{invoices, router};
+use ilp_plugin_lightning::lnd::sim::FailureReason;
+use lightning::payment::PaymentStatus;
+use lightning::PaymentFailureReason as Reason;
+
+fn three_in_a_row() -> SimNetwork {
+    let policy = ChannelPolicy {
+        base_fee_msat: 1000,
+        fee_ppm: 1,
+    };
+    SimNetwork::builder()
+        .node("alice")
+        .node("bob")
+        .node("carol")
+        .channel("alice", "bob", 1_000_000, policy)
+        .channel("bob", "carol", 1_000_000, policy)
+        .start()
+        .unwrap()
+}
+
+fn pay_request(
+    payment_request: &str,
+    amt_sat: i64,
+    fee_limit_msat: i64,
+) -> router::SendPaymentRequest {
+    let mut request = router::SendPaymentRequest::new();
+    request.payment_request = payment_request.to_string();
+    request.amt = amt_sat;
+    request.fee_limit_msat = fee_limit_msat;
+    request.timeout_seconds = 30;
+    request
+}
+
+impl Lnd {
+    /// Every update of a SendPaymentV2 stream, or the status it was refused with.
+    fn send(
+        &self,
+        request: &router::SendPaymentRequest,
+    ) -> Result<Vec<lightning::Payment>, grpcio::RpcStatus> {
+        self.stream(&methods::SEND_PAYMENT_V2, request)
+            .map(|update| update.map_err(status))
+            .collect()
+    }
+
+    fn pay(&self, payment_request: &str, amt_sat: i64, fee_limit_msat: i64) -> lightning::Payment {
+        let updates = self
+            .send(&pay_request(payment_request, amt_sat, fee_limit_msat))
+            .unwrap();
+        let last = updates.last().unwrap().clone();
+        let statuses: Vec<_> = updates
+            .iter()
+            .map(|u| u.status.enum_value().unwrap())
+            .collect();
+        assert_eq!(
+            statuses.first(),
+            Some(&PaymentStatus::IN_FLIGHT),
+            "{statuses:?}"
+        );
+        assert_eq!(statuses.len(), 2, "{statuses:?}");
+        last
+    }
+}
+
+fn succeeded(payment: &lightning::Payment) {
+    assert_eq!(
+        payment.status.enum_value(),
+        Ok(PaymentStatus::SUCCEEDED),
+        "{payment:?}"
+    );
+}
+
+fn failed_with(payment: &lightning::Payment, reason: Reason) {
+    assert_eq!(
+        payment.status.enum_value(),
+        Ok(PaymentStatus::FAILED),
+        "{payment:?}"
+    );
+    assert_eq!(
+        payment.failure_reason.enum_value(),
+        Ok(reason),
+        "{payment:?}"
+    );
+}
+
+fn conserved(net: &SimNetwork, total_msat: u64) {
+    assert_eq!(net.total_balance_msat(), total_msat);
+    for channel in net.channel_balances() {
+        assert_eq!(
+            channel.balance_a_msat + channel.balance_b_msat,
+            channel.capacity_sat * 1000,
+            "{channel:?}"
+        );
+    }
+}
+
+#[test]
+fn payments_route_directly_and_through_a_hop_with_fees_and_fee_limits() {
+    let net = three_in_a_row();
+    let env = env();
+    let total = net.total_balance_msat();
+    assert_eq!(total, 2 * 1_000_000 * 1000);
+    let alice = Lnd::connect(&env, net.node("alice").unwrap());
+    let bob = Lnd::connect(&env, net.node("bob").unwrap());
+    let carol = Lnd::connect(&env, net.node("carol").unwrap());
+
+    // Direct: no fee, even with a zero fee limit.
+    let invoice = bob.add_invoice("direct", 0, 0);
+    let payment = alice.pay(&invoice.payment_request, 10_000, 0);
+    succeeded(&payment);
+    assert_eq!(payment.value_sat, 10_000);
+    assert_eq!(payment.fee_msat, 0);
+    let preimage = hex::decode(&payment.payment_preimage).unwrap();
+    assert_eq!(
+        sha256::Hash::hash(&preimage).to_byte_array().to_vec(),
+        invoice.r_hash
+    );
+    assert_eq!(payment.payment_hash, hex::encode(&invoice.r_hash));
+    let settled = bob.lookup(&invoice.r_hash).unwrap();
+    assert_eq!(
+        settled.state.enum_value(),
+        Ok(lightning::invoice::InvoiceState::SETTLED)
+    );
+    assert_eq!(settled.amt_paid_sat, 10_000);
+    assert_eq!(settled.amt_paid_msat, 10_000_000);
+    assert_eq!(settled.settle_index, 1);
+    assert!(settled.settle_date > 0);
+    assert_eq!(settled.htlcs.len(), 1);
+    assert_eq!(net.node("alice").unwrap().local_balance_msat(), 490_000_000);
+    conserved(&net, total);
+
+    // Paying it again: LND's control tower refuses.
+    let again = alice
+        .send(&pay_request(&invoice.payment_request, 10_000, 0))
+        .unwrap_err();
+    assert_eq!(again.code(), RpcStatusCode::ALREADY_EXISTS);
+    assert_eq!(again.message(), "invoice is already paid");
+
+    // Through Bob: fee = 1000 msat base + 10 msat (1 ppm of 10_000_000 msat).
+    let far = carol.add_invoice("two hops", 0, 0);
+    let no_fee = alice.pay(&far.payment_request, 10_000, 0);
+    failed_with(&no_fee, Reason::FAILURE_REASON_NO_ROUTE);
+    let short = alice.pay(&far.payment_request, 10_000, 1_009);
+    failed_with(&short, Reason::FAILURE_REASON_NO_ROUTE);
+    conserved(&net, total);
+    let bob_before = net.node("bob").unwrap().local_balance_msat();
+    let routed = alice.pay(&far.payment_request, 10_000, 1_010);
+    succeeded(&routed);
+    assert_eq!(routed.fee_msat, 1_010);
+    assert_eq!(routed.fee_sat, 1);
+    assert_eq!(routed.value_msat, 10_000_000);
+    let route = routed.htlcs[0].route.as_ref().unwrap();
+    assert_eq!(route.hops.len(), 2);
+    assert_eq!(route.total_amt_msat, 10_001_010);
+    assert_eq!(
+        route.hops[1].pub_key,
+        net.node("carol").unwrap().pubkey_hex()
+    );
+    assert_eq!(
+        net.node("bob").unwrap().local_balance_msat(),
+        bob_before + 1_010
+    );
+    assert_eq!(net.node("carol").unwrap().local_balance_msat(), 510_000_000);
+    assert_eq!(net.node("alice").unwrap().local_balance_msat(), 479_998_990);
+    conserved(&net, total);
+    let paid = carol.lookup(&far.r_hash).unwrap();
+    assert_eq!(paid.amt_paid_msat, 10_000_000);
+
+    // no_inflight_updates: only the final update.
+    let quiet_invoice = bob.add_invoice("quiet", 1, 0);
+    let mut quiet = pay_request(&quiet_invoice.payment_request, 0, 0);
+    quiet.no_inflight_updates = true;
+    let updates = alice.send(&quiet).unwrap();
+    assert_eq!(updates.len(), 1);
+    succeeded(&updates[0]);
+    assert_eq!(updates[0].value_sat, 1);
+
+    // TrackPaymentV2: a finished payment gives its final state and ends.
+    let mut track = router::TrackPaymentRequest::new();
+    track.payment_hash = far.r_hash.clone();
+    let tracked: Vec<_> = alice
+        .stream(&methods::TRACK_PAYMENT_V2, &track)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(tracked.len(), 1);
+    succeeded(&tracked[0]);
+    assert_eq!(tracked[0].fee_msat, 1_010);
+    track.payment_hash = vec![9; 32];
+    let unknown = status(
+        alice
+            .stream(&methods::TRACK_PAYMENT_V2, &track)
+            .next()
+            .unwrap()
+            .unwrap_err(),
+    );
+    assert_eq!(unknown.code(), RpcStatusCode::NOT_FOUND);
+    assert_eq!(unknown.message(), "payment isn't initiated");
+
+    // DecodePayReq.
+    let mut decode = lightning::PayReqString::new();
+    decode.pay_req = far.payment_request.clone();
+    let decoded = alice.call(&methods::DECODE_PAY_REQ, &decode).unwrap();
+    assert_eq!(decoded.destination, net.node("carol").unwrap().pubkey_hex());
+    assert_eq!(decoded.payment_hash, hex::encode(&far.r_hash));
+    assert_eq!(decoded.num_satoshis, 0);
+    assert_eq!(decoded.expiry, 86_400);
+    assert_eq!(decoded.description, "two hops");
+    assert_eq!(decoded.payment_addr, far.payment_addr);
+
+    // ChannelBalance and ListChannels agree with the ledger.
+    let balance = alice
+        .call(
+            &methods::CHANNEL_BALANCE,
+            &lightning::ChannelBalanceRequest::new(),
+        )
+        .unwrap();
+    assert_eq!(
+        balance.local_balance.msat,
+        net.node("alice").unwrap().local_balance_msat()
+    );
+    assert_eq!(
+        balance.local_balance.msat + balance.remote_balance.msat,
+        1_000_000_000
+    );
+    let channels = bob
+        .call(
+            &methods::LIST_CHANNELS,
+            &lightning::ListChannelsRequest::new(),
+        )
+        .unwrap();
+    assert_eq!(channels.channels.len(), 2);
+    for channel in &channels.channels {
+        assert_eq!(channel.capacity, 1_000_000);
+        assert!(channel.local_balance + channel.remote_balance <= 1_000_000);
+        assert!(channel.local_balance + channel.remote_balance >= 999_999);
+    }
+}
+
+#[test]
+fn payment_errors_carry_lnds_codes_and_reasons() {
+    let net = three_in_a_row();
+    let env = env();
+    let total = net.total_balance_msat();
+    let alice = Lnd::connect(&env, net.node("alice").unwrap());
+    let bob = Lnd::connect(&env, net.node("bob").unwrap());
+
+    // More than Alice holds.
+    let big = bob.add_invoice("big", 0, 0);
+    failed_with(
+        &alice.pay(&big.payment_request, 600_000, 10_000_000),
+        Reason::FAILURE_REASON_INSUFFICIENT_BALANCE,
+    );
+    // A zero-amount invoice needs an amount.
+    let refused = alice
+        .send(&pay_request(&big.payment_request, 0, 0))
+        .unwrap_err();
+    assert_eq!(refused.code(), RpcStatusCode::UNKNOWN);
+    assert_eq!(
+        refused.message(),
+        "amount must be specified when paying a zero amount invoice"
+    );
+    // Paying oneself.
+    let own = alice.add_invoice("own", 0, 0);
+    let refused = alice
+        .send(&pay_request(&own.payment_request, 5, 0))
+        .unwrap_err();
+    assert_eq!(refused.message(), "self-payments not allowed");
+    // Not a BOLT11.
+    let refused = alice
+        .send(&pay_request("lnbcrt1garbage", 5, 0))
+        .unwrap_err();
+    assert_eq!(refused.code(), RpcStatusCode::UNKNOWN);
+
+    // Expired: the network's clock moves past the invoice's expiry.
+    let soon = bob.add_invoice("soon", 0, 60);
+    net.advance_clock(Duration::from_secs(120));
+    let refused = alice
+        .send(&pay_request(&soon.payment_request, 5, 0))
+        .unwrap_err();
+    assert_eq!(refused.code(), RpcStatusCode::UNKNOWN);
+    assert!(
+        refused
+            .message()
+            .starts_with("invoice expired. Valid until "),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(
+        bob.lookup(&soon.r_hash).unwrap().state.enum_value(),
+        Ok(lightning::invoice::InvoiceState::CANCELED)
+    );
+
+    // Cancelled: idempotent, then the receiver refuses the payment.
+    let cancelled = bob.add_invoice("cancel me", 0, 0);
+    let mut cancel = invoices::CancelInvoiceMsg::new();
+    cancel.payment_hash = cancelled.r_hash.clone();
+    bob.call(&methods::CANCEL_INVOICE, &cancel).unwrap();
+    bob.call(&methods::CANCEL_INVOICE, &cancel).unwrap();
+    failed_with(
+        &alice.pay(&cancelled.payment_request, 5, 0),
+        Reason::FAILURE_REASON_INCORRECT_PAYMENT_DETAILS,
+    );
+    // Deleted, and then unknown to the receiver.
+    let mut delete = lightning::DelCanceledInvoiceReq::new();
+    delete.invoice_hash = hex::encode(&cancelled.r_hash);
+    let deleted = bob
+        .call(&methods::DELETE_CANCELED_INVOICE, &delete)
+        .unwrap();
+    assert!(
+        deleted.status.contains("deleted successfully"),
+        "{}",
+        deleted.status
+    );
+    assert_eq!(
+        bob.lookup(&cancelled.r_hash).unwrap_err().code(),
+        RpcStatusCode::NOT_FOUND
+    );
+    failed_with(
+        &alice.pay(&cancelled.payment_request, 5, 0),
+        Reason::FAILURE_REASON_INCORRECT_PAYMENT_DETAILS,
+    );
+    delete.invoice_hash = String::new();
+    assert_eq!(
+        bob.call(&methods::DELETE_CANCELED_INVOICE, &delete)
+            .unwrap_err()
+            .message(),
+        "invoice hash must be provided"
+    );
+
+    // A settled invoice can be neither cancelled nor deleted.
+    let settled = bob.add_invoice("settled", 0, 0);
+    succeeded(&alice.pay(&settled.payment_request, 7, 0));
+    cancel.payment_hash = settled.r_hash.clone();
+    let refused = bob.call(&methods::CANCEL_INVOICE, &cancel).unwrap_err();
+    assert_eq!(refused.message(), "invoice already settled");
+    delete.invoice_hash = hex::encode(&settled.r_hash);
+    let refused = bob
+        .call(&methods::DELETE_CANCELED_INVOICE, &delete)
+        .unwrap_err();
+    assert_eq!(refused.message(), "invoice not canceled");
+
+    // A forced failure, then the retry of the same invoice succeeds.
+    let flaky = bob.add_invoice("flaky", 0, 0);
+    net.node("alice")
+        .unwrap()
+        .fail_next_payments(1, FailureReason::NoRoute);
+    failed_with(
+        &alice.pay(&flaky.payment_request, 9, 0),
+        Reason::FAILURE_REASON_NO_ROUTE,
+    );
+    succeeded(&alice.pay(&flaky.payment_request, 9, 0));
+
+    // A node too slow for the payment's timeout.
+    let slow = bob.add_invoice("slow", 0, 0);
+    net.node("alice")
+        .unwrap()
+        .set_latency(Duration::from_secs(5));
+    let mut request = pay_request(&slow.payment_request, 9, 0);
+    request.timeout_seconds = 1;
+    let updates = alice.send(&request).unwrap();
+    failed_with(updates.last().unwrap(), Reason::FAILURE_REASON_TIMEOUT);
+    conserved(&net, total);
+}
+
+#[test]
+fn a_second_payment_while_the_first_is_in_flight_is_in_transition() {
+    let net = two_nodes();
+    let env = env();
+    let alice = Lnd::connect(&env, net.node("alice").unwrap());
+    let bob = Lnd::connect(&env, net.node("bob").unwrap());
+    let invoice = bob.add_invoice("once", 0, 0);
+    // Alice's payments take 3 s to resolve: long enough to try again meanwhile.
+    net.node("alice")
+        .unwrap()
+        .set_latency(Duration::from_secs(3));
+    let mut first = alice.stream(
+        &methods::SEND_PAYMENT_V2,
+        &pay_request(&invoice.payment_request, 21, 0),
+    );
+    let in_flight = first.next().unwrap().unwrap();
+    assert_eq!(in_flight.status.enum_value(), Ok(PaymentStatus::IN_FLIGHT));
+    let refused = alice
+        .send(&pay_request(&invoice.payment_request, 21, 0))
+        .unwrap_err();
+    assert_eq!(refused.code(), RpcStatusCode::ALREADY_EXISTS);
+    assert_eq!(refused.message(), "payment is in transition");
+    // A tracker joining now sees the end too.
+    let mut track = router::TrackPaymentRequest::new();
+    track.payment_hash = invoice.r_hash.clone();
+    let tracked: Vec<_> = alice
+        .stream(&methods::TRACK_PAYMENT_V2, &track)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        tracked.first().unwrap().status.enum_value(),
+        Ok(PaymentStatus::IN_FLIGHT)
+    );
+    succeeded(tracked.last().unwrap());
+    succeeded(&first.next().unwrap().unwrap());
+    assert!(first.next().is_none());
+}
+
+#[test]
+fn subscribe_invoices_replays_from_indexes_then_streams_live() {
+    let net = two_nodes();
+    let env = env();
+    let alice = Lnd::connect(&env, net.node("alice").unwrap());
+    let bob = Lnd::connect(&env, net.node("bob").unwrap());
+    let first = bob.add_invoice("1", 0, 0);
+    let second = bob.add_invoice("2", 0, 0);
+    let third = bob.add_invoice("3", 0, 0);
+    succeeded(&alice.pay(&first.payment_request, 1, 0));
+    succeeded(&alice.pay(&second.payment_request, 2, 0));
+
+    let mut from = lightning::InvoiceSubscription::new();
+    from.add_index = 1;
+    from.settle_index = 1;
+    let mut replay = bob.stream(&methods::SUBSCRIBE_INVOICES, &from);
+    let mut live = bob.stream(
+        &methods::SUBSCRIBE_INVOICES,
+        &lightning::InvoiceSubscription::new(),
+    );
+    use lightning::invoice::InvoiceState::{OPEN, SETTLED};
+    let state = |invoice: &lightning::Invoice| invoice.state.enum_value().unwrap();
+
+    // Replay: adds after 1 (the second is settled by now, and news as a settle), then settles
+    // after 1 (the second, already delivered).
+    let event = next(&mut replay);
+    assert_eq!(
+        (event.add_index, event.settle_index, state(&event)),
+        (2, 2, SETTLED)
+    );
+    let event = next(&mut replay);
+    assert_eq!((event.add_index, state(&event)), (3, OPEN));
+    assert_eq!(event.r_hash, third.r_hash);
+
+    // Live, in order, on both streams.
+    let fourth = bob.add_invoice("4", 0, 0);
+    succeeded(&alice.pay(&third.payment_request, 3, 0));
+    for stream in [&mut replay, &mut live] {
+        let event = next(stream);
+        assert_eq!((event.add_index, state(&event)), (4, OPEN));
+        assert_eq!(event.r_hash, fourth.r_hash);
+        let event = next(stream);
+        assert_eq!(
+            (event.add_index, event.settle_index, state(&event)),
+            (3, 3, SETTLED)
+        );
+        assert_eq!(event.amt_paid_sat, 3);
+    }
+
+    // Settles only.
+    let mut settles = lightning::InvoiceSubscription::new();
+    settles.settle_index = 1;
+    let mut settles = bob.stream(&methods::SUBSCRIBE_INVOICES, &settles);
+    let event = next(&mut settles);
+    assert_eq!((event.settle_index, state(&event)), (2, SETTLED));
+    let event = next(&mut settles);
+    assert_eq!((event.settle_index, state(&event)), (3, SETTLED));
+
+    // ListInvoices pages by add index.
+    let mut list = lightning::ListInvoiceRequest::new();
+    list.index_offset = 1;
+    list.num_max_invoices = 2;
+    let page = bob.call(&methods::LIST_INVOICES, &list).unwrap();
+    let indexes: Vec<u64> = page.invoices.iter().map(|i| i.add_index).collect();
+    assert_eq!(indexes, [2, 3]);
+    assert_eq!((page.first_index_offset, page.last_index_offset), (2, 3));
+    list.pending_only = true;
+    list.index_offset = 0;
+    let page = bob.call(&methods::LIST_INVOICES, &list).unwrap();
+    let indexes: Vec<u64> = page.invoices.iter().map(|i| i.add_index).collect();
+    assert_eq!(indexes, [4]);
+    let mut reversed = lightning::ListInvoiceRequest::new();
+    reversed.reversed = true;
+    reversed.num_max_invoices = 3;
+    let page = bob.call(&methods::LIST_INVOICES, &reversed).unwrap();
+    let indexes: Vec<u64> = page.invoices.iter().map(|i| i.add_index).collect();
+    assert_eq!(indexes, [2, 3, 4]);
+}
+
+#[test]
+fn keysend_credits_the_receiver_with_its_custom_records() {
+    let net = three_in_a_row();
+    let env = env();
+    let total = net.total_balance_msat();
+    let alice = Lnd::connect(&env, net.node("alice").unwrap());
+    let carol = Lnd::connect(&env, net.node("carol").unwrap());
+    let mut live = carol.stream(
+        &methods::SUBSCRIBE_INVOICES,
+        &lightning::InvoiceSubscription::new(),
+    );
+
+    let preimage = [42u8; 32];
+    let hash = sha256::Hash::hash(&preimage).to_byte_array();
+    let mut request = router::SendPaymentRequest::new();
+    request.dest = net.node("carol").unwrap().pubkey().to_vec();
+    request.amt = 5_000;
+    request.payment_hash = hash.to_vec();
+    request.fee_limit_sat = 10;
+    request.timeout_seconds = 30;
+    request
+        .dest_custom_records
+        .insert(5_482_373_484, preimage.to_vec());
+    request
+        .dest_custom_records
+        .insert(696_969, b"ilp account".to_vec());
+    let updates = alice.send(&request).unwrap();
+    let payment = updates.last().unwrap();
+    succeeded(payment);
+    assert_eq!(payment.payment_preimage, hex::encode(preimage));
+    assert_eq!(payment.fee_msat, 1_005);
+
+    let added = live.next().unwrap().unwrap();
+    assert_eq!(
+        added.state.enum_value(),
+        Ok(lightning::invoice::InvoiceState::OPEN)
+    );
+    assert!(added.is_keysend);
+    let settled = live.next().unwrap().unwrap();
+    assert_eq!(
+        settled.state.enum_value(),
+        Ok(lightning::invoice::InvoiceState::SETTLED)
+    );
+    let invoice = carol.lookup(&hash).unwrap();
+    for invoice in [&settled, &invoice] {
+        assert!(invoice.is_keysend);
+        assert!(invoice.payment_request.is_empty());
+        assert_eq!(invoice.r_preimage, preimage);
+        assert_eq!(invoice.amt_paid_sat, 5_000);
+        assert_eq!(invoice.htlcs.len(), 1);
+        let records = &invoice.htlcs[0].custom_records;
+        assert_eq!(records.get(&5_482_373_484).unwrap(), &preimage.to_vec());
+        assert_eq!(records.get(&696_969).unwrap(), b"ilp account");
+    }
+
+    // The same hash again, and a preimage that does not match: refused by the receiver.
+    let again = alice.send(&request).unwrap_err();
+    assert_eq!(again.code(), RpcStatusCode::ALREADY_EXISTS);
+    request.payment_hash = vec![1; 32];
+    failed_with(
+        alice.send(&request).unwrap().last().unwrap(),
+        Reason::FAILURE_REASON_INCORRECT_PAYMENT_DETAILS,
+    );
+    // Records below 65536 are LND's own.
+    request.dest_custom_records.insert(7, vec![1]);
+    assert_eq!(
+        alice.send(&request).unwrap_err().code(),
+        RpcStatusCode::UNKNOWN
+    );
+    conserved(&net, total);
+}
+
+#[test]
+fn concurrent_payments_keep_every_channel_consistent() {
+    // A ring: paying the next node is direct, paying the one after goes through a hop.
+    let names = ["alice", "bob", "carol", "dave"];
+    let mut builder = SimNetwork::builder();
+    for name in names {
+        builder = builder.node(name);
+    }
+    for i in 0..names.len() {
+        builder = builder.channel(
+            names[i],
+            names[(i + 1) % names.len()],
+            1_000_000,
+            ChannelPolicy {
+                base_fee_msat: 500,
+                fee_ppm: 100,
+            },
+        );
+    }
+    let net = builder.start().unwrap();
+    let total = net.total_balance_msat();
+    let before: Vec<u64> = net.nodes().iter().map(|n| n.local_balance_msat()).collect();
+    let env = env();
+    const PAYMENTS_PER_THREAD: usize = 12;
+    // Per thread: (payer, [(payee, amount msat)], fees paid msat).
+    type Outcome = (usize, Vec<(usize, u64)>, u64);
+    let results: Vec<Outcome> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..names.len())
+            .map(|i| {
+                let net = &net;
+                let env = &env;
+                scope.spawn(move || {
+                    let payer = Lnd::connect(env, net.node(names[i]).unwrap());
+                    let targets = [(i + 1) % names.len(), (i + 2) % names.len()];
+                    let payees = targets.map(|t| Lnd::connect(env, net.node(names[t]).unwrap()));
+                    let mut received = Vec::new();
+                    let mut fees = 0u64;
+                    for round in 0..PAYMENTS_PER_THREAD {
+                        let invoice = payees[round % 2].add_invoice("", 0, 0);
+                        let amount = 1_000 + round as i64;
+                        let payment = payer.pay(&invoice.payment_request, amount, 5_000);
+                        succeeded(&payment);
+                        assert_eq!(payment.fee_msat == 0, round % 2 == 0, "{payment:?}");
+                        received.push((targets[round % 2], amount as u64 * 1000));
+                        fees += payment.fee_msat as u64;
+                    }
+                    (i, received, fees)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    conserved(&net, total);
+    // Every node's balance moved by exactly: received - sent - fees paid + fees earned, and
+    // the fees earned add up to the fees paid.
+    let after: Vec<u64> = net.nodes().iter().map(|n| n.local_balance_msat()).collect();
+    let mut expected_without_earnings: Vec<i128> = before.iter().map(|b| *b as i128).collect();
+    let mut fees_paid = 0i128;
+    for (payer, received, fees) in &results {
+        for (payee, amount) in received {
+            expected_without_earnings[*payee] += *amount as i128;
+            expected_without_earnings[*payer] -= *amount as i128;
+        }
+        expected_without_earnings[*payer] -= *fees as i128;
+        fees_paid += *fees as i128;
+    }
+    let earned: Vec<i128> = after
+        .iter()
+        .zip(&expected_without_earnings)
+        .map(|(after, expected)| *after as i128 - expected)
+        .collect();
+    assert!(earned.iter().all(|e| *e >= 0), "{earned:?}");
+    assert_eq!(earned.iter().sum::<i128>(), fees_paid);
+    assert!(fees_paid > 0);
+}
+
+#[test]
+fn a_node_goes_offline_and_comes_back_on_the_same_port() {
+    let net = two_nodes();
+    let env = env();
+    let bob_node = net.node("bob").unwrap();
+    let port = bob_node.port();
+    let alice = Lnd::connect(&env, net.node("alice").unwrap());
+    let bob = Lnd::connect(&env, bob_node);
+    let mut stream = bob.stream(
+        &methods::SUBSCRIBE_INVOICES,
+        &lightning::InvoiceSubscription::new(),
+    );
+    let first = bob.add_invoice("before", 0, 0);
+    succeeded(&alice.pay(&first.payment_request, 11, 0));
+    let second = bob.add_invoice("while away", 0, 0);
+    let seen: Vec<(u64, u64)> = (0..3)
+        .map(|_| {
+            let event = stream.next().unwrap().unwrap();
+            (event.add_index, event.settle_index)
+        })
+        .collect();
+    assert_eq!(seen, [(1, 0), (1, 1), (2, 0)]);
+
+    bob_node.set_offline(true).unwrap();
+    assert!(bob_node.is_offline());
+    // The open stream ends with an error, not a clean end.
+    match stream.next() {
+        Some(Err(_)) => {}
+        other => panic!("expected the stream to fail, got {other:?}"),
+    }
+    let down = Lnd::connect(&env, bob_node)
+        .call(&methods::GET_INFO, &lightning::GetInfoRequest::new())
+        .unwrap_err();
+    assert_eq!(down.code(), RpcStatusCode::UNAVAILABLE);
+
+    // Bob's channels stay up: he is paid while his API is down.
+    succeeded(&alice.pay(&second.payment_request, 77, 0));
+
+    bob_node.set_offline(false).unwrap();
+    assert!(!bob_node.is_offline());
+    assert_eq!(bob_node.port(), port);
+    // The same client reconnects (same cert, same macaroon) and resumes the stream from the
+    // last indexes it saw: the settle it missed is replayed.
+    let info = bob
+        .client
+        .unary_call(
+            &methods::GET_INFO,
+            &lightning::GetInfoRequest::new(),
+            bob.options().wait_for_ready(true),
+        )
+        .unwrap();
+    assert_eq!(info.identity_pubkey, bob_node.pubkey_hex());
+    let mut resume = lightning::InvoiceSubscription::new();
+    resume.add_index = 2;
+    resume.settle_index = 1;
+    let mut resumed = bob.stream(&methods::SUBSCRIBE_INVOICES, &resume);
+    let missed = resumed.next().unwrap().unwrap();
+    assert_eq!((missed.add_index, missed.settle_index), (2, 2));
+    assert_eq!(missed.amt_paid_sat, 77);
 }

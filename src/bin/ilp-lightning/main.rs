@@ -3,10 +3,15 @@
 
 use std::process::ExitCode;
 
+#[cfg(feature = "sim")]
+mod sim;
+
 const USAGE: &str = "usage: ilp-lightning <command> [options]
 
 commands:
-  decode [HEX | -]   decode an ILP or BTP packet into JSON";
+  decode [HEX | -]   decode an ILP or BTP packet into JSON
+  sim --nodes a,b --dir DIR [--port BASE]
+                     run simulated LND nodes (`ilp-lightning sim --help`)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -15,6 +20,8 @@ fn main() -> ExitCode {
             println!("{USAGE}");
             ExitCode::SUCCESS
         }
+        #[cfg(feature = "sim")]
+        Some("sim") => sim::run(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             ExitCode::from(2)

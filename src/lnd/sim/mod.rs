@@ -116,8 +116,8 @@ pub enum SimError {
         node: String,
         /// The address it tried.
         address: String,
-        /// What grpcio said.
-        source: grpcio::Error,
+        /// What grpcio said (boxed: grpcio's error is large).
+        source: Box<grpcio::Error>,
     },
     /// Writing a node's files, or starting a thread, failed.
     Io(std::io::Error),
@@ -148,7 +148,7 @@ impl fmt::Display for SimError {
 impl std::error::Error for SimError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            SimError::Grpc { source, .. } => Some(source),
+            SimError::Grpc { source, .. } => Some(source.as_ref()),
             SimError::Io(error) => Some(error),
             _ => None,
         }
@@ -653,7 +653,7 @@ impl SimNode {
         let grpc_error = |source| SimError::Grpc {
             node: self.name.clone(),
             address: address.clone(),
-            source,
+            source: Box::new(source),
         };
         let service = server::lnd_service(self.shared.clone(), self.index);
         let mut server = ServerBuilder::new(env)
