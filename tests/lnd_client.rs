@@ -699,3 +699,120 @@ fn concurrent_payments_keep_every_channel_consistent() {
     assert_eq!(bob_sim.local_balance_msat(), after[1]);
     assert_eq!(alice.channel_balance().unwrap().local_msat, after[0]);
 }
+
+#[test]
+fn in_flight_payments_are_tracked_and_not_paid_twice() {
+    let net = line();
+    let sim_alice = net.node("alice").unwrap();
+    let alice = connect(sim_alice);
+    let carol = connect(net.node("carol").unwrap());
+    let inv = carol.add_invoice(Duration::from_secs(600), None).unwrap();
+    // Alice's node holds the payment in flight this long before routing it (and answers its
+    // unary calls this late too; the streams below answer at once).
+    let hold = Duration::from_secs(8);
+    sim_alice.set_latency(hold);
+    std::thread::scope(|scope| {
+        let first = std::thread::Builder::new()
+            .name("first-payer".into())
+            .spawn_scoped(scope, || {
+                alice.pay_invoice(&inv.payment_request, 9_000, limits())
+            })
+            .unwrap();
+        // Wait until the node has registered the payment.
+        let deadline = Instant::now() + WAIT;
+        let status = loop {
+            match alice.track_payment(&inv.payment_hash, Duration::ZERO) {
+                Ok(outcome) => break outcome.status,
+                Err(LndError::NotFound(_)) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => panic!("track: {e}"),
+            }
+        };
+        if status == PaymentStatus::InFlight {
+            let again = alice
+                .pay_invoice(&inv.payment_request, 9_000, limits())
+                .unwrap_err();
+            assert_eq!(again, LndError::PaymentInTransition);
+            assert_eq!(again.payment_certainty(), PaymentCertainty::Unknown);
+            // Waiting less than the hold returns the in-flight state, not an error.
+            let short = alice
+                .track_payment(&inv.payment_hash, Duration::from_millis(300))
+                .unwrap();
+            assert!(
+                matches!(
+                    short.status,
+                    PaymentStatus::InFlight | PaymentStatus::Succeeded { .. }
+                ),
+                "{:?}",
+                short.status
+            );
+        } else {
+            // Only if this machine stalled for the whole hold; the outcome below still holds.
+            eprintln!("payment already final before the in-flight checks: {status:?}");
+        }
+        let outcome = first.join().unwrap().unwrap();
+        succeeded(&outcome.status);
+    });
+    sim_alice.set_latency(Duration::ZERO);
+    let tracked = alice.track_payment(&inv.payment_hash, WAIT).unwrap();
+    succeeded(&tracked.status);
+}
+
+/// A server with GetInfo only, as an LND before 0.20 (no DeleteCanceledInvoice) built without
+/// the invoicesrpc sub-server (no CancelInvoice) looks to a client.
+#[test]
+fn calls_an_old_node_lacks_are_unsupported() {
+    use grpcio::{EnvBuilder, ServerBuilder, ServerCredentialsBuilder, ServiceBuilder};
+    use ilp_plugin_lightning::lnd::methods;
+    use ilp_plugin_lightning::lnd::proto::lightning;
+
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    let env = Arc::new(EnvBuilder::new().name_prefix("old-lnd").cq_count(1).build());
+    let service = ServiceBuilder::new()
+        .add_unary_handler(&methods::GET_INFO, |ctx, _request, sink| {
+            let mut info = lightning::GetInfoResponse::new();
+            info.identity_pubkey =
+                "02eec7245d6b7d2ccb30380bfbe2a3648cd7a942653f5aa340edcea1f283686619".into();
+            info.version = "0.19.1-beta commit=v0.19.1-beta".into();
+            let mut chain = lightning::Chain::new();
+            chain.network = "regtest".into();
+            info.chains.push(chain);
+            ctx.spawn(async move {
+                let _ = sink.success(info).await;
+            });
+        })
+        .build();
+    let mut server = ServerBuilder::new(env)
+        .register_service(service)
+        .build()
+        .unwrap();
+    let credentials = ServerCredentialsBuilder::new()
+        .add_cert(cert.pem().into_bytes(), key.serialize_pem().into_bytes())
+        .build();
+    let port = server
+        .add_listening_port("127.0.0.1:0", credentials)
+        .unwrap();
+    server.start();
+
+    let old = GrpcLightning::builder()
+        .port(port)
+        .tls_cert(cert.pem())
+        .macaroon_hex("0201")
+        .connect()
+        .unwrap();
+    assert!(old.node_info().unwrap().version.starts_with("0.19"));
+    let hash = PaymentHash([5; 32]);
+    let err = old.delete_canceled_invoice(&hash).unwrap_err();
+    assert!(
+        matches!(err, LndError::Unsupported(ref m) if m.contains("0.20")),
+        "{err}"
+    );
+    let err = old.cancel_invoice(&hash).unwrap_err();
+    assert!(matches!(err, LndError::Unsupported(_)), "{err}");
+    let _ = futures::executor::block_on(server.shutdown());
+}

@@ -472,6 +472,11 @@ impl Lightning for GrpcLightning {
                     // Our own wait ran out while LND still reported the payment in flight.
                     return match (error, latest) {
                         (LndError::Timeout(_), Some(in_flight)) => Ok(in_flight),
+                        // The wait was shorter than the node's first answer: ask for the
+                        // current state with the ordinary call deadline.
+                        (LndError::Timeout(_), None) if !wait.is_zero() => {
+                            self.track_payment(payment_hash, Duration::ZERO)
+                        }
                         (error, _) => Err(error),
                     };
                 }
