@@ -168,7 +168,9 @@ fn identity_invoice_payment_lookup_and_track() {
     let sim_alice = net.node("alice").unwrap();
     let sim_carol = net.node("carol").unwrap();
 
-    let info = alice.node_info().unwrap();
+    // Settlement code holds the node as a trait object.
+    let node: &dyn Lightning = &alice;
+    let info = node.node_info().unwrap();
     assert_eq!(info.pubkey.to_hex(), sim_alice.pubkey_hex());
     assert_eq!(info.pubkey, PublicKey(sim_alice.pubkey()));
     assert_eq!(info.network, Network::Regtest);
@@ -815,4 +817,47 @@ fn calls_an_old_node_lacks_are_unsupported() {
     let err = old.cancel_invoice(&hash).unwrap_err();
     assert!(matches!(err, LndError::Unsupported(_)), "{err}");
     let _ = futures::executor::block_on(server.shutdown());
+}
+
+/// known-failures.md §5: an error while a payment is in flight does not prove it failed; the
+/// payment is learnt from TrackPaymentV2 once the node is back.
+#[test]
+fn payment_interrupted_by_node_stop_is_resolved_by_tracking() {
+    let net = line();
+    let sim_alice = net.node("alice").unwrap();
+    let alice = connect(sim_alice);
+    let carol = connect(net.node("carol").unwrap());
+    let inv = carol.add_invoice(Duration::from_secs(600), None).unwrap();
+    sim_alice.set_latency(Duration::from_secs(3));
+    std::thread::scope(|scope| {
+        let payer = std::thread::Builder::new()
+            .name("interrupted-payer".into())
+            .spawn_scoped(scope, || {
+                alice.pay_invoice(&inv.payment_request, 6_000, limits())
+            })
+            .unwrap();
+        let deadline = Instant::now() + WAIT;
+        while let Err(LndError::NotFound(_)) =
+            alice.track_payment(&inv.payment_hash, Duration::ZERO)
+        {
+            assert!(Instant::now() < deadline, "the payment never started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sim_alice.set_offline(true).unwrap();
+        match payer.join().unwrap() {
+            Err(e) => assert_eq!(e.payment_certainty(), PaymentCertainty::Unknown, "{e}"),
+            // Only if the machine stalled past the hold: the payment finished first.
+            Ok(outcome) => eprintln!("payment finished before the stop: {:?}", outcome.status),
+        }
+    });
+    sim_alice.set_latency(Duration::ZERO);
+    sim_alice.set_offline(false).unwrap();
+    let tracked = retry_while_unreachable(|| alice.track_payment(&inv.payment_hash, WAIT));
+    let (preimage, _, amount) = succeeded(&tracked.status);
+    assert_eq!(preimage.payment_hash(), inv.payment_hash);
+    assert_eq!(amount, 6_000);
+    assert_eq!(
+        carol.lookup_invoice(&inv.payment_hash).unwrap().state,
+        InvoiceState::Settled
+    );
 }

@@ -666,7 +666,8 @@ pub trait Lightning: Send + Sync {
     ///
     /// LND delivers only add (open) and settle events; cancellations do not appear. After the
     /// subscription ends with an error, call this again with its
-    /// [`cursor`](InvoiceSubscription::cursor) to receive what was missed.
+    /// [`cursor`](InvoiceSubscription::cursor) to receive what was missed. Connection and
+    /// authentication errors may arrive as the subscription's first item rather than here.
     fn subscribe_invoices(&self, from: InvoiceCursor) -> Result<InvoiceSubscription, LndError>;
 
     /// Pays `payment_request` (normally an any-amount invoice) with `amount_msat`, and blocks

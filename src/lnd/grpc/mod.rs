@@ -534,3 +534,63 @@ impl InvoiceEvents for GrpcInvoiceEvents {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builder_debug_hides_the_macaroon() {
+        let secret = "0201036c6e6402f801030a10e1";
+        let builder = GrpcLightning::builder()
+            .host("127.0.0.1")
+            .port(10010)
+            .macaroon_hex(secret);
+        let shown = format!("{builder:?}");
+        assert!(!shown.contains(secret), "{shown}");
+        assert!(shown.contains("10010"));
+        let shown = format!("{:?}", builder.macaroon(hex::decode(secret).unwrap()));
+        assert!(
+            !shown.contains(secret) && !shown.contains("[2, 1, 3"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn bad_settings_fail_before_any_network_call() {
+        let err = GrpcLightning::builder()
+            .tls_cert_path("/nonexistent/tls.cert")
+            .macaroon_hex("0201")
+            .connect()
+            .unwrap_err();
+        assert!(matches!(err, LndError::Config(ref m) if m.contains("/nonexistent/tls.cert")));
+        let err = GrpcLightning::builder()
+            .tls_cert("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+            .macaroon_base64("not base64!")
+            .connect()
+            .unwrap_err();
+        assert!(
+            matches!(err, LndError::Config(ref m) if m.contains("base64")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn payment_requests_carry_limits() {
+        let request = GrpcLightning::payment_request(PaymentLimits {
+            fee_limit_msat: 2_500,
+            timeout: Duration::from_millis(1_500),
+        })
+        .unwrap();
+        assert_eq!(request.fee_limit_msat, 2_500);
+        assert_eq!(request.timeout_seconds, 1);
+        assert!(request.no_inflight_updates);
+        let too_big = GrpcLightning::payment_request(PaymentLimits {
+            fee_limit_msat: u64::MAX,
+            timeout: Duration::from_secs(1),
+        });
+        assert!(matches!(too_big, Err(LndError::InvalidRequest(_))));
+        assert!(matches!(amount(0), Err(LndError::InvalidRequest(_))));
+        assert_eq!(amount(1).unwrap(), 1);
+    }
+}

@@ -108,6 +108,7 @@ fn is_tls_failure(lower: &str) -> bool {
 fn is_invalid_request(lower: &str) -> bool {
     [
         "amount must be specified",
+        "amount must not be specified",
         "self-payments not allowed",
         "cannot appear together",
         "greater than max expiry",
