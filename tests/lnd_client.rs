@@ -160,6 +160,11 @@ impl Drop for Collector {
     }
 }
 
+/// Generic over the node, as settlement code is; `Arc<dyn Lightning>` is a `Lightning` too.
+fn node_info_of<L: Lightning>(node: &L) -> ilp_plugin_lightning::lnd::NodeInfo {
+    node.node_info().unwrap()
+}
+
 #[test]
 fn identity_invoice_payment_lookup_and_track() {
     let net = line();
@@ -168,9 +173,9 @@ fn identity_invoice_payment_lookup_and_track() {
     let sim_alice = net.node("alice").unwrap();
     let sim_carol = net.node("carol").unwrap();
 
-    // Settlement code holds the node as a trait object.
-    let node: &dyn Lightning = &alice;
-    let info = node.node_info().unwrap();
+    // Settlement code holds the node as a shared trait object.
+    let shared: Arc<dyn Lightning> = Arc::new(connect(sim_alice));
+    let info = node_info_of(&shared);
     assert_eq!(info.pubkey.to_hex(), sim_alice.pubkey_hex());
     assert_eq!(info.pubkey, PublicKey(sim_alice.pubkey()));
     assert_eq!(info.network, Network::Regtest);

@@ -702,6 +702,64 @@ pub trait Lightning: Send + Sync {
     fn delete_canceled_invoice(&self, payment_hash: &PaymentHash) -> Result<(), LndError>;
 }
 
+macro_rules! forward_lightning {
+    ($($wrapper:ident)::+) => {
+        /// Shares one node between owners (for example the plugin and its settlement threads).
+        impl<T: Lightning + ?Sized> Lightning for $($wrapper)::+<T> {
+            fn node_info(&self) -> Result<NodeInfo, LndError> {
+                (**self).node_info()
+            }
+            fn add_invoice(
+                &self,
+                expiry: Duration,
+                memo: Option<&str>,
+            ) -> Result<AddedInvoice, LndError> {
+                (**self).add_invoice(expiry, memo)
+            }
+            fn lookup_invoice(&self, payment_hash: &PaymentHash) -> Result<Invoice, LndError> {
+                (**self).lookup_invoice(payment_hash)
+            }
+            fn subscribe_invoices(
+                &self,
+                from: InvoiceCursor,
+            ) -> Result<InvoiceSubscription, LndError> {
+                (**self).subscribe_invoices(from)
+            }
+            fn pay_invoice(
+                &self,
+                payment_request: &str,
+                amount_msat: u64,
+                limits: PaymentLimits,
+            ) -> Result<PaymentOutcome, LndError> {
+                (**self).pay_invoice(payment_request, amount_msat, limits)
+            }
+            fn keysend(
+                &self,
+                payment: &Keysend,
+                limits: PaymentLimits,
+            ) -> Result<PaymentOutcome, LndError> {
+                (**self).keysend(payment, limits)
+            }
+            fn track_payment(
+                &self,
+                payment_hash: &PaymentHash,
+                wait: Duration,
+            ) -> Result<PaymentOutcome, LndError> {
+                (**self).track_payment(payment_hash, wait)
+            }
+            fn cancel_invoice(&self, payment_hash: &PaymentHash) -> Result<(), LndError> {
+                (**self).cancel_invoice(payment_hash)
+            }
+            fn delete_canceled_invoice(&self, payment_hash: &PaymentHash) -> Result<(), LndError> {
+                (**self).delete_canceled_invoice(payment_hash)
+            }
+        }
+    };
+}
+
+forward_lightning!(Arc);
+forward_lightning!(Box);
+
 /// What an error says about a payment it interrupted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PaymentCertainty {
