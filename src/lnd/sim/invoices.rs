@@ -540,3 +540,185 @@ impl InvoiceStore {
             .retain_mut(|subscriber| subscriber.offer(invoice));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::channel::mpsc;
+
+    fn record(n: u8, created: i64, expiry: i64) -> InvoiceRecord {
+        InvoiceRecord {
+            memo: String::new(),
+            description_hash: Vec::new(),
+            preimage: [n; 32],
+            hash: [n; 32],
+            payment_addr: [n; 32],
+            value_msat: 0,
+            creation_date: created,
+            expiry,
+            cltv_expiry: DEFAULT_CLTV_EXPIRY,
+            private: false,
+            payment_request: String::new(),
+            add_index: 0,
+            settle_index: 0,
+            settle_date: 0,
+            state: InvoiceState::Open,
+            amt_paid_msat: 0,
+            htlcs: Vec::new(),
+            is_keysend: false,
+        }
+    }
+
+    fn htlc(amt_msat: u64) -> InvoiceHtlc {
+        InvoiceHtlc {
+            chan_id: 1,
+            htlc_index: 1,
+            amt_msat,
+            time: 100,
+            custom_records: HashMap::new(),
+        }
+    }
+
+    fn drain(receiver: &mut mpsc::UnboundedReceiver<lightning::Invoice>) -> Vec<(u64, u64)> {
+        let mut events = Vec::new();
+        while let Ok(invoice) = receiver.try_recv() {
+            events.push((invoice.add_index, invoice.settle_index));
+        }
+        events
+    }
+
+    #[test]
+    fn open_invoices_are_cancelled_once_their_expiry_is_reached() {
+        let mut store = InvoiceStore::default();
+        store.insert(record(1, 1_000, 60)).unwrap();
+        store.insert(record(2, 1_000, 120)).unwrap();
+        store.expire(1_059);
+        assert_eq!(store.get(&[1; 32]).unwrap().state, InvoiceState::Open);
+        store.expire(1_060);
+        assert_eq!(store.get(&[1; 32]).unwrap().state, InvoiceState::Canceled);
+        assert_eq!(store.get(&[2; 32]).unwrap().state, InvoiceState::Open);
+        // A settled invoice is out of the expiry queue.
+        store.settle(&[2; 32], htlc(5_000));
+        store.expire(10_000);
+        assert_eq!(store.get(&[2; 32]).unwrap().state, InvoiceState::Settled);
+        assert_eq!(store.get(&[2; 32]).unwrap().amt_paid_msat, 5_000);
+    }
+
+    #[test]
+    fn subscribers_get_each_add_and_settle_once_and_never_a_cancel() {
+        let mut store = InvoiceStore::default();
+        for n in 1..=4 {
+            store.insert(record(n, 0, 3_600)).unwrap();
+        }
+        store.settle(&[2; 32], htlc(1));
+        store.settle(&[3; 32], htlc(1));
+        store.cancel(&[4; 32]).unwrap();
+
+        // Adds after 1: 2 and 3 are settled by now and come as settles, 4 is cancelled and
+        // does not come.
+        let (sender, mut receiver) = mpsc::unbounded();
+        store.subscribe(1, 0, sender);
+        assert_eq!(drain(&mut receiver), [(2, 1), (3, 2)]);
+        // The same, by a client that has seen settle 1 already.
+        let (sender, mut seen_one) = mpsc::unbounded();
+        store.subscribe(1, 1, sender);
+        assert_eq!(drain(&mut seen_one), [(3, 2)]);
+        // Settles only, after 1.
+        let (sender, mut settles) = mpsc::unbounded();
+        store.subscribe(0, 1, sender);
+        assert_eq!(drain(&mut settles), [(3, 2)]);
+        // Nothing to replay with 0 and 0.
+        let (sender, mut live) = mpsc::unbounded();
+        store.subscribe(0, 0, sender);
+        assert!(drain(&mut live).is_empty());
+
+        // Live events reach every stream, in order.
+        store.insert(record(5, 0, 3_600)).unwrap();
+        store.settle(&[1; 32], htlc(1));
+        for receiver in [&mut receiver, &mut seen_one, &mut settles, &mut live] {
+            assert_eq!(drain(receiver), [(5, 0), (1, 3)]);
+        }
+        // A closed stream is dropped at the next event.
+        drop(live);
+        store.insert(record(6, 0, 3_600)).unwrap();
+        assert_eq!(store.subscribers.len(), 3);
+    }
+
+    #[test]
+    fn cancel_and_delete_follow_lnds_rules() {
+        let mut store = InvoiceStore::default();
+        store.insert(record(1, 0, 3_600)).unwrap();
+        assert_eq!(
+            store.insert(record(1, 0, 3_600)),
+            Err(InvoiceError::DuplicateHash)
+        );
+        assert_eq!(
+            store.delete_canceled(&[1; 32]),
+            Err(InvoiceError::NotCanceled)
+        );
+        store.cancel(&[1; 32]).unwrap();
+        store.cancel(&[1; 32]).unwrap();
+        store.delete_canceled(&[1; 32]).unwrap();
+        assert!(store.get(&[1; 32]).is_none());
+        assert_eq!(store.cancel(&[1; 32]), Err(InvoiceError::NotFound));
+        store.insert(record(2, 0, 3_600)).unwrap();
+        store.settle(&[2; 32], htlc(1));
+        assert_eq!(store.cancel(&[2; 32]), Err(InvoiceError::AlreadySettled));
+    }
+
+    #[test]
+    fn listing_pages_forwards_and_backwards() {
+        let mut store = InvoiceStore::default();
+        for n in 1..=5 {
+            store.insert(record(n, 0, 3_600)).unwrap();
+        }
+        store.settle(&[3; 32], htlc(1));
+        let indexes = |response: lightning::ListInvoiceResponse| -> Vec<u64> {
+            response.invoices.iter().map(|i| i.add_index).collect()
+        };
+        let mut request = lightning::ListInvoiceRequest::new();
+        assert_eq!(indexes(store.list(&request)), [1, 2, 3, 4, 5]);
+        request.index_offset = 2;
+        request.num_max_invoices = 2;
+        assert_eq!(indexes(store.list(&request)), [3, 4]);
+        request.pending_only = true;
+        assert_eq!(indexes(store.list(&request)), [4, 5]);
+        request.reversed = true;
+        request.index_offset = 5;
+        assert_eq!(indexes(store.list(&request)), [2, 4]);
+    }
+
+    #[test]
+    fn add_invoice_requests_are_checked_like_lnds() {
+        let mut request = lightning::Invoice::new();
+        request.value = 1;
+        request.value_msat = 1_000;
+        assert_eq!(
+            NewInvoice::from_request(&request).err().unwrap(),
+            "sat and msat arguments are mutually exclusive"
+        );
+        request.value_msat = 0;
+        request.value = -5;
+        assert!(NewInvoice::from_request(&request)
+            .err()
+            .unwrap()
+            .starts_with("payments of negative value are not allowed"));
+        request.value = 0;
+        request.r_preimage = vec![1; 31];
+        assert_eq!(
+            NewInvoice::from_request(&request).err().unwrap(),
+            "invalid preimage length of 31, want 32"
+        );
+        request.r_preimage = vec![1; 32];
+        request.memo = "m".repeat(1_025);
+        assert!(NewInvoice::from_request(&request)
+            .err()
+            .unwrap()
+            .starts_with("memo too large"));
+        request.memo = String::new();
+        let checked = NewInvoice::from_request(&request).unwrap();
+        assert_eq!(checked.preimage, [1; 32]);
+        assert_eq!(checked.expiry, DEFAULT_EXPIRY_SECS);
+        assert_eq!(checked.cltv_expiry, DEFAULT_CLTV_EXPIRY);
+    }
+}

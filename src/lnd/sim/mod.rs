@@ -38,7 +38,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bitcoin::secp256k1::{All, PublicKey, Secp256k1, SecretKey};
 use crossbeam_channel::Receiver;
-use grpcio::{EnvBuilder, Environment, Server, ServerBuilder, ServerCredentialsBuilder};
+use grpcio::{
+    ChannelBuilder, EnvBuilder, Environment, Server, ServerBuilder, ServerCredentialsBuilder,
+};
 use parking_lot::Mutex;
 
 use network::{Channel, Ledger, NodeIdentity};
@@ -181,6 +183,17 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Whether the reported LND version has `DeleteCanceledInvoice` (0.20 and later).
+    pub(crate) fn serves_delete_canceled_invoice(&self) -> bool {
+        let mut numbers = self
+            .version
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|part| part.parse::<u32>().ok());
+        let major = numbers.next().unwrap_or(0);
+        let minor = numbers.next().unwrap_or(0);
+        (major, minor) >= (0, 20)
+    }
+
     fn now_duration(&self) -> Duration {
         let real = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -204,11 +217,21 @@ impl Shared {
     }
 }
 
+/// A channel as declared: `a`'s share of the capacity (None: half).
+#[derive(Clone, Debug)]
+struct ChannelSpec {
+    a: String,
+    b: String,
+    capacity_sat: u64,
+    a_balance_sat: Option<u64>,
+    policy: ChannelPolicy,
+}
+
 /// Declares a network: nodes, channels, ports. See [`SimNetwork::builder`].
 #[derive(Clone, Debug, Default)]
 pub struct SimNetworkBuilder {
     nodes: Vec<String>,
-    channels: Vec<(String, String, u64, ChannelPolicy)>,
+    channels: Vec<ChannelSpec>,
     fully_connected: Option<(u64, ChannelPolicy)>,
     base_port: Option<u16>,
     version: Option<String>,
@@ -224,8 +247,33 @@ impl SimNetworkBuilder {
     /// Opens a channel of `capacity_sat` between two declared nodes, each side holding half
     /// the capacity; both directions forward with `policy`.
     pub fn channel(mut self, a: &str, b: &str, capacity_sat: u64, policy: ChannelPolicy) -> Self {
-        self.channels
-            .push((a.to_string(), b.to_string(), capacity_sat, policy));
+        self.channels.push(ChannelSpec {
+            a: a.to_string(),
+            b: b.to_string(),
+            capacity_sat,
+            a_balance_sat: None,
+            policy,
+        });
+        self
+    }
+
+    /// Like [`channel`](Self::channel), with `a` holding `a_balance_sat` of the capacity and
+    /// `b` the rest (a channel as its opener funded it: all on one side).
+    pub fn channel_with_balance(
+        mut self,
+        a: &str,
+        b: &str,
+        capacity_sat: u64,
+        a_balance_sat: u64,
+        policy: ChannelPolicy,
+    ) -> Self {
+        self.channels.push(ChannelSpec {
+            a: a.to_string(),
+            b: b.to_string(),
+            capacity_sat,
+            a_balance_sat: Some(a_balance_sat),
+            policy,
+        });
         self
     }
 
@@ -242,7 +290,8 @@ impl SimNetworkBuilder {
         self
     }
 
-    /// The version GetInfo reports (default [`DEFAULT_LND_VERSION`]).
+    /// The version GetInfo reports (default [`DEFAULT_LND_VERSION`]). Below 0.20 the nodes
+    /// do not serve DeleteCanceledInvoice (UNIMPLEMENTED), as LND before 0.20 does not.
     pub fn lnd_version(mut self, version: &str) -> Self {
         self.version = Some(version.to_string());
         self
@@ -255,16 +304,16 @@ impl SimNetworkBuilder {
                 .position(|node| node == name)
                 .ok_or_else(|| SimError::UnknownNode(name.to_string()))
         };
-        let mut pairs: Vec<(usize, usize, u64, ChannelPolicy)> = Vec::new();
-        for (a, b, capacity_sat, policy) in &self.channels {
-            let (a, b) = (index_of(a)?, index_of(b)?);
+        let mut pairs: Vec<(usize, usize, u64, Option<u64>, ChannelPolicy)> = Vec::new();
+        for spec in &self.channels {
+            let (a, b) = (index_of(&spec.a)?, index_of(&spec.b)?);
             if a == b {
                 return Err(SimError::InvalidChannel(format!(
                     "{:?} cannot open a channel to itself",
                     self.nodes[a]
                 )));
             }
-            pairs.push((a, b, *capacity_sat, *policy));
+            pairs.push((a, b, spec.capacity_sat, spec.a_balance_sat, spec.policy));
         }
         if let Some((capacity_sat, policy)) = self.fully_connected {
             for a in 0..self.nodes.len() {
@@ -273,7 +322,7 @@ impl SimNetworkBuilder {
                         .iter()
                         .any(|(x, y, ..)| (*x, *y) == (a, b) || (*x, *y) == (b, a));
                     if !exists {
-                        pairs.push((a, b, capacity_sat, policy));
+                        pairs.push((a, b, capacity_sat, None, policy));
                     }
                 }
             }
@@ -281,7 +330,7 @@ impl SimNetworkBuilder {
         pairs
             .into_iter()
             .enumerate()
-            .map(|(index, (a, b, capacity_sat, policy))| {
+            .map(|(index, (a, b, capacity_sat, a_balance_sat, policy))| {
                 if capacity_sat == 0 || capacity_sat > 21_000_000 * 100_000_000 {
                     return Err(SimError::InvalidChannel(format!(
                         "capacity {capacity_sat} sat between {:?} and {:?}",
@@ -289,7 +338,16 @@ impl SimNetworkBuilder {
                     )));
                 }
                 let capacity_msat = capacity_sat * 1000;
-                let first_half = capacity_msat / 2;
+                let a_msat = match a_balance_sat {
+                    None => capacity_msat / 2,
+                    Some(sat) if sat <= capacity_sat => sat * 1000,
+                    Some(sat) => {
+                        return Err(SimError::InvalidChannel(format!(
+                            "{:?} cannot hold {sat} sat of a {capacity_sat} sat channel",
+                            self.nodes[a]
+                        )))
+                    }
+                };
                 Ok(Channel {
                     // A short channel id as LND writes it: block height, transaction index and
                     // output index packed into 24, 24 and 16 bits.
@@ -297,7 +355,7 @@ impl SimNetworkBuilder {
                         | ((index as u64 + 1) << 16),
                     nodes: [a, b],
                     capacity_sat,
-                    balance_msat: [first_half, capacity_msat - first_half],
+                    balance_msat: [a_msat, capacity_msat - a_msat],
                     policy: [policy, policy],
                     sent_msat: [0, 0],
                     num_updates: 0,
@@ -656,7 +714,20 @@ impl SimNode {
             source: Box::new(source),
         };
         let service = server::lnd_service(self.shared.clone(), self.index);
+        // LND's transport settings (`lnd.go`, `config.go`): it pings an idle client after a
+        // minute, lets clients ping every 5 s (gRPC core's default is 5 min: a client with a
+        // shorter keepalive would be cut off with "too_many_pings"), and takes messages up to
+        // 200 MiB.
+        let transport = ChannelBuilder::new(env.clone())
+            .keepalive_time(Duration::from_secs(60))
+            .keepalive_timeout(Duration::from_secs(20))
+            .keepalive_permit_without_calls(true)
+            .http2_min_recv_ping_interval_without_data(Duration::from_secs(5))
+            .http2_max_pings_without_data(0)
+            .max_receive_message_len(200 * 1024 * 1024)
+            .build_args();
         let mut server = ServerBuilder::new(env)
+            .channel_args(transport)
             .register_service(service)
             .build()
             .map_err(grpc_error)?;
@@ -670,6 +741,10 @@ impl SimNode {
             .add_listening_port(address.clone(), credentials)
             .map_err(grpc_error)?;
         server.start();
+        log::debug!(
+            "lnd sim: {} serves LND's gRPC on 127.0.0.1:{port}",
+            self.name
+        );
         *self.server.lock() = Some(server);
         Ok(port)
     }
@@ -683,6 +758,11 @@ impl SimNode {
             // their calls are cancelled (the clients have seen the error already).
             self.shared.ledger.lock().drop_streams(self.index);
             let _ = futures::executor::block_on(shutdown);
+            log::debug!(
+                "lnd sim: {} stopped serving on port {}",
+                self.name,
+                self.port
+            );
         }
     }
 }

@@ -200,6 +200,17 @@ impl PaymentIntent {
         } else {
             DEFAULT_PAYMENT_TIMEOUT
         };
+        if request.amp {
+            return Err(RpcStatus::with_message(
+                RpcStatusCode::UNIMPLEMENTED,
+                "the simulator does not make AMP payments".to_string(),
+            ));
+        }
+        if request.max_shard_size_msat != 0
+            && request.dest_custom_records.contains_key(&KEYSEND_RECORD)
+        {
+            return Err(unknown("keysend payments cannot specify a max shard amount - MPP not supported with keysend payments"));
+        }
         let find_node = |pubkey: &PublicKey| identities.iter().position(|id| id.pubkey == *pubkey);
 
         let mut intent = if !request.payment_request.is_empty() {
@@ -491,26 +502,29 @@ impl Ledger {
         let mut attempt = lightning::HTLCAttempt::new();
         attempt.attempt_id = self.last_attempt_id;
         attempt.attempt_time_ns = now_ns;
-        attempt.resolve_time_ns = now_ns;
+        attempt.status = lightning::htlcattempt::HTLCStatus::IN_FLIGHT.into();
         attempt.route = Some(self.route_proto(identities, &route, intent, total_msat)).into();
+        // As LND: a second IN_FLIGHT update once the HTLC is on its way.
+        self.progress(intent, |payment| payment.htlcs.push(attempt));
 
         let preimage = match self.receiver_accepts(destination, intent, now) {
             Some(preimage) => preimage,
             None => {
-                attempt.status = lightning::htlcattempt::HTLCStatus::FAILED.into();
                 let mut failure = lightning::Failure::new();
                 failure.code =
                     lightning::failure::FailureCode::INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS.into();
                 failure.htlc_msat = intent.amt_msat;
                 failure.height = BLOCK_HEIGHT;
                 failure.failure_source_index = route.len() as u32;
-                attempt.failure = Some(failure).into();
                 return self.finish(intent, now_ns, |payment| {
                     payment.status = lightning::payment::PaymentStatus::FAILED.into();
                     payment.failure_reason =
                         lightning::PaymentFailureReason::FAILURE_REASON_INCORRECT_PAYMENT_DETAILS
                             .into();
-                    payment.htlcs.push(attempt);
+                    if let Some(attempt) = payment.htlcs.last_mut() {
+                        attempt.status = lightning::htlcattempt::HTLCStatus::FAILED.into();
+                        attempt.failure = Some(failure).into();
+                    }
                 });
             }
         };
@@ -560,15 +574,16 @@ impl Ledger {
         }
         receiver.settle(&intent.hash, htlc);
 
-        attempt.status = lightning::htlcattempt::HTLCStatus::SUCCEEDED.into();
-        attempt.preimage = preimage.to_vec();
         self.finish(intent, now_ns, |payment| {
+            if let Some(attempt) = payment.htlcs.last_mut() {
+                attempt.status = lightning::htlcattempt::HTLCStatus::SUCCEEDED.into();
+                attempt.preimage = preimage.to_vec();
+            }
             payment.status = lightning::payment::PaymentStatus::SUCCEEDED.into();
             payment.payment_preimage = hex::encode(preimage);
             payment.fee = (fee_msat / 1000) as i64;
             payment.fee_sat = (fee_msat / 1000) as i64;
             payment.fee_msat = fee_msat as i64;
-            payment.htlcs.push(attempt);
         });
     }
 
@@ -594,8 +609,20 @@ impl Ledger {
         accepted.then_some(invoice.preimage)
     }
 
-    /// Applies `update` to the sender's record of the payment and tells its watchers; the
-    /// payment being over, their streams end.
+    /// Applies a non-final `update` to the sender's record of the payment and tells its
+    /// watchers.
+    fn progress(&mut self, intent: &PaymentIntent, update: impl FnOnce(&mut lightning::Payment)) {
+        let Some(record) = self.nodes[intent.sender].payments.get_mut(&intent.hash) else {
+            return;
+        };
+        update(&mut record.payment);
+        for watcher in &record.watchers {
+            watcher.offer(&record.payment);
+        }
+    }
+
+    /// Applies the final `update` to the sender's record of the payment and tells its
+    /// watchers; the payment being over, their streams end.
     fn finish(
         &mut self,
         intent: &PaymentIntent,
@@ -732,5 +759,117 @@ impl Ledger {
             node = to;
         }
         Ok(route)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel(a: usize, b: usize, base_fee_msat: u64) -> Channel {
+        Channel {
+            chan_id: (a * 10 + b) as u64,
+            nodes: [a, b],
+            capacity_sat: 1_000,
+            balance_msat: [500_000, 500_000],
+            policy: [ChannelPolicy {
+                base_fee_msat,
+                fee_ppm: 0,
+            }; 2],
+            sent_msat: [0, 0],
+            num_updates: 0,
+        }
+    }
+
+    /// 0 reaches 3 through 1 (one expensive hop) or through 2 and 4 (two cheap hops).
+    fn diamond() -> Ledger {
+        Ledger::new(
+            5,
+            vec![
+                channel(0, 1, 0),
+                channel(1, 3, 10_000),
+                channel(0, 2, 0),
+                channel(2, 4, 100),
+                channel(4, 3, 100),
+            ],
+        )
+    }
+
+    fn path(route: &[RouteHop]) -> Vec<(usize, usize, u64)> {
+        route
+            .iter()
+            .map(|hop| (hop.from, hop.to, hop.amt_msat))
+            .collect()
+    }
+
+    #[test]
+    fn the_cheapest_route_wins_over_the_shortest() {
+        let ledger = diamond();
+        let route = ledger.find_route(0, 3, 1_000, 1_000).unwrap();
+        assert_eq!(
+            path(&route),
+            [(0, 2, 1_200), (2, 4, 1_100), (4, 3, 1_000)],
+            "each hop carries the amount plus the fees of the nodes after it"
+        );
+        // A direct neighbour costs nothing, whatever the limit.
+        let route = ledger.find_route(0, 1, 1_000, 0).unwrap();
+        assert_eq!(path(&route), [(0, 1, 1_000)]);
+    }
+
+    #[test]
+    fn fee_limits_and_balances_prune_routes() {
+        let mut ledger = diamond();
+        assert!(matches!(
+            ledger.find_route(0, 3, 1_000, 199),
+            Err(FailureReason::NoRoute)
+        ));
+        // Node 2 cannot forward 1_100 msat to 4 any more: the expensive route is what is left.
+        ledger.channels[3].balance_msat = [1_099, 998_901];
+        let route = ledger.find_route(0, 3, 1_000, 20_000).unwrap();
+        assert_eq!(path(&route), [(0, 1, 11_000), (1, 3, 1_000)]);
+        assert!(matches!(
+            ledger.find_route(0, 3, 1_000, 9_999),
+            Err(FailureReason::NoRoute)
+        ));
+    }
+
+    #[test]
+    fn too_little_local_balance_is_insufficient_balance_not_no_route() {
+        let ledger = diamond();
+        assert!(matches!(
+            ledger.find_route(0, 3, 1_000_001, u64::MAX),
+            Err(FailureReason::InsufficientBalance)
+        ));
+        // Node 3 has the balance, but no channel reaches a stranger.
+        let lonely = Ledger::new(3, vec![channel(0, 1, 0)]);
+        assert!(matches!(
+            lonely.find_route(0, 2, 1_000, u64::MAX),
+            Err(FailureReason::NoRoute)
+        ));
+    }
+
+    #[test]
+    fn expiry_is_printed_as_go_prints_a_utc_time() {
+        assert_eq!(go_time_string(0), "1970-01-01 00:00:00 +0000 UTC");
+        assert_eq!(go_time_string(951_782_400), "2000-02-29 00:00:00 +0000 UTC");
+        assert_eq!(
+            go_time_string(1_700_000_000),
+            "2023-11-14 22:13:20 +0000 UTC"
+        );
+    }
+
+    #[test]
+    fn policies_charge_base_plus_proportional_fees() {
+        let policy = ChannelPolicy {
+            base_fee_msat: 1_000,
+            fee_ppm: 250,
+        };
+        assert_eq!(policy.fee_msat(0), 1_000);
+        assert_eq!(policy.fee_msat(4_000_000), 2_000);
+        assert_eq!(
+            ChannelPolicy::default().fee_msat(10_000_000),
+            1_010,
+            "LND's defaults"
+        );
     }
 }

@@ -67,7 +67,7 @@ pub(crate) fn lnd_service(shared: Arc<Shared>, node: usize) -> Service {
             api.unary(ctx, sink, || api.decode_pay_req(&request))
         })
     };
-    let builder = {
+    let builder = if api.shared.serves_delete_canceled_invoice() {
         let api = api.clone();
         builder.add_unary_handler(
             &methods::DELETE_CANCELED_INVOICE,
@@ -75,6 +75,8 @@ pub(crate) fn lnd_service(shared: Arc<Shared>, node: usize) -> Service {
                 api.unary(ctx, sink, || api.delete_canceled_invoice(&request))
             },
         )
+    } else {
+        builder
     };
     let builder = {
         let api = api.clone();

@@ -1,0 +1,75 @@
+//! Shutting a simulated network down stops and joins every thread it started. In a file of its
+//! own: it counts the process's threads by name, which other tests running alongside would
+//! disturb.
+#![cfg(all(feature = "sim", target_os = "linux"))]
+
+use std::time::Duration;
+
+use ilp_plugin_lightning::lnd::sim::SimNetwork;
+
+/// The names of this process's threads that belong to the simulator.
+fn sim_threads() -> Vec<String> {
+    let mut names = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let comm = task.unwrap().path().join("comm");
+        if let Ok(name) = std::fs::read_to_string(comm) {
+            let name = name.trim().to_string();
+            if name.starts_with("lnd-sim") {
+                names.push(name);
+            }
+        }
+    }
+    names.sort();
+    names
+}
+
+/// After shutdown, the simulator's threads as soon as they have gone. grpcio does not hand out
+/// the join handles of its completion-queue threads, so the simulator waits for each to report
+/// it is leaving; the OS may list a thread for a moment after that, hence this bounded wait
+/// (there is no event to wait on).
+fn sim_threads_after_shutdown() -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = sim_threads();
+        if left.is_empty() || std::time::Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn shutdown_and_drop_leave_no_thread_behind() {
+    assert!(sim_threads().is_empty());
+    let net = SimNetwork::builder()
+        .node("alice")
+        .node("bob")
+        .fully_connected(100_000)
+        .start()
+        .unwrap();
+    let running = sim_threads();
+    assert!(
+        running.contains(&"lnd-sim-timer".to_string()),
+        "{running:?}"
+    );
+    assert!(
+        running.iter().any(|name| name.starts_with("lnd-sim-grpc")),
+        "{running:?}"
+    );
+    // Offline and back, with a latency set: still nothing left over at the end.
+    let bob = net.node("bob").unwrap();
+    bob.set_latency(Duration::from_millis(10));
+    bob.set_offline(true).unwrap();
+    bob.set_offline(false).unwrap();
+    net.shutdown();
+    assert!(!sim_threads().contains(&"lnd-sim-timer".to_string()));
+    assert_eq!(sim_threads_after_shutdown(), Vec::<String>::new());
+    assert!(net.node("alice").unwrap().set_offline(false).is_err());
+    net.shutdown();
+    drop(net);
+
+    let dropped = SimNetwork::builder().node("carol").start().unwrap();
+    assert!(!sim_threads().is_empty());
+    drop(dropped);
+    assert_eq!(sim_threads_after_shutdown(), Vec::<String>::new());
+}
