@@ -160,7 +160,7 @@ impl GrpcLightningBuilder {
         self
     }
 
-    /// HTTP/2 keepalive ping interval (default: none; see [`LndOptions::keepalive`]).
+    /// HTTP/2 keepalive ping interval (default 60 s; see [`LndOptions::keepalive`]).
     pub fn keepalive(mut self, interval: Option<Duration>) -> Self {
         self.options.keepalive = interval;
         self

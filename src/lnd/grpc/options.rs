@@ -18,6 +18,9 @@ pub const DEFAULT_MAX_RECEIVE_MESSAGE_LEN: usize = 64 * 1024 * 1024;
 /// gRPC's own default (120 s) would leave calls failing for minutes after a restart.
 pub const DEFAULT_MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(5);
 
+/// Default HTTP/2 keepalive interval (see [`LndOptions::keepalive`]).
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(60);
+
 /// Where a piece of key material comes from.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Material {
@@ -78,9 +81,10 @@ pub struct LndOptions {
     pub max_receive_message_len: usize,
     /// Longest pause between reconnection attempts.
     pub max_reconnect_backoff: Duration,
-    /// HTTP/2 keepalive ping interval, to notice a silently dead connection under a quiet
-    /// invoice stream. Off by default: a gRPC-core server (like the simulator) answers pings more
-    /// frequent than every 5 minutes with GOAWAY; LND itself allows one every 5 s.
+    /// HTTP/2 keepalive ping interval while calls are open, to notice a silently dead
+    /// connection under a quiet invoice stream (default 60 s). LND accepts client pings every
+    /// 5 s or more (`grpc.client-ping-min-wait`); a plain gRPC-core server only every 5 minutes
+    /// and answers faster ones with GOAWAY "too_many_pings": use `None` for such a server.
     pub keepalive: Option<Duration>,
     /// Threads polling gRPC's completion queues.
     pub completion_queue_threads: usize,
@@ -120,7 +124,7 @@ impl LndOptions {
             call_timeout: DEFAULT_CALL_TIMEOUT,
             max_receive_message_len: DEFAULT_MAX_RECEIVE_MESSAGE_LEN,
             max_reconnect_backoff: DEFAULT_MAX_RECONNECT_BACKOFF,
-            keepalive: None,
+            keepalive: Some(DEFAULT_KEEPALIVE),
             completion_queue_threads: 2,
         }
     }
@@ -179,6 +183,11 @@ impl LndOptions {
         self.load_macaroon_hex()?;
         if self.call_timeout.is_zero() {
             return Err(LndError::Config("call timeout must be above zero".into()));
+        }
+        if matches!(self.keepalive, Some(k) if k < Duration::from_secs(5)) {
+            return Err(LndError::Config(
+                "keepalive below 5 s: LND closes connections that ping more often".into(),
+            ));
         }
         if self.completion_queue_threads == 0 {
             return Err(LndError::Config(
@@ -472,6 +481,12 @@ mod tests {
         let mut bad = good.clone();
         bad.macaroon = Material::Bytes(vec![]);
         assert!(bad.validate().is_err());
+        let mut bad = good.clone();
+        bad.keepalive = Some(Duration::from_secs(1));
+        assert!(bad.validate().is_err());
+        let mut off = good.clone();
+        off.keepalive = None;
+        off.validate().unwrap();
         let mut bad = good;
         bad.completion_queue_threads = 0;
         assert!(bad.validate().is_err());
