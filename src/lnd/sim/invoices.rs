@@ -505,6 +505,9 @@ impl InvoiceStore {
         settle_index: u64,
         sender: UnboundedSender<lightning::Invoice>,
     ) {
+        // Streams whose clients have gone are otherwise only noticed at the next event.
+        self.subscribers
+            .retain(|subscriber| !subscriber.sender.is_closed());
         let mut subscriber = Subscriber {
             sender,
             add_index,

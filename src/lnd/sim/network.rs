@@ -840,7 +840,7 @@ mod tests {
             ledger.find_route(0, 3, 1_000_001, u64::MAX),
             Err(FailureReason::InsufficientBalance)
         ));
-        // Node 3 has the balance, but no channel reaches a stranger.
+        // Node 0 has the balance, but no channel reaches node 2.
         let lonely = Ledger::new(3, vec![channel(0, 1, 0)]);
         assert!(matches!(
             lonely.find_route(0, 2, 1_000, u64::MAX),

@@ -8,14 +8,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use bitcoin::hashes::Hash;
 use futures::channel::{mpsc, oneshot};
 use futures::{SinkExt, StreamExt};
 use grpcio::{
     RpcContext, RpcStatus, RpcStatusCode, ServerStreamingSink, Service, ServiceBuilder, UnarySink,
     WriteFlags,
 };
-
-use bitcoin::hashes::Hash;
 
 use super::invoices::{invoice_features, InvoiceError, NewInvoice};
 use super::network::{decode_regtest, PaymentIntent, BLOCK_HEIGHT};
