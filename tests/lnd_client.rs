@@ -866,3 +866,28 @@ fn payment_interrupted_by_node_stop_is_resolved_by_tracking() {
         InvoiceState::Settled
     );
 }
+
+#[test]
+fn simulated_lnd_0_19_has_no_delete_canceled_invoice() {
+    let net = SimNetwork::builder()
+        .node("old")
+        .lnd_version("0.19.1-beta commit=v0.19.1-beta")
+        .start()
+        .unwrap();
+    let old = connect(net.node("old").unwrap());
+    assert!(old.node_info().unwrap().version.starts_with("0.19"));
+    let added = old.add_invoice(Duration::from_secs(600), None).unwrap();
+    old.cancel_invoice(&added.payment_hash).unwrap();
+    let err = old
+        .delete_canceled_invoice(&added.payment_hash)
+        .unwrap_err();
+    assert!(
+        matches!(err, LndError::Unsupported(ref m) if m.contains("0.20")),
+        "{err}"
+    );
+    // The invoice is still there, cancelled.
+    assert_eq!(
+        old.lookup_invoice(&added.payment_hash).unwrap().state,
+        InvoiceState::Canceled
+    );
+}
