@@ -193,7 +193,9 @@ impl FileTokenStore {
         for entry in fs::read_dir(&dir).map_err(TokenStoreError)? {
             let entry = entry.map_err(TokenStoreError)?;
             let name = entry.file_name();
-            let Some(account) = name.to_str().and_then(|n| n.strip_suffix(TOKEN_FILE_SUFFIX))
+            let Some(account) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(TOKEN_FILE_SUFFIX))
             else {
                 continue;
             };

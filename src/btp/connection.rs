@@ -601,11 +601,6 @@ pub(crate) enum FirstFrame {
 }
 
 impl Reader {
-    /// The connection this reader feeds.
-    pub(crate) fn connection(&self) -> &Connection {
-        &self.conn
-    }
-
     /// Reads until a binary frame arrives (text, ping and pong frames are skipped) or
     /// `deadline` passes.
     pub(crate) fn read_binary_until(&mut self, deadline: Instant) -> FirstFrame {
@@ -665,14 +660,20 @@ impl Reader {
             }
             Error::Io(e) => Some(CloseReason::Io(e.to_string())),
             Error::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
-                self.conn.inner.writer.close(CloseCode::Size, "message too big");
+                self.conn
+                    .inner
+                    .writer
+                    .close(CloseCode::Size, "message too big");
                 Some(CloseReason::FrameTooLarge {
                     size,
                     max: max_size,
                 })
             }
             Error::Capacity(e) => {
-                self.conn.inner.writer.close(CloseCode::Size, "message too big");
+                self.conn
+                    .inner
+                    .writer
+                    .close(CloseCode::Size, "message too big");
                 Some(CloseReason::Protocol(e.to_string()))
             }
             Error::Protocol(e) => {
@@ -725,7 +726,10 @@ impl Reader {
             let now = Instant::now();
             if let Some(sent) = ping_sent_at {
                 if now >= sent + config.pong_timeout {
-                    self.conn.inner.writer.close(CloseCode::Away, "ping timeout");
+                    self.conn
+                        .inner
+                        .writer
+                        .close(CloseCode::Away, "ping timeout");
                     return CloseReason::PongTimeout;
                 }
             }

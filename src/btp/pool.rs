@@ -29,7 +29,12 @@ pub struct PoolClosed;
 
 impl HandlerPool {
     /// Starts `threads` workers named `<name>-<i>`, with room for `queue` waiting jobs.
-    pub fn new(name: &str, threads: usize, queue: usize, stack_size: usize) -> std::io::Result<Self> {
+    pub fn new(
+        name: &str,
+        threads: usize,
+        queue: usize,
+        stack_size: usize,
+    ) -> std::io::Result<Self> {
         let (jobs_tx, jobs_rx) = bounded::<Job>(queue.max(1));
         let (stop_tx, stop_rx) = bounded::<()>(0);
         let mut workers = Vec::with_capacity(threads.max(1));

@@ -199,7 +199,9 @@ impl ResponseFrame {
 
 impl fmt::Debug for ResponseFrame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("ResponseFrame").field(&self.response()).finish()
+        f.debug_tuple("ResponseFrame")
+            .field(&self.response())
+            .finish()
     }
 }
 
@@ -245,7 +247,10 @@ pub(crate) fn interpret_reply(frame: Vec<u8>) -> Result<ResponseFrame, RequestEr
         Ok(Packet::Error(e)) => Err(RequestError::Rejected(ErrorReply::from_packet(&e))),
         // The connection only matches frames whose type byte is Response or Error.
         Ok(other) => Err(RequestError::Transport(TransportError::Closed(
-            super::CloseReason::Protocol(format!("{:?} where a reply was due", other.packet_type())),
+            super::CloseReason::Protocol(format!(
+                "{:?} where a reply was due",
+                other.packet_type()
+            )),
         ))),
         Err(e) => Err(RequestError::MalformedReply(e)),
     }
@@ -289,7 +294,9 @@ where
 /// A handler that refuses everything with `F00 "no request handler registered"`, as the JS
 /// plugin does.
 pub fn no_handler() -> Arc<dyn RequestHandler> {
-    Arc::new(|_: &Packet<'_>| Reply::Error(ErrorReply::not_accepted("no request handler registered")))
+    Arc::new(|_: &Packet<'_>| {
+        Reply::Error(ErrorReply::not_accepted("no request handler registered"))
+    })
 }
 
 /// Turns a typed handler into the connection's raw frame handler: parses the request, calls the
@@ -302,17 +309,24 @@ pub(crate) fn frame_handler(handler: Arc<dyn RequestHandler>) -> FrameHandler {
         let reply = match Packet::parse(&frame) {
             Ok(p @ (Packet::Message(_) | Packet::Transfer(_))) => handler.handle(&p),
             Ok(other) => {
-                log::debug!("BTP {}: unexpected {:?} ignored", conn.peer(), other.packet_type());
+                log::debug!(
+                    "BTP {}: unexpected {:?} ignored",
+                    conn.peer(),
+                    other.packet_type()
+                );
                 return;
             }
             Err(e) => {
                 log::debug!("BTP {}: unreadable request {request_id}: {e}", conn.peer());
-                Reply::Error(ErrorReply::invalid_fields(format!("unreadable BTP packet: {e}")))
+                Reply::Error(ErrorReply::invalid_fields(format!(
+                    "unreadable BTP packet: {e}"
+                )))
             }
         };
         let mut bytes = reply.to_frame(request_id);
         if bytes.len() > conn.config().max_frame_size {
-            bytes = ErrorReply::unreachable("reply exceeds the frame size cap").to_frame(request_id);
+            bytes =
+                ErrorReply::unreachable("reply exceeds the frame size cap").to_frame(request_id);
         }
         if let Err(e) = conn.send_frame(bytes) {
             log::debug!("BTP {}: reply to {request_id} not sent: {e}", conn.peer());

@@ -178,7 +178,9 @@ fn percent_decode(s: &str) -> Result<String, UriError> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).ok_or(UriError::InvalidPercentEncoding)?;
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .ok_or(UriError::InvalidPercentEncoding)?;
             let hex = std::str::from_utf8(hex).map_err(|_| UriError::InvalidPercentEncoding)?;
             let b = u8::from_str_radix(hex, 16).map_err(|_| UriError::InvalidPercentEncoding)?;
             out.push(b);
@@ -240,7 +242,10 @@ mod tests {
             BtpUri::parse("btp+ws://a:%zz@h"),
             Err(UriError::InvalidPercentEncoding)
         );
-        assert_eq!(BtpUri::parse("btp+ws://[::1"), Err(UriError::UnclosedBracket));
+        assert_eq!(
+            BtpUri::parse("btp+ws://[::1"),
+            Err(UriError::UnclosedBracket)
+        );
         assert!(!format!("{:?}", BtpUri::parse("btp+ws://a:pw@h").unwrap()).contains("pw"));
     }
 }

@@ -63,10 +63,7 @@ pub fn validate_address(bytes: &[u8]) -> Result<(), AddressError> {
     if bytes.len() > MAX_ADDRESS_LEN {
         return Err(AddressError::TooLong(bytes.len()));
     }
-    let scheme_end = bytes
-        .iter()
-        .position(|&b| b == b'.')
-        .unwrap_or(bytes.len());
+    let scheme_end = bytes.iter().position(|&b| b == b'.').unwrap_or(bytes.len());
     if !SCHEMES.iter().any(|s| s.as_bytes() == &bytes[..scheme_end]) {
         return Err(AddressError::UnknownScheme);
     }
@@ -247,8 +244,14 @@ mod tests {
         assert_eq!(a.scheme(), "g");
         assert_eq!(a.segments().collect::<Vec<_>>(), ["g", "a"]);
         assert_eq!(a.with_suffix("b.c").unwrap().as_str(), "g.a.b.c");
-        assert_eq!(a.with_suffix("b.").unwrap_err(), AddressError::EmptySegment(6));
+        assert_eq!(
+            a.with_suffix("b.").unwrap_err(),
+            AddressError::EmptySegment(6)
+        );
         assert_eq!(validate_segment("al~ice_-1"), Ok(()));
-        assert_eq!(validate_segment("a.b"), Err(AddressError::InvalidCharacter(1)));
+        assert_eq!(
+            validate_segment("a.b"),
+            Err(AddressError::InvalidCharacter(1))
+        );
     }
 }

@@ -86,7 +86,9 @@ impl fmt::Display for ParseErrorKind {
                 write!(f, "expected a {expected:?}, found a {found:?}")
             }
             ParseErrorKind::InvalidTimestamp(e) => write!(f, "invalid expiresAt: {e}"),
-            ParseErrorKind::InvalidAddress { field, error } => write!(f, "invalid {field}: {error}"),
+            ParseErrorKind::InvalidAddress { field, error } => {
+                write!(f, "invalid {field}: {error}")
+            }
             ParseErrorKind::InvalidUtf8 { field } => write!(f, "{field} is not valid UTF-8"),
             ParseErrorKind::InvalidErrorCode => f.write_str("error code is not IA5 text"),
             ParseErrorKind::TooLong { field, len, max } => {
@@ -101,7 +103,11 @@ impl fmt::Display for ParseErrorKind {
 
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid ILP packet: {} at offset {}", self.kind, self.offset)
+        write!(
+            f,
+            "invalid ILP packet: {} at offset {}",
+            self.kind, self.offset
+        )
     }
 }
 

@@ -127,12 +127,24 @@ mod tests {
     #[test]
     fn table_and_classes() {
         assert_eq!(ErrorCode::F08_AMOUNT_TOO_LARGE.as_str(), "F08");
-        assert_eq!(ErrorCode::F08_AMOUNT_TOO_LARGE.name(), Some("Amount Too Large"));
-        assert_eq!(ErrorCode::T04_INSUFFICIENT_LIQUIDITY.class(), ErrorClass::Temporary);
-        assert_eq!(ErrorCode::R00_TRANSFER_TIMED_OUT.class(), ErrorClass::Relative);
+        assert_eq!(
+            ErrorCode::F08_AMOUNT_TOO_LARGE.name(),
+            Some("Amount Too Large")
+        );
+        assert_eq!(
+            ErrorCode::T04_INSUFFICIENT_LIQUIDITY.class(),
+            ErrorClass::Temporary
+        );
+        assert_eq!(
+            ErrorCode::R00_TRANSFER_TIMED_OUT.class(),
+            ErrorClass::Relative
+        );
         assert_eq!(ErrorCode::F99_APPLICATION_ERROR.class(), ErrorClass::Final);
         let custom = ErrorCode::new(*b"L13").unwrap();
         assert_eq!((custom.name(), custom.class()), (None, ErrorClass::Unknown));
-        assert_eq!(ErrorCode::new([b'F', 0xff, b'0']), Err(InvalidErrorCode([b'F', 0xff, b'0'])));
+        assert_eq!(
+            ErrorCode::new([b'F', 0xff, b'0']),
+            Err(InvalidErrorCode([b'F', 0xff, b'0']))
+        );
     }
 }

@@ -75,7 +75,10 @@ impl fmt::Display for IldcpError {
                     MalformedResponse::InvalidAssetCode => "asset code is not UTF-8".into(),
                     MalformedResponse::TrailingBytes(n) => format!("{n} unexpected trailing bytes"),
                 };
-                write!(f, "invalid IL-DCP response: {what} at offset {offset} of its data")
+                write!(
+                    f,
+                    "invalid IL-DCP response: {what} at offset {offset} of its data"
+                )
             }
         }
     }
@@ -167,7 +170,9 @@ impl IldcpResponse {
     pub fn to_data(&self) -> Vec<u8> {
         let address = self.client_address.as_str().as_bytes();
         let code = self.asset_code.as_bytes();
-        let mut out = Vec::with_capacity(oer::var_octets_size(address.len()) + 1 + oer::var_octets_size(code.len()));
+        let mut out = Vec::with_capacity(
+            oer::var_octets_size(address.len()) + 1 + oer::var_octets_size(code.len()),
+        );
         oer::write_var_octets(&mut out, address);
         out.push(self.asset_scale);
         oer::write_var_octets(&mut out, code);

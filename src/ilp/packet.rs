@@ -132,7 +132,8 @@ fn read_address<'a>(
     };
     validate_address(bytes).map_err(invalid)?;
     // validate_address admits ASCII only, so this cannot fail; map it anyway rather than unwrap.
-    std::str::from_utf8(bytes).map_err(|_| ParseError::new(offset, ParseErrorKind::InvalidUtf8 { field }))
+    std::str::from_utf8(bytes)
+        .map_err(|_| ParseError::new(offset, ParseErrorKind::InvalidUtf8 { field }))
 }
 
 fn check_len(field: &'static str, len: usize, max: usize) -> Result<(), BuildError> {
@@ -144,7 +145,8 @@ fn check_len(field: &'static str, len: usize, max: usize) -> Result<(), BuildErr
 }
 
 fn check_address(field: &'static str, address: &str) -> Result<(), BuildError> {
-    validate_address(address.as_bytes()).map_err(|error| BuildError::InvalidAddress { field, error })
+    validate_address(address.as_bytes())
+        .map_err(|error| BuildError::InvalidAddress { field, error })
 }
 
 fn write_envelope(out: &mut Vec<u8>, packet_type: PacketType, contents_len: usize) {
@@ -425,7 +427,10 @@ impl<'a> Reject<'a> {
             ));
         }
         let message = std::str::from_utf8(message_bytes).map_err(|_| {
-            ParseError::new(message_offset, ParseErrorKind::InvalidUtf8 { field: "message" })
+            ParseError::new(
+                message_offset,
+                ParseErrorKind::InvalidUtf8 { field: "message" },
+            )
         })?;
         let data = read_data(&mut contents)?;
         finish(&contents)?;
