@@ -44,7 +44,7 @@ pub use packets::{DataHandler, HandlerError, InvalidReply, MoneyHandler};
 
 use crate::btp::auth::{MemoryTokenStore, TokenStore};
 use crate::btp::TransportError;
-use crate::ilp::ildcp::{IldcpError, IldcpResponse};
+use crate::ilp::ildcp::IldcpError;
 use crate::ilp::{Address, ErrorCode, Prepare};
 use link::Link;
 use packets::{check_reply, reject, Incoming, Sent};
@@ -275,20 +275,23 @@ impl PluginBuilder {
     /// Checks the options and makes the plugin (not connected yet).
     pub fn build(self) -> Result<LightningPlugin, PluginError> {
         if self.handler_threads == 0 {
-            return Err(PluginError::Config("handler_threads must be at least 1".into()));
+            return Err(PluginError::Config(
+                "handler_threads must be at least 1".into(),
+            ));
         }
-        let (balances, hooks): (Option<Arc<Balances>>, Arc<dyn SettlementHooks>) = match self.hooks
-        {
-            Some(hooks) => (None, hooks),
-            None => {
-                let default_limit = match self.role {
-                    Role::Client { .. } => None,
-                    Role::Server { .. } => Some(0),
-                };
-                let balances = Arc::new(Balances::new(self.credit_limit.unwrap_or(default_limit)));
-                (Some(balances.clone()), balances)
-            }
-        };
+        let (balances, hooks): (Option<Arc<Balances>>, Arc<dyn SettlementHooks>) =
+            match self.hooks.clone() {
+                Some(hooks) => (None, hooks),
+                None => {
+                    let default_limit = match self.role {
+                        Role::Client { .. } => None,
+                        Role::Server { .. } => Some(0),
+                    };
+                    let balances =
+                        Arc::new(Balances::new(self.credit_limit.unwrap_or(default_limit)));
+                    (Some(balances.clone()), balances)
+                }
+            };
         let own_address = match &self.role {
             Role::Client { server } => {
                 crate::btp::BtpUri::parse(server)
@@ -339,7 +342,7 @@ impl Core {
         &self,
         account: &str,
         own_address: &str,
-        ildcp: Option<&IldcpResponse>,
+        ildcp: Option<packets::IldcpServe<'_>>,
         packet: &[u8],
     ) -> Vec<u8> {
         // Clone the handler out so that it runs with no lock held.
@@ -518,7 +521,7 @@ impl LightningPlugin {
         match link.request(&account, prepare, timeout) {
             Ok(reply) => check_reply(&*self.core.hooks, &own, &account, &sent, reply)
                 .map_err(PluginError::InvalidReply),
-            Err(link::RequestError::TimedOut) => {
+            Err(link::SendError::TimedOut) => {
                 self.core
                     .hooks
                     .on_outgoing_rejected(&account, sent.amount, "R00");
@@ -529,10 +532,10 @@ impl LightningPlugin {
                     &[],
                 ))
             }
-            Err(link::RequestError::Unreachable(message)) => {
+            Err(link::SendError::Unreachable(message)) => {
                 Ok(reject(ErrorCode::F02_UNREACHABLE, &own, &message, &[]))
             }
-            Err(link::RequestError::Failed(e)) => Err(e),
+            Err(link::SendError::Failed(e)) => Err(e),
         }
     }
 
@@ -605,7 +608,9 @@ impl Drop for LightningPlugin {
 /// plugin's data handler (so fails if one is set). The handler holds the plugin weakly.
 pub fn route_between_clients(plugin: &Arc<LightningPlugin>) -> Result<(), PluginError> {
     if !matches!(plugin.role(), Role::Server { .. }) {
-        return Err(PluginError::Unsupported("only a server routes between its clients"));
+        return Err(PluginError::Unsupported(
+            "only a server routes between its clients",
+        ));
     }
     let weak: Weak<LightningPlugin> = Arc::downgrade(plugin);
     plugin.register_data_handler(move |prepare| {

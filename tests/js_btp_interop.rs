@@ -111,7 +111,10 @@ impl NodeProcess {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    panic!("{}: no {event:?} event within {WAIT:?}; saw {:?}", self.name, self.seen)
+                    panic!(
+                        "{}: no {event:?} event within {WAIT:?}; saw {:?}",
+                        self.name, self.seen
+                    )
                 }
                 Err(RecvTimeoutError::Disconnected) => panic!(
                     "{}: exited before a {event:?} event; saw {:?}; status {:?}",
@@ -221,7 +224,9 @@ fn prepare(destination: &str, amount: u64, data: &[u8]) -> Vec<u8> {
     .to_bytes()
 }
 
-fn fulfilling_handler(prepare: &[u8]) -> Result<Vec<u8>, ilp_plugin_lightning::plugin::HandlerError> {
+fn fulfilling_handler(
+    prepare: &[u8],
+) -> Result<Vec<u8>, ilp_plugin_lightning::plugin::HandlerError> {
     let data = match Packet::parse(prepare) {
         Ok(Packet::Prepare(p)) => p.data().to_vec(),
         _ => Vec::new(),
@@ -255,7 +260,11 @@ fn send_with_js(port: u16, user: &str, destination: &str, amount: u64) -> Value 
         ],
     );
     let ildcp = js.expect("ildcp");
-    assert_eq!(ildcp["clientAddress"], format!("test.hub.{user}"), "{ildcp}");
+    assert_eq!(
+        ildcp["clientAddress"],
+        format!("test.hub.{user}"),
+        "{ildcp}"
+    );
     assert_eq!(ildcp["assetCode"], "BTC");
     assert_eq!(ildcp["assetScale"], 0);
     let reply = js.expect("reply");
@@ -270,7 +279,13 @@ fn two_js_clients_exchange_packets_through_our_hub_binary() {
     let mut bob = NodeProcess::start(
         "js-client-bob",
         "js-client.js",
-        &["serve", "--server", &server, "--fulfillment", &hex::encode(FULFILLMENT)],
+        &[
+            "serve",
+            "--server",
+            &server,
+            "--fulfillment",
+            &hex::encode(FULFILLMENT),
+        ],
     );
     let ready = bob.expect("ready");
     assert_eq!(ready["clientAddress"], "test.hub.bob");
@@ -312,10 +327,13 @@ fn two_js_clients_exchange_packets_through_our_hub_binary() {
 #[test]
 fn our_client_and_a_js_client_exchange_packets_both_ways_through_an_in_process_hub() {
     let hub = Arc::new(
-        LightningPlugin::server("127.0.0.1:0".parse().unwrap(), Address::new("test.hub").unwrap())
-            .credit_limit(Some(1_000_000))
-            .build()
-            .unwrap(),
+        LightningPlugin::server(
+            "127.0.0.1:0".parse().unwrap(),
+            Address::new("test.hub").unwrap(),
+        )
+        .credit_limit(Some(1_000_000))
+        .build()
+        .unwrap(),
     );
     route_between_clients(&hub).unwrap();
     hub.connect().unwrap();
@@ -333,16 +351,26 @@ fn our_client_and_a_js_client_exchange_packets_both_ways_through_an_in_process_h
     let mut bob = NodeProcess::start(
         "js-client-bob",
         "js-client.js",
-        &["serve", "--server", &server, "--fulfillment", &hex::encode(FULFILLMENT)],
+        &[
+            "serve",
+            "--server",
+            &server,
+            "--fulfillment",
+            &hex::encode(FULFILLMENT),
+        ],
     );
     assert_eq!(bob.expect("ready")["clientAddress"], "test.hub.bob");
 
     // Rust -> hub -> JS.
-    let reply = ours.send_data(&prepare("test.hub.bob.x", 3, b"hi")).unwrap();
+    let reply = ours
+        .send_data(&prepare("test.hub.bob.x", 3, b"hi"))
+        .unwrap();
     let fulfill = Fulfill::parse(&reply).expect("a Fulfill");
     assert_eq!(fulfill.data(), b"hi");
     assert_eq!(bob.expect("prepare")["destination"], "test.hub.bob.x");
-    let reply = ours.send_data(&prepare("test.hub.bob.reject", 3, b"")).unwrap();
+    let reply = ours
+        .send_data(&prepare("test.hub.bob.reject", 3, b""))
+        .unwrap();
     let reject = Reject::parse(&reply).expect("a Reject");
     assert_eq!(reject.code().as_str(), "F99");
 
@@ -375,7 +403,14 @@ fn our_client_against_js_mini_accounts() {
     let mut server = NodeProcess::start(
         "js-server",
         "js-server.js",
-        &["--port", &port.to_string(), "--address", "test.js", "--fulfillment", &hex::encode(FULFILLMENT)],
+        &[
+            "--port",
+            &port.to_string(),
+            "--address",
+            "test.js",
+            "--fulfillment",
+            &hex::encode(FULFILLMENT),
+        ],
     );
     server.expect("listening");
 
@@ -387,12 +422,16 @@ fn our_client_against_js_mini_accounts() {
     assert_eq!(ours.own_address().unwrap().as_str(), "test.js.carol");
 
     // Ours -> mini-accounts' data handler.
-    let reply = ours.send_data(&prepare("test.js.carol.x", 9, b"abc")).unwrap();
+    let reply = ours
+        .send_data(&prepare("test.js.carol.x", 9, b"abc"))
+        .unwrap();
     assert_eq!(Fulfill::parse(&reply).expect("a Fulfill").data(), b"abc");
     let seen = server.expect("prepare");
     assert_eq!(seen["destination"], "test.js.carol.x");
     assert_eq!(seen["amount"], "9");
-    let reply = ours.send_data(&prepare("test.js.x.reject", 1, b"")).unwrap();
+    let reply = ours
+        .send_data(&prepare("test.js.x.reject", 1, b""))
+        .unwrap();
     let reject = Reject::parse(&reply).expect("a Reject");
     assert_eq!(reject.code().as_str(), "F99");
     assert_eq!(reject.triggered_by(), "test.js");
@@ -412,9 +451,14 @@ fn our_client_against_js_mini_accounts() {
     let impostor = LightningPlugin::client(&format!("btp+ws://carol:wrong@127.0.0.1:{port}"))
         .build()
         .unwrap();
-    let err = impostor.connect().expect_err("a wrong token must not connect");
+    let err = impostor
+        .connect()
+        .expect_err("a wrong token must not connect");
     assert!(
-        matches!(err, PluginError::PeerError { .. } | PluginError::Transport(_)),
+        matches!(
+            err,
+            PluginError::PeerError { .. } | PluginError::Transport(_)
+        ),
         "{err}"
     );
 

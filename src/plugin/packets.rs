@@ -11,7 +11,9 @@ use std::sync::Arc;
 use super::account::SettlementHooks;
 use crate::ilp::ildcp::{self, IldcpResponse};
 use crate::ilp::packet::MAX_MESSAGE_LEN;
-use crate::ilp::{ErrorCode, MaxPacketAmountDetails, Packet, Prepare, RejectBuilder, Timestamp};
+use crate::ilp::{
+    Address, ErrorCode, MaxPacketAmountDetails, Packet, Prepare, RejectBuilder, Timestamp,
+};
 
 /// What a data handler returns when it cannot answer with a Fulfill or Reject of its own; the
 /// plugin turns it into a Reject carrying the message.
@@ -74,9 +76,35 @@ pub struct Incoming<'a> {
     pub max_packet_amount: Option<u64>,
     /// The balance hooks.
     pub hooks: &'a dyn SettlementHooks,
-    /// Server role: the IL-DCP answer for this account. Client role: `None`, and IL-DCP requests
-    /// go to the data handler like any other Prepare.
-    pub ildcp: Option<&'a IldcpResponse>,
+    /// Server role: how to answer IL-DCP for this account. Client role: `None`, and IL-DCP
+    /// requests go to the data handler like any other Prepare.
+    pub ildcp: Option<IldcpServe<'a>>,
+}
+
+/// What a server tells its clients by IL-DCP; a client's address is `<server>.<account>`.
+#[derive(Debug, Clone, Copy)]
+pub struct IldcpServe<'a> {
+    /// The server's own address.
+    pub server_address: &'a Address,
+    /// The asset code.
+    pub asset_code: &'a str,
+    /// The asset scale.
+    pub asset_scale: u8,
+}
+
+impl IldcpServe<'_> {
+    /// The answer for `account`, or why there is none (the account is not an address segment).
+    pub fn response_for(&self, account: &str) -> Result<IldcpResponse, String> {
+        let client_address = self
+            .server_address
+            .with_suffix(account)
+            .map_err(|e| format!("account {account:?} cannot be an ILP address segment: {e}"))?;
+        Ok(IldcpResponse {
+            client_address,
+            asset_scale: self.asset_scale,
+            asset_code: self.asset_code.to_owned(),
+        })
+    }
 }
 
 /// Checks one incoming packet and answers it, calling `handler` when the checks pass.
@@ -103,7 +131,10 @@ pub fn answer_prepare(ctx: &Incoming<'_>, packet: &[u8], handler: Option<&DataHa
                     &[],
                 );
             }
-            return info.to_fulfill_bytes();
+            return match info.response_for(ctx.account) {
+                Ok(response) => response.to_fulfill_bytes(),
+                Err(message) => reject(ErrorCode::F00_BAD_REQUEST, ctx.own_address, &message, &[]),
+            };
         }
     }
     if prepare.expires_at() <= now {
@@ -467,8 +498,14 @@ mod tests {
             asset_scale: 0,
             asset_code: "BTC".into(),
         };
+        let hub = Address::new("test.hub").unwrap();
+        let serve = IldcpServe {
+            server_address: &hub,
+            asset_code: "BTC",
+            asset_scale: 0,
+        };
         let c = Incoming {
-            ildcp: Some(&info),
+            ildcp: Some(serve),
             ..ctx(&balances, Some(0))
         };
         let request = ildcp::request(Timestamp::now().add_millis(60_000));
@@ -476,6 +513,13 @@ mod tests {
         assert_eq!(IldcpResponse::from_reply(&reply).unwrap(), info);
         let stale = ildcp::request(Timestamp::now().add_millis(-1));
         let r = answer_prepare(&c, &stale, None);
+        assert_eq!(rejected(&r).code(), ErrorCode::F00_BAD_REQUEST);
+        // An account that cannot be an address segment gets F00, not a bad address.
+        let odd = Incoming {
+            account: "not a segment!",
+            ..c
+        };
+        let r = answer_prepare(&odd, &request, None);
         assert_eq!(rejected(&r).code(), ErrorCode::F00_BAD_REQUEST);
     }
 

@@ -46,7 +46,9 @@ fn parse(args: &[String]) -> Result<Settings, FlagError> {
         clients: flags.parsed("clients")?.unwrap_or(0),
     };
     if settings.concurrency == 0 || settings.packets == 0 {
-        return Err(FlagError("--packets and --concurrency must be at least 1".into()));
+        return Err(FlagError(
+            "--packets and --concurrency must be at least 1".into(),
+        ));
     }
     Ok(settings)
 }
@@ -88,8 +90,10 @@ fn spawn_idle_clients(server: &str, count: usize) -> Result<ChildGuard, String> 
 /// The child side of `--clients`: `bench-idle-clients URI_PREFIX COUNT`. Connects COUNT clients
 /// (user `idleN`), prints `ready`, and waits for stdin to close.
 pub fn run_idle_clients(args: &[String]) -> ExitCode {
-    let (Some(server), Some(count)) = (args.first(), args.get(1).and_then(|c| c.parse::<usize>().ok()))
-    else {
+    let (Some(server), Some(count)) = (
+        args.first(),
+        args.get(1).and_then(|c| c.parse::<usize>().ok()),
+    ) else {
         eprintln!("usage: bench-idle-clients HOST:PORT COUNT");
         return ExitCode::from(2);
     };
@@ -112,7 +116,11 @@ pub fn run_idle_clients(args: &[String]) -> ExitCode {
     println!("ready");
     let _ = std::io::stdout().flush();
     let mut sink = String::new();
-    while std::io::stdin().read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {}
+    while std::io::stdin()
+        .read_line(&mut sink)
+        .map(|n| n > 0)
+        .unwrap_or(false)
+    {}
     for c in &clients {
         c.disconnect();
     }
@@ -128,12 +136,15 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
 }
 
 fn bench(settings: &Settings) -> Result<String, String> {
-    let server = LightningPlugin::server("127.0.0.1:0".parse().unwrap(), Address::new("test.bench").unwrap())
-        .credit_limit(None)
-        .handler_threads(settings.concurrency.clamp(2, 16))
-        .max_connections(settings.clients + 16)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let server = LightningPlugin::server(
+        "127.0.0.1:0".parse().unwrap(),
+        Address::new("test.bench").unwrap(),
+    )
+    .credit_limit(None)
+    .handler_threads(settings.concurrency.clamp(2, 16))
+    .max_connections(settings.clients + 16)
+    .build()
+    .map_err(|e| e.to_string())?;
     let fulfill = FulfillBuilder {
         fulfillment: &FULFILLMENT,
         data: &[],
@@ -149,7 +160,10 @@ fn bench(settings: &Settings) -> Result<String, String> {
 
     let rss_before_clients = rss_mb();
     let _idle = if settings.clients > 0 {
-        Some(spawn_idle_clients(&format!("127.0.0.1:{port}"), settings.clients)?)
+        Some(spawn_idle_clients(
+            &format!("127.0.0.1:{port}"),
+            settings.clients,
+        )?)
     } else {
         None
     };
@@ -180,8 +194,12 @@ fn bench(settings: &Settings) -> Result<String, String> {
     let started = Instant::now();
     let mut workers = Vec::with_capacity(settings.concurrency);
     for i in 0..settings.concurrency {
-        let (client, prepare, next, fulfilled) =
-            (client.clone(), prepare.clone(), next.clone(), fulfilled.clone());
+        let (client, prepare, next, fulfilled) = (
+            client.clone(),
+            prepare.clone(),
+            next.clone(),
+            fulfilled.clone(),
+        );
         let total = settings.packets;
         let worker = std::thread::Builder::new()
             .name(format!("bench-{i}"))

@@ -18,6 +18,7 @@ impl fmt::Display for FlagError {
 impl std::error::Error for FlagError {}
 
 /// Parsed `--name value` pairs.
+#[derive(Debug)]
 pub struct Flags {
     values: HashMap<String, String>,
 }
@@ -94,10 +95,17 @@ mod tests {
         assert_eq!(f.parsed::<u32>("c").unwrap(), None);
         assert!(f.required("c").unwrap_err().0.contains("--c is required"));
         assert!(Flags::parse(&args(&["--z", "1"]), &["a"]).is_err());
-        assert!(Flags::parse(&args(&["--a"]), &["a"]).unwrap_err().0.contains("needs a value"));
+        assert!(Flags::parse(&args(&["--a"]), &["a"])
+            .unwrap_err()
+            .0
+            .contains("needs a value"));
         assert!(Flags::parse(&args(&["--a", "1", "--a", "2"]), &["a"]).is_err());
         assert!(Flags::parse(&args(&["stray"]), &["a"]).is_err());
         let bad = Flags::parse(&args(&["--a", "x"]), &["a"]).unwrap();
-        assert!(bad.parsed::<u32>("a").unwrap_err().0.starts_with("--a \"x\""));
+        assert!(bad
+            .parsed::<u32>("a")
+            .unwrap_err()
+            .0
+            .starts_with("--a \"x\""));
     }
 }

@@ -98,7 +98,10 @@ fn existing_file(flag: &str, path: &Path) -> Result<PathBuf, FlagError> {
     if path.is_file() {
         Ok(path.to_owned())
     } else {
-        Err(FlagError(format!("--{flag}: {} is not a readable file", path.display())))
+        Err(FlagError(format!(
+            "--{flag}: {} is not a readable file",
+            path.display()
+        )))
     }
 }
 
@@ -112,7 +115,10 @@ fn parse_lnd(flags: &Flags) -> Result<Option<LndLocation>, FlagError> {
         (Some(dir), false) => {
             let dir = PathBuf::from(dir);
             if !dir.is_dir() {
-                return Err(FlagError(format!("--lnd-dir: {} is not a directory", dir.display())));
+                return Err(FlagError(format!(
+                    "--lnd-dir: {} is not a directory",
+                    dir.display()
+                )));
             }
             for file in ["tls.cert", "admin.macaroon", "node.json"] {
                 existing_file("lnd-dir", &dir.join(file))?;
@@ -132,10 +138,11 @@ fn parse_lnd(flags: &Flags) -> Result<Option<LndLocation>, FlagError> {
 /// Reads and checks the flags.
 pub fn parse(args: &[String]) -> Result<ServerOptions, ServerError> {
     let flags = Flags::parse(args, FLAGS)?;
-    let listen = flags
-        .required("listen")?
-        .parse()
-        .map_err(|e| FlagError(format!("--listen: {e} (expected HOST:PORT, e.g. 127.0.0.1:7768)")))?;
+    let listen = flags.required("listen")?.parse().map_err(|e| {
+        FlagError(format!(
+            "--listen: {e} (expected HOST:PORT, e.g. 127.0.0.1:7768)"
+        ))
+    })?;
     let address = Address::new(flags.required("address")?)
         .map_err(|e| FlagError(format!("--address: {e}")))?;
     let options = ServerOptions {
@@ -174,9 +181,14 @@ pub fn start(options: &ServerOptions) -> Result<Arc<LightningPlugin>, ServerErro
             .map_err(|e| ServerError::Start(format!("--store {}: {e}", dir.display())))?;
         builder = builder.token_store(Arc::new(store));
     }
-    let hub = Arc::new(builder.build().map_err(|e| ServerError::Start(e.to_string()))?);
+    let hub = Arc::new(
+        builder
+            .build()
+            .map_err(|e| ServerError::Start(e.to_string()))?,
+    );
     route_between_clients(&hub).map_err(|e| ServerError::Start(e.to_string()))?;
-    hub.connect().map_err(|e| ServerError::Start(e.to_string()))?;
+    hub.connect()
+        .map_err(|e| ServerError::Start(e.to_string()))?;
     Ok(hub)
 }
 
@@ -208,10 +220,7 @@ pub fn run(args: &[String]) -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
-    let listen = hub
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+    let listen = hub.local_addr().map(|a| a.to_string()).unwrap_or_default();
     println!(
         "{{\"event\":\"listening\",\"listen\":\"{listen}\",\"address\":\"{}\",\"credit_limit\":{},\"settlement\":false}}",
         options.address, options.credit_limit
@@ -233,9 +242,18 @@ mod tests {
     #[test]
     fn without_lnd_a_credit_limit_is_required() {
         let err = parse(&args(&["--listen", "127.0.0.1:0", "--address", "test.hub"])).unwrap_err();
-        assert!(err.to_string().starts_with("settlement needs LND: pass --lnd-dir"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("settlement needs LND: pass --lnd-dir"),
+            "{err}"
+        );
         let ok = parse(&args(&[
-            "--listen", "127.0.0.1:0", "--address", "test.hub", "--credit-limit", "1000",
+            "--listen",
+            "127.0.0.1:0",
+            "--address",
+            "test.hub",
+            "--credit-limit",
+            "1000",
         ]))
         .unwrap();
         assert_eq!(ok.credit_limit, 1000);
@@ -247,7 +265,14 @@ mod tests {
     fn lnd_flags_are_checked() {
         let dir = std::env::temp_dir().join(format!("ilp-hub-flags-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let base = ["--listen", "127.0.0.1:0", "--address", "test.hub", "--credit-limit", "5"];
+        let base = [
+            "--listen",
+            "127.0.0.1:0",
+            "--address",
+            "test.hub",
+            "--credit-limit",
+            "5",
+        ];
         let with = |extra: &[&str]| {
             let mut all: Vec<&str> = base.to_vec();
             all.extend_from_slice(extra);
@@ -259,22 +284,52 @@ mod tests {
         for f in ["tls.cert", "admin.macaroon", "node.json"] {
             std::fs::write(dir.join(f), b"x").unwrap();
         }
-        assert_eq!(with(&["--lnd-dir", d]).unwrap().lnd, Some(LndLocation::Dir(dir.clone())));
+        assert_eq!(
+            with(&["--lnd-dir", d]).unwrap().lnd,
+            Some(LndLocation::Dir(dir.clone()))
+        );
         let cert = dir.join("tls.cert");
         let mac = dir.join("admin.macaroon");
         let node = with(&[
-            "--lnd-host", "localhost", "--tls-cert", cert.to_str().unwrap(), "--macaroon",
+            "--lnd-host",
+            "localhost",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--macaroon",
             mac.to_str().unwrap(),
         ])
         .unwrap();
-        assert!(matches!(node.lnd, Some(LndLocation::Node { port: 10009, .. })));
-        let no_mac = with(&["--lnd-host", "localhost", "--tls-cert", cert.to_str().unwrap()]);
-        assert!(no_mac.unwrap_err().to_string().contains("--macaroon is required"));
-        let both = with(&["--lnd-dir", d, "--lnd-host", "x"]).unwrap_err().to_string();
+        assert!(matches!(
+            node.lnd,
+            Some(LndLocation::Node { port: 10009, .. })
+        ));
+        let no_mac = with(&[
+            "--lnd-host",
+            "localhost",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+        ]);
+        assert!(no_mac
+            .unwrap_err()
+            .to_string()
+            .contains("--macaroon is required"));
+        let both = with(&["--lnd-dir", d, "--lnd-host", "x"])
+            .unwrap_err()
+            .to_string();
         assert!(both.contains("exclude each other"), "{both}");
         // LND given but credit 0: still refused, with the reason.
-        let zero = parse(&args(&["--listen", "127.0.0.1:0", "--address", "test.hub", "--lnd-dir", d]));
-        assert!(zero.unwrap_err().to_string().contains("raise --credit-limit"));
+        let zero = parse(&args(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--address",
+            "test.hub",
+            "--lnd-dir",
+            d,
+        ]));
+        assert!(zero
+            .unwrap_err()
+            .to_string()
+            .contains("raise --credit-limit"));
         assert!(with(&["--address", "bad..address"]).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
