@@ -167,7 +167,7 @@ impl Link {
                 client.disconnect();
                 e
             })?;
-        core.emit(PluginEvent::Connected);
+        // The client's own Connected event (queued meanwhile) reaches the user now, after IL-DCP.
         Ok(Link {
             transport: Transport::Client(client),
             stop_events: Mutex::new(Some(stop)),
