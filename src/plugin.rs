@@ -176,6 +176,7 @@ pub struct PluginBuilder {
     max_packet_amount: Option<u64>,
     credit_limit: Option<Option<u64>>,
     request_timeout: Duration,
+    connect_timeout: Duration,
     auth_timeout: Duration,
     max_connections: usize,
     handler_threads: usize,
@@ -191,6 +192,7 @@ impl PluginBuilder {
             max_packet_amount: None,
             credit_limit: None,
             request_timeout: Duration::from_secs(35),
+            connect_timeout: Duration::from_secs(35),
             auth_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             handler_threads: 8,
@@ -218,6 +220,13 @@ impl PluginBuilder {
     /// waits no longer than until it expires.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// Client: how long `connect()` keeps trying (with the JS backoff) before it fails
+    /// (default 35 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
         self
     }
 

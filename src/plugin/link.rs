@@ -117,6 +117,7 @@ impl Link {
     ) -> Result<Link, PluginError> {
         let config = ClientConfig {
             connection: connection_config(options),
+            connect_timeout: options.connect_timeout,
             handler_threads: options.handler_threads,
             ..ClientConfig::default()
         };
