@@ -21,6 +21,27 @@
 //! Responses and Errors are matched to the waiting request by requestId; one with an unknown or
 //! already answered id gets no response. Requests (Message, Transfer) go to the
 //! [`HandlerPool`](super::pool::HandlerPool), never run on the reader thread.
+//!
+//! Unreadable packets: RFC 23 says they get no response (to avoid feedback loops), the JS plugin
+//! closes the socket. We keep the connection and answer `F01 InvalidFieldsError` when the frame
+//! is at least 5 bytes long (type + requestId) and its type byte is not Response (1) or Error (2):
+//! the peer's request then fails at once instead of timing out, and since we never answer a
+//! Response or Error, two peers cannot loop. An unreadable Response or Error with a pending id
+//! fails that request (`MalformedReply`); frames under 5 bytes are dropped. Text frames are
+//! ignored (BTP is binary; interledger-rs does the same before auth).
+//!
+//! # Backpressure
+//! When every handler thread is busy and the pool's queue is full, the reader waits for room
+//! before it reads on: the peer is slowed down by TCP instead of filling our memory. A handler
+//! that waits for a response from the same peer while the pool is saturated waits until its
+//! request times out; size the pool for the number of such handlers in flight.
+//!
+//! # Closing
+//! [`Connection::close`] sends a close frame, fails pending requests at once, waits up to
+//! `close_timeout` for the peer's reply, cuts the socket and joins the reader. A connection that
+//! dies on its own (peer gone, pong deadline, write timeout, oversized frame) fails every
+//! pending request at once with [`TransportError::Closed`]. Writes after that return the same
+//! typed error instead of touching the socket.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -237,7 +258,10 @@ impl FrameWriter {
             return Err(CloseReason::Local);
         }
         let WriteHalf { stream, ws, .. } = &mut *half;
-        let result = ws.write(stream, message).and_then(|()| ws.flush(stream));
+        let mut result = ws.write(&mut *stream, message);
+        if result.is_ok() {
+            result = ws.flush(stream);
+        }
         match result {
             Ok(()) => Ok(()),
             Err(e) => {

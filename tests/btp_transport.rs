@@ -1,0 +1,718 @@
+//! The BTP transport over real WebSockets on loopback: auth, token binding, requests both ways,
+//! timeouts, dying peers, reconnects, malformed frames, caps and keepalive.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver};
+use ilp_plugin_lightning::btp::auth::FileTokenStore;
+use ilp_plugin_lightning::btp::{
+    auth_message, BtpClient, BtpServer, ClientConfig, ClientError, ClientEvent, CloseReason,
+    ConnectionConfig, ErrorCode, ErrorReply, Message, OwnedEntry, Packet, ProtocolData,
+    ProtocolDataEntry, Reply, RequestError, RequestHandler, Response, ServerConfig, ServerEvent,
+    TransportError,
+};
+use tungstenite::{Message as WsMessage, WebSocket};
+
+/// Long enough for a loaded 2-core machine; only reached when something is broken.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn echo_server_handler() -> Arc<dyn ilp_plugin_lightning::btp::AccountHandler> {
+    Arc::new(|account: &str, request: &Packet<'_>| {
+        let mut data = account.as_bytes().to_vec();
+        data.push(b':');
+        data.extend_from_slice(request.protocol_data().ilp().unwrap_or(b"none"));
+        Reply::Response(vec![OwnedEntry::ilp(data)])
+    })
+}
+
+fn client_echo_handler() -> Arc<dyn RequestHandler> {
+    Arc::new(|request: &Packet<'_>| {
+        let mut data = b"client:".to_vec();
+        data.extend_from_slice(request.protocol_data().ilp().unwrap_or(b"none"));
+        Reply::Response(vec![OwnedEntry::ilp(data)])
+    })
+}
+
+fn start_server(config: ServerConfig) -> BtpServer {
+    BtpServer::bind("127.0.0.1:0", config, echo_server_handler()).expect("bind")
+}
+
+fn quick_client_config() -> ClientConfig {
+    ClientConfig {
+        connect_timeout: DEADLINE,
+        reconnect_delays: vec![Duration::from_millis(0), Duration::from_millis(50)],
+        ..ClientConfig::default()
+    }
+}
+
+fn uri(addr: SocketAddr, user: &str, token: &str) -> String {
+    format!("btp+ws://{user}:{token}@{addr}")
+}
+
+fn ilp(data: &[u8]) -> [ProtocolDataEntry<'_>; 1] {
+    [ProtocolDataEntry::octets("ilp", data)]
+}
+
+/// Waits for the first event matching `want`, skipping others.
+fn wait_event<T: std::fmt::Debug>(events: &Receiver<T>, want: impl Fn(&T) -> bool) -> T {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left) {
+            Ok(e) if want(&e) => return e,
+            Ok(_) => continue,
+            Err(_) => panic!("expected event did not come within {DEADLINE:?}"),
+        }
+    }
+}
+
+/// A raw tungstenite client, for speaking to the server in ways our client never would.
+fn raw_client(addr: SocketAddr) -> WebSocket<TcpStream> {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let (ws, _) = tungstenite::client(format!("ws://{addr}/"), stream).unwrap();
+    ws
+}
+
+/// Next binary frame; pings and pongs skipped. `None` when the connection ends.
+fn raw_read(ws: &mut WebSocket<TcpStream>) -> Option<Vec<u8>> {
+    loop {
+        match ws.read() {
+            Ok(WsMessage::Binary(b)) => return Some(b),
+            Ok(WsMessage::Close(_)) => return None,
+            Ok(_) => continue,
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!("raw client read timed out")
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+fn raw_auth(ws: &mut WebSocket<TcpStream>, user: &str, token: &str) -> Vec<u8> {
+    ws.send(WsMessage::Binary(auth_message(9, user, token)))
+        .unwrap();
+    raw_read(ws).expect("auth reply")
+}
+
+fn expect_error(frame: &[u8]) -> (u32, ErrorCode, String) {
+    match Packet::parse(frame).expect("reply parses") {
+        Packet::Error(e) => (
+            e.request_id(),
+            e.code(),
+            String::from_utf8_lossy(e.data()).into_owned(),
+        ),
+        other => panic!("expected a BTP Error, got {other:?}"),
+    }
+}
+
+#[test]
+fn auth_success_and_requests_both_ways() {
+    let server = start_server(ServerConfig::default());
+    let events = server.events();
+    let client = BtpClient::connect(
+        &uri(server.local_addr(), "alice", "secret"),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .expect("connect");
+    assert!(client.is_connected());
+    assert_eq!(
+        wait_event(&events, |_| true),
+        ServerEvent::Connected {
+            account: "alice".into()
+        }
+    );
+    assert_eq!(server.accounts(), vec!["alice".to_string()]);
+
+    let reply = client.request(&ilp(b"ping"), None, None).unwrap();
+    assert_eq!(reply.ilp(), Some(&b"alice:ping"[..]));
+    // A Transfer gets to the handler with its amount.
+    let reply = client.request(&ilp(b"money"), Some(5), None).unwrap();
+    assert_eq!(reply.ilp(), Some(&b"alice:money"[..]));
+
+    let reply = server.request("alice", &ilp(b"hello"), None, None).unwrap();
+    assert_eq!(reply.ilp(), Some(&b"client:hello"[..]));
+    assert!(matches!(
+        server.request("bob", &ilp(b"x"), None, None),
+        Err(RequestError::NotConnected(_))
+    ));
+
+    // Many concurrent requests from several threads are each matched to their own reply.
+    thread::scope(|s| {
+        for t in 0..4 {
+            let client = &client;
+            s.spawn(move || {
+                for i in 0..50 {
+                    let body = format!("{t}-{i}");
+                    let reply = client.request(&ilp(body.as_bytes()), None, None).unwrap();
+                    assert_eq!(reply.ilp().unwrap(), format!("alice:{body}").as_bytes());
+                }
+            });
+        }
+    });
+
+    client.disconnect();
+    assert!(!client.is_connected());
+    assert!(matches!(
+        wait_event(&events, |_| true),
+        ServerEvent::Disconnected { account, .. } if account == "alice"
+    ));
+    server.shutdown();
+}
+
+#[test]
+fn account_without_username_is_token_hash() {
+    let server = start_server(ServerConfig::default());
+    let client = BtpClient::connect(
+        &format!("btp+ws://:secret@{}", server.local_addr()),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap();
+    let reply = client.request(&ilp(b"x"), None, None).unwrap();
+    assert_eq!(
+        reply.ilp(),
+        Some(&b"K7gNU3sdo-OL0wNhqoVWhr3g6s1xYv72ol_pe_Unols:x"[..])
+    );
+    // A username that cannot be an address segment is refused.
+    let err = BtpClient::connect(
+        &format!("btp+ws://a.b:secret@{}", server.local_addr()),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, ClientError::AuthRefused(ref e) if e.code == ErrorCode::F00_NOT_ACCEPTED)
+    );
+}
+
+#[test]
+fn wrong_token_refused_and_binding_survives_reconnects_and_restarts() {
+    let dir = std::env::temp_dir().join(format!("btp-transport-tokens-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = || ServerConfig {
+        token_store: Arc::new(FileTokenStore::open(&dir).unwrap()),
+        ..ServerConfig::default()
+    };
+    let server = start_server(config());
+    let addr = server.local_addr();
+    let first = BtpClient::connect(
+        &uri(addr, "alice", "right"),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap();
+    first.disconnect();
+
+    // Reconnecting with the bound token works; another token is refused, without retrying.
+    let again = BtpClient::connect(
+        &uri(addr, "alice", "right"),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap();
+    again.disconnect();
+    let err = BtpClient::connect(
+        &uri(addr, "alice", "wrong"),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap_err();
+    match err {
+        ClientError::AuthRefused(e) => {
+            assert_eq!(e.code, ErrorCode::F00_NOT_ACCEPTED);
+            assert!(String::from_utf8_lossy(&e.data).contains("incorrect token for account"));
+        }
+        other => panic!("expected AuthRefused, got {other:?}"),
+    }
+
+    // The raw view: the refusal is an F00 answering the auth request id, then a close.
+    let mut ws = raw_client(addr);
+    let (id, code, data) = expect_error(&raw_auth(&mut ws, "alice", "wrong"));
+    assert_eq!((id, code), (9, ErrorCode::F00_NOT_ACCEPTED));
+    assert!(data.contains("incorrect token"));
+    assert_eq!(raw_read(&mut ws), None);
+
+    // The binding is on disk: a restarted server still refuses the other token.
+    server.shutdown();
+    let server = BtpServer::bind(addr, config(), echo_server_handler()).unwrap();
+    let err = BtpClient::connect(
+        &uri(addr, "alice", "wrong"),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, ClientError::AuthRefused(_)));
+    BtpClient::connect(
+        &uri(addr, "alice", "right"),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap()
+    .disconnect();
+    server.shutdown();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn auth_timeout_and_non_auth_first_message() {
+    let server = start_server(ServerConfig {
+        auth_timeout: Duration::from_millis(300),
+        ..ServerConfig::default()
+    });
+    // Silent client: F00 (request id 0, there was no request) then close.
+    let mut ws = raw_client(server.local_addr());
+    let (id, code, data) = expect_error(&raw_read(&mut ws).expect("error frame"));
+    assert_eq!((id, code), (0, ErrorCode::F00_NOT_ACCEPTED));
+    assert!(data.contains("timed out"), "{data}");
+    assert_eq!(raw_read(&mut ws), None);
+
+    // A first Message that is not auth: F00 answering it, then close.
+    let mut ws = raw_client(server.local_addr());
+    let entries = ilp(b"x");
+    let message = Packet::Message(Message::new(77, ProtocolData::new(&entries).unwrap()));
+    ws.send(WsMessage::Binary(message.to_bytes())).unwrap();
+    let (id, code, _) = expect_error(&raw_read(&mut ws).expect("error frame"));
+    assert_eq!((id, code), (77, ErrorCode::F00_NOT_ACCEPTED));
+    assert_eq!(raw_read(&mut ws), None);
+    assert!(server.accounts().is_empty());
+    server.shutdown();
+}
+
+#[test]
+fn request_timeout_leaves_nothing_behind() {
+    let (release_tx, release_rx) = bounded::<()>(0);
+    let handler = move |_: &str, request: &Packet<'_>| {
+        if request.protocol_data().ilp() == Some(&b"hang"[..]) {
+            let _ = release_rx.recv_timeout(DEADLINE);
+        }
+        Reply::Response(vec![OwnedEntry::ilp(b"ok".to_vec())])
+    };
+    let server =
+        BtpServer::bind("127.0.0.1:0", ServerConfig::default(), Arc::new(handler)).unwrap();
+    let client = BtpClient::connect(
+        &uri(server.local_addr(), "alice", "t"),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap();
+    let err = client
+        .request(&ilp(b"hang"), None, Some(Duration::from_millis(200)))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RequestError::Transport(TransportError::Timeout { after, .. })
+                if after == Duration::from_millis(200)
+        ),
+        "{err:?}"
+    );
+    drop(release_tx);
+    // The late answer to the timed-out request is dropped; the connection still works.
+    let reply = client.request(&ilp(b"fine"), None, None).unwrap();
+    assert_eq!(reply.ilp(), Some(&b"ok"[..]));
+    client.disconnect();
+    server.shutdown();
+}
+
+/// A fake BTP server: accepts one client, answers its auth, then runs `then` on the socket.
+fn fake_server(
+    then: impl FnOnce(WebSocket<TcpStream>) + Send + 'static,
+) -> (SocketAddr, thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut ws = tungstenite::accept(stream).unwrap();
+        let auth = raw_read(&mut ws).unwrap();
+        let id = Packet::parse(&auth).unwrap().request_id();
+        let ok = Packet::Response(Response::new(id, ProtocolData::EMPTY)).to_bytes();
+        ws.send(WsMessage::Binary(ok)).unwrap();
+        then(ws);
+    });
+    (addr, handle)
+}
+
+#[test]
+fn peer_vanishing_mid_request_fails_the_request_promptly() {
+    let (got_request_tx, got_request_rx) = bounded::<()>(1);
+    let (addr, fake) = fake_server(move |mut ws| {
+        raw_read(&mut ws).expect("the request");
+        got_request_tx.send(()).unwrap();
+        // Vanish: no reply, no close frame, just the socket gone.
+        let _ = ws.get_mut().shutdown(std::net::Shutdown::Both);
+    });
+    let client = BtpClient::connect(
+        &uri(addr, "alice", "t"),
+        ClientConfig {
+            // Nothing listens any more: keep reconnect attempts sparse.
+            reconnect_delays: vec![Duration::from_millis(200)],
+            ..quick_client_config()
+        },
+        client_echo_handler(),
+    )
+    .unwrap();
+    let events = client.events();
+    assert_eq!(wait_event(&events, |_| true), ClientEvent::Connected);
+    let (result_tx, result_rx) = bounded(1);
+    thread::scope(|s| {
+        let client = &client;
+        s.spawn(move || {
+            // A timeout far beyond DEADLINE: only the connection's death can end this quickly.
+            let r = client.request(&ilp(b"x"), None, Some(Duration::from_secs(600)));
+            result_tx.send(r).unwrap();
+        });
+        got_request_rx.recv_timeout(DEADLINE).unwrap();
+        let result = result_rx
+            .recv_timeout(DEADLINE)
+            .expect("request still hanging");
+        assert!(
+            matches!(
+                result,
+                Err(RequestError::Transport(TransportError::Closed(_)))
+            ),
+            "{result:?}"
+        );
+    });
+    assert!(matches!(
+        wait_event(&events, |_| true),
+        ClientEvent::Disconnected(_)
+    ));
+    fake.join().unwrap();
+    client.disconnect();
+}
+
+#[test]
+fn client_reconnects_after_server_restart_on_same_port() {
+    let server = start_server(ServerConfig::default());
+    let addr = server.local_addr();
+    let client = BtpClient::connect(
+        &uri(addr, "alice", "t"),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap();
+    let events = client.events();
+    assert_eq!(wait_event(&events, |_| true), ClientEvent::Connected);
+    server.shutdown();
+    assert!(matches!(
+        wait_event(&events, |_| true),
+        ClientEvent::Disconnected(_)
+    ));
+    assert!(matches!(
+        client.request(&ilp(b"x"), None, None),
+        Err(RequestError::NotConnected(_) | RequestError::Transport(_))
+    ));
+    let server = BtpServer::bind(addr, ServerConfig::default(), echo_server_handler()).unwrap();
+    let server_events = server.events();
+    wait_event(&events, |e| *e == ClientEvent::Connected);
+    // Re-authenticated: the new server knows the account.
+    wait_event(
+        &server_events,
+        |e| matches!(e, ServerEvent::Connected { account } if account == "alice"),
+    );
+    let reply = client.request(&ilp(b"back"), None, None).unwrap();
+    assert_eq!(reply.ilp(), Some(&b"alice:back"[..]));
+    client.disconnect();
+    server.shutdown();
+}
+
+#[test]
+fn malformed_frames_get_an_error_and_the_connection_survives() {
+    let server = start_server(ServerConfig::default());
+    let mut ws = raw_client(server.local_addr());
+    match Packet::parse(&raw_auth(&mut ws, "alice", "t")).unwrap() {
+        Packet::Response(r) => assert_eq!(r.request_id(), 9),
+        other => panic!("auth refused: {other:?}"),
+    }
+    // A Message whose length prefix promises more than there is.
+    ws.send(WsMessage::Binary(vec![6, 0, 0, 0, 42, 0x7f, 1, 2]))
+        .unwrap();
+    let (id, code, _) = expect_error(&raw_read(&mut ws).expect("error frame"));
+    assert_eq!((id, code), (42, ErrorCode::F01_INVALID_FIELDS));
+    // An unknown packet type.
+    ws.send(WsMessage::Binary(vec![9, 0, 0, 0, 43, 0])).unwrap();
+    let (id, code, _) = expect_error(&raw_read(&mut ws).expect("error frame"));
+    assert_eq!((id, code), (43, ErrorCode::F01_INVALID_FIELDS));
+    // A response to nothing and a runt frame get no answer; a text frame is ignored.
+    ws.send(WsMessage::Binary(
+        Packet::Response(Response::new(5, ProtocolData::EMPTY)).to_bytes(),
+    ))
+    .unwrap();
+    ws.send(WsMessage::Binary(vec![6, 0])).unwrap();
+    ws.send(WsMessage::Text("hello".into())).unwrap();
+    // The connection still works: the next reply is the one to this request.
+    let entries = ilp(b"still here");
+    let message = Packet::Message(Message::new(44, ProtocolData::new(&entries).unwrap()));
+    ws.send(WsMessage::Binary(message.to_bytes())).unwrap();
+    match Packet::parse(&raw_read(&mut ws).unwrap()).unwrap() {
+        Packet::Response(r) => {
+            assert_eq!(r.request_id(), 44);
+            assert_eq!(r.protocol_data().ilp(), Some(&b"alice:still here"[..]));
+        }
+        other => panic!("expected the response, got {other:?}"),
+    }
+    server.shutdown();
+}
+
+#[test]
+fn frame_size_cap() {
+    let small = ConnectionConfig {
+        max_frame_size: 1024,
+        ..ConnectionConfig::default()
+    };
+    let server = start_server(ServerConfig {
+        connection: small.clone(),
+        ..ServerConfig::default()
+    });
+    let events = server.events();
+    let mut ws = raw_client(server.local_addr());
+    raw_auth(&mut ws, "alice", "t");
+    wait_event(&events, |e| matches!(e, ServerEvent::Connected { .. }));
+    let _ = ws.send(WsMessage::Binary(vec![6; 4000]));
+    // The server drops the connection (close 1009) rather than reading a huge frame.
+    assert_eq!(raw_read(&mut ws), None);
+    match wait_event(&events, |_| true) {
+        ServerEvent::Disconnected { reason, .. } => {
+            assert!(
+                matches!(reason, CloseReason::FrameTooLarge { max: 1024, .. }),
+                "{reason:?}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Our own side refuses to send a frame over the cap, and the connection stays up.
+    let client = BtpClient::connect(
+        &uri(server.local_addr(), "bob", "t"),
+        ClientConfig {
+            connection: small,
+            ..quick_client_config()
+        },
+        client_echo_handler(),
+    )
+    .unwrap();
+    let big = vec![0u8; 2000];
+    assert!(matches!(
+        client.request(&ilp(&big), None, None),
+        Err(RequestError::Transport(TransportError::FrameTooLarge {
+            max: 1024,
+            ..
+        }))
+    ));
+    assert_eq!(
+        client.request(&ilp(b"small"), None, None).unwrap().ilp(),
+        Some(&b"bob:small"[..])
+    );
+    client.disconnect();
+    server.shutdown();
+}
+
+#[test]
+fn connection_cap_refuses_extra_sockets() {
+    let server = start_server(ServerConfig {
+        max_connections: 2,
+        ..ServerConfig::default()
+    });
+    let addr = server.local_addr();
+    let a = BtpClient::connect(
+        &uri(addr, "a", "t"),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap();
+    let b = BtpClient::connect(
+        &uri(addr, "b", "t"),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap();
+    // The third socket is closed before its WebSocket handshake completes.
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    assert!(tungstenite::client(format!("ws://{addr}/"), stream).is_err());
+    assert!(a.is_connected() && b.is_connected());
+    // Once one leaves, its slot is freed for another (the client's own retries wait for it).
+    a.disconnect();
+    let c = BtpClient::connect(
+        &uri(addr, "c", "t"),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap();
+    assert_eq!(
+        c.request(&ilp(b"x"), None, None).unwrap().ilp(),
+        Some(&b"c:x"[..])
+    );
+    c.disconnect();
+    b.disconnect();
+    server.shutdown();
+}
+
+#[test]
+fn new_connection_replaces_old_one_for_same_account() {
+    let server = start_server(ServerConfig::default());
+    let events = server.events();
+    let mut old = raw_client(server.local_addr());
+    raw_auth(&mut old, "alice", "t");
+    wait_event(&events, |e| matches!(e, ServerEvent::Connected { .. }));
+    let client = BtpClient::connect(
+        &uri(server.local_addr(), "alice", "t"),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap();
+    wait_event(&events, |e| matches!(e, ServerEvent::Connected { .. }));
+    // The old socket is closed; the account stays connected through the new one.
+    assert_eq!(raw_read(&mut old), None);
+    assert_eq!(server.accounts(), vec!["alice".to_string()]);
+    let reply = server.request("alice", &ilp(b"hi"), None, None).unwrap();
+    assert_eq!(reply.ilp(), Some(&b"client:hi"[..]));
+    client.disconnect();
+    server.shutdown();
+}
+
+#[test]
+fn silent_peer_is_dropped_after_pong_deadline() {
+    let server = start_server(ServerConfig {
+        connection: ConnectionConfig {
+            ping_interval: Duration::from_millis(100),
+            pong_timeout: Duration::from_millis(300),
+            ..ConnectionConfig::default()
+        },
+        ..ServerConfig::default()
+    });
+    let events = server.events();
+    // A raw peer that authenticates, then never reads again: its pongs never go out.
+    let mut ws = raw_client(server.local_addr());
+    raw_auth(&mut ws, "mute", "t");
+    wait_event(&events, |e| matches!(e, ServerEvent::Connected { .. }));
+    match wait_event(&events, |_| true) {
+        ServerEvent::Disconnected { account, reason } => {
+            assert_eq!(account, "mute");
+            assert_eq!(reason, CloseReason::PongTimeout);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A peer that does answer pings (our client) stays connected across many intervals.
+    let client = BtpClient::connect(
+        &uri(server.local_addr(), "talker", "t"),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap();
+    let client_events = client.events();
+    assert_eq!(wait_event(&client_events, |_| true), ClientEvent::Connected);
+    assert!(client_events
+        .recv_timeout(Duration::from_millis(1500))
+        .is_err());
+    assert!(client.is_connected());
+    client.disconnect();
+    server.shutdown();
+}
+
+#[test]
+fn client_drops_a_silent_server_and_reconnects() {
+    // A server that answers auth, then stops reading (so never pongs); the second connection
+    // is answered by a server that behaves.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (release_tx, release_rx) = bounded::<()>(0);
+    let fake = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut ws = tungstenite::accept(stream).unwrap();
+        let auth = raw_read(&mut ws).unwrap();
+        let id = Packet::parse(&auth).unwrap().request_id();
+        ws.send(WsMessage::Binary(
+            Packet::Response(Response::new(id, ProtocolData::EMPTY)).to_bytes(),
+        ))
+        .unwrap();
+        // Hold the socket open without reading until the test is done with it.
+        let _ = release_rx.recv_timeout(DEADLINE);
+        drop(ws);
+        listener
+    });
+    let client = BtpClient::connect(
+        &uri(addr, "alice", "t"),
+        ClientConfig {
+            connection: ConnectionConfig {
+                ping_interval: Duration::from_millis(100),
+                pong_timeout: Duration::from_millis(300),
+                ..ConnectionConfig::default()
+            },
+            reconnect_delays: vec![Duration::from_millis(50)],
+            ..quick_client_config()
+        },
+        client_echo_handler(),
+    )
+    .unwrap();
+    let events = client.events();
+    assert_eq!(wait_event(&events, |_| true), ClientEvent::Connected);
+    assert_eq!(
+        wait_event(&events, |_| true),
+        ClientEvent::Disconnected(CloseReason::PongTimeout)
+    );
+    drop(release_tx);
+    let listener = fake.join().unwrap();
+    // Serve the reconnect properly on the same listening socket.
+    let server_side = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut ws = tungstenite::accept(stream).unwrap();
+        let auth = raw_read(&mut ws).unwrap();
+        let id = Packet::parse(&auth).unwrap().request_id();
+        ws.send(WsMessage::Binary(
+            Packet::Response(Response::new(id, ProtocolData::EMPTY)).to_bytes(),
+        ))
+        .unwrap();
+        // Keep answering pings until the client closes.
+        while raw_read(&mut ws).is_some() {}
+    });
+    wait_event(&events, |e| *e == ClientEvent::Connected);
+    client.disconnect();
+    server_side.join().unwrap();
+}
+
+#[test]
+fn handler_errors_become_btp_errors() {
+    let handler = |_: &str, _: &Packet<'_>| Reply::Error(ErrorReply::unreachable("no route"));
+    let server =
+        BtpServer::bind("127.0.0.1:0", ServerConfig::default(), Arc::new(handler)).unwrap();
+    let client = BtpClient::connect(
+        &uri(server.local_addr(), "alice", "t"),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap();
+    match client.request(&ilp(b"x"), None, None) {
+        Err(RequestError::Rejected(e)) => {
+            assert_eq!(e.code, ErrorCode::T00_UNREACHABLE);
+            assert_eq!(e.name, "UnreachableError");
+            assert_eq!(e.data, b"no route");
+        }
+        other => panic!("{other:?}"),
+    }
+    client.disconnect();
+    server.shutdown();
+}
+
+#[test]
+fn wss_is_refused_with_a_clear_error() {
+    let err = BtpClient::connect(
+        "btp+wss://alice:t@127.0.0.1:1",
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("btp+wss not supported"), "{err}");
+}
