@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError};
+use ilp_plugin_lightning::btp::auth::account_for_token;
 use ilp_plugin_lightning::ilp::{
     condition_of, Address, ErrorCode, Fulfill, FulfillBuilder, Packet, PrepareBuilder, Reject,
     Timestamp,
@@ -322,6 +323,25 @@ fn two_js_clients_exchange_packets_through_our_hub_binary() {
     assert_eq!(reply["type"], "fulfill", "{reply}");
     let reply = send_with_js(hub.port, "alice", "test.hub.bob.x", 1);
     assert_eq!(reply["code"], "T04", "{reply}");
+
+    // No username: the account is base64url(sha256(token)), as in mini-accounts.
+    let mut anon = NodeProcess::start(
+        "js-client-anon",
+        "js-client.js",
+        &[
+            "send",
+            "--server",
+            &format!("btp+ws://:anonymous-token@127.0.0.1:{}", hub.port),
+            "--destination",
+            "test.hub.bob.x",
+            "--condition",
+            &condition_hex(),
+        ],
+    );
+    let expected = format!("test.hub.{}", account_for_token(b"anonymous-token"));
+    assert_eq!(anon.expect("ildcp")["clientAddress"], expected.as_str());
+    assert_eq!(anon.expect("reply")["type"], "fulfill");
+    assert!(anon.wait_exit());
 }
 
 #[test]
