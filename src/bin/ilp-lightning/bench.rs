@@ -170,6 +170,8 @@ fn bench(settings: &Settings) -> Result<String, String> {
 
     let client = Arc::new(
         LightningPlugin::client(&format!("btp+ws://bench:secret@127.0.0.1:{port}"))
+            // It only sends: one thread is enough for the requests it never gets.
+            .handler_threads(1)
             .build()
             .map_err(|e| e.to_string())?,
     );
