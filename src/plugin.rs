@@ -37,7 +37,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use parking_lot::RwLock;
+use parking_lot::{Condvar, Mutex, RwLock};
 
 pub use account::{Balance, Balances, CreditRefused, SettlementHooks, PEER_ACCOUNT};
 pub use packets::{DataHandler, HandlerError, InvalidReply, MoneyHandler};
@@ -322,6 +322,8 @@ impl PluginBuilder {
             core,
             balances,
             link: RwLock::new(None),
+            transition: Mutex::new(false),
+            transition_done: Condvar::new(),
         })
     }
 }
@@ -383,6 +385,10 @@ pub struct LightningPlugin {
     core: Arc<Core>,
     balances: Option<Arc<Balances>>,
     link: RwLock<Option<Arc<Link>>>,
+    /// True while a connect() or disconnect() runs: they take turns without holding a lock
+    /// across their I/O.
+    transition: Mutex<bool>,
+    transition_done: Condvar,
 }
 
 impl fmt::Debug for LightningPlugin {
@@ -425,11 +431,34 @@ impl LightningPlugin {
     /// Client: connects, authenticates and learns our address by IL-DCP. Server: starts
     /// listening. Does nothing when already connected.
     pub fn connect(&self) -> Result<(), PluginError> {
-        let mut slot = self.link.write();
-        if slot.is_some() {
-            return Ok(());
+        self.begin_transition();
+        let result = if self.link.read().is_some() {
+            Ok(())
+        } else {
+            self.open_link().map(|link| {
+                *self.link.write() = Some(Arc::new(link));
+            })
+        };
+        self.end_transition();
+        result
+    }
+
+    /// Waits for any connect/disconnect in progress, then marks one as running.
+    fn begin_transition(&self) {
+        let mut busy = self.transition.lock();
+        while *busy {
+            self.transition_done.wait(&mut busy);
         }
-        let link = match &self.options.role {
+        *busy = true;
+    }
+
+    fn end_transition(&self) {
+        *self.transition.lock() = false;
+        self.transition_done.notify_all();
+    }
+
+    fn open_link(&self) -> Result<Link, PluginError> {
+        Ok(match &self.options.role {
             Role::Client { server } => Link::connect_client(server, &self.options, &self.core)?,
             Role::Server {
                 listen,
@@ -452,17 +481,17 @@ impl LightningPlugin {
                     &self.core,
                 )?
             }
-        };
-        *slot = Some(Arc::new(link));
-        Ok(())
+        })
     }
 
     /// Closes every connection and joins every thread. Does nothing when not connected.
     pub fn disconnect(&self) {
+        self.begin_transition();
         let link = self.link.write().take();
         if let Some(link) = link {
             link.close();
         }
+        self.end_transition();
     }
 
     /// Client: the connection to the server is up. Server: it is listening.
