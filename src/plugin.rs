@@ -658,6 +658,13 @@ pub fn route_between_clients(plugin: &Arc<LightningPlugin>) -> Result<(), Plugin
         match plugin.send_data(prepare) {
             Ok(reply) => Ok(reply),
             Err(PluginError::InvalidPrepare(e)) => Err(HandlerError::Final(e.to_string())),
+            // The next hop went away or refused the request: temporary, so T01.
+            Err(e @ (PluginError::Transport(_) | PluginError::PeerError { .. })) => Ok(reject(
+                ErrorCode::T01_PEER_UNREACHABLE,
+                &plugin.core.own_address_text(),
+                &format!("next hop unreachable: {e}"),
+                &[],
+            )),
             Err(e) => Err(HandlerError::Internal(format!("forwarding failed: {e}"))),
         }
     })

@@ -291,3 +291,39 @@ fn client_events_report_connect_and_a_refused_token_is_an_error() {
         Err(PluginError::Config(_))
     ));
 }
+
+#[test]
+fn a_client_vanishing_mid_request_gets_the_sender_a_t01_not_a_hang() {
+    let (hub, hub_events) = hub(100, 100);
+    let alice = client(&hub, "alice");
+    let bob = client(&hub, "bob");
+    let (entered_tx, entered_rx) = unbounded::<()>();
+    let (release_tx, release_rx) = unbounded::<()>();
+    bob.register_data_handler(move |_| {
+        let _ = entered_tx.send(());
+        // Blocks until the test lets it go (or the test ends).
+        let _ = release_rx.recv();
+        Err(HandlerError::Internal("too late".into()))
+    })
+    .unwrap();
+    alice.connect().unwrap();
+    bob.connect().unwrap();
+    wait_for(&hub_events, &PluginEvent::AccountConnected("bob".into()));
+    let alice = Arc::new(alice);
+    let sender = {
+        let alice = alice.clone();
+        std::thread::spawn(move || alice.send_data(&prepare("test.hub.bob.x", 1, 20_000, b"")))
+    };
+    entered_rx
+        .recv_timeout(WAIT)
+        .expect("bob's handler was not reached");
+    // Bob disconnects while its handler still holds the Prepare; its connection closes first.
+    let closer = std::thread::spawn(move || bob.disconnect());
+    let reply = sender.join().unwrap().unwrap();
+    drop(release_tx);
+    closer.join().unwrap();
+    assert_eq!(reject_of(&reply).code(), ErrorCode::T01_PEER_UNREACHABLE);
+    assert_eq!(reject_of(&reply).triggered_by(), "test.hub");
+    // Alice's credit came back with the Reject.
+    assert_eq!(hub.balances().unwrap().balance("alice").receivable, 0);
+}
