@@ -327,3 +327,50 @@ fn a_client_vanishing_mid_request_gets_the_sender_a_t01_not_a_hang() {
     // Alice's credit came back with the Reject.
     assert_eq!(hub.balances().unwrap().balance("alice").receivable, 0);
 }
+
+#[test]
+fn a_client_reconnects_when_its_hub_comes_back() {
+    let (first, _events) = hub(100, 100);
+    let listen = first.local_addr().unwrap();
+    let (tx, rx) = unbounded();
+    let c = LightningPlugin::client(&format!("btp+ws://erin:secret@{listen}"))
+        .on_event(move |e| {
+            let _ = tx.send(e.clone());
+        })
+        .build()
+        .unwrap();
+    c.connect().unwrap();
+    wait_for(&rx, &PluginEvent::Connected);
+    first.disconnect();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(PluginEvent::Disconnected(_)) => break,
+            Ok(_) => {}
+            Err(e) => panic!("no Disconnected event: {e}"),
+        }
+    }
+    // Between connections, sending is a clear error rather than a Reject.
+    assert!(matches!(
+        c.send_data(&prepare("test.hub.erin", 0, 5_000, b"")),
+        Err(PluginError::NotConnected)
+    ));
+
+    // The hub comes back on the same address; the client finds it by itself.
+    let second = Arc::new(
+        LightningPlugin::server(listen, Address::new("test.hub").unwrap())
+            .credit_limit(Some(100))
+            .build()
+            .unwrap(),
+    );
+    second.register_data_handler(receiver).unwrap();
+    second.connect().unwrap();
+    wait_for(&rx, &PluginEvent::Connected);
+    let reply = c
+        .send_data(&prepare("test.hub.x", 1, 5_000, b"again"))
+        .unwrap();
+    assert_eq!(Fulfill::parse(&reply).unwrap().data(), b"again");
+    assert_eq!(c.own_address().unwrap().as_str(), "test.hub.erin");
+    c.disconnect();
+    second.disconnect();
+}

@@ -293,6 +293,12 @@ impl Link {
             Err(BtpRequestError::Transport(TransportError::Timeout { .. })) => {
                 Err(SendError::TimedOut)
             }
+            // A client between two connections: the caller should retry, not learn of an F02.
+            Err(BtpRequestError::NotConnected(_))
+                if matches!(self.transport, Transport::Client(_)) =>
+            {
+                Err(SendError::Failed(PluginError::NotConnected))
+            }
             Err(BtpRequestError::NotConnected(who)) => {
                 Err(SendError::Unreachable(format!("no connection to {who}")))
             }
