@@ -8,3 +8,4 @@
 pub mod btp;
 pub mod ilp;
 pub mod lnd;
+pub mod plugin;
