@@ -716,3 +716,48 @@ fn wss_is_refused_with_a_clear_error() {
     .unwrap_err();
     assert!(err.to_string().contains("btp+wss not supported"), "{err}");
 }
+
+#[test]
+fn slow_handshake_is_cut_at_the_deadline() {
+    use std::io::{Read, Write};
+    let server = start_server(ServerConfig {
+        connection: ConnectionConfig {
+            handshake_timeout: Duration::from_millis(300),
+            ..ConnectionConfig::default()
+        },
+        ..ServerConfig::default()
+    });
+    let addr = server.local_addr();
+    // A peer that sends nothing is cut.
+    let mut silent = TcpStream::connect(addr).unwrap();
+    silent.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut buf = [0u8; 64];
+    assert!(matches!(silent.read(&mut buf), Ok(0) | Err(_)));
+
+    // A peer that trickles its upgrade request a byte at a time (each byte well within any
+    // per-read timeout) is cut too, long before it finishes.
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut cut = false;
+    for byte in request.as_bytes() {
+        if slow.write_all(&[*byte]).is_err() {
+            cut = true;
+            break;
+        }
+        // The peer's slowness, not a synchronisation: 50 ms a byte, ~8 s in all.
+        thread::sleep(Duration::from_millis(50));
+    }
+    if !cut {
+        let mut reply = Vec::new();
+        let _ = slow.read_to_end(&mut reply);
+        assert!(
+            !String::from_utf8_lossy(&reply).contains("101"),
+            "a trickled handshake was completed"
+        );
+    }
+    server.shutdown();
+}
