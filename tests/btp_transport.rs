@@ -761,3 +761,68 @@ fn slow_handshake_is_cut_at_the_deadline() {
     }
     server.shutdown();
 }
+
+#[test]
+fn saturated_pool_never_deadlocks_on_callbacks_to_the_same_peer() {
+    // One handler thread, one queue slot; each request makes the server ask the same client
+    // something back before it answers. A reader that simply blocked on the full pool would
+    // leave that callback's response unread: a deadlock until the (long) request timeout.
+    let server_cell: Arc<std::sync::OnceLock<Arc<BtpServer>>> = Arc::default();
+    let cell = server_cell.clone();
+    let handler = move |account: &str, _: &Packet<'_>| {
+        let server = cell.get().expect("server set");
+        match server.request(
+            account,
+            &ilp(b"callback"),
+            None,
+            Some(Duration::from_secs(600)),
+        ) {
+            Ok(reply) => Reply::Response(vec![OwnedEntry::ilp(reply.ilp().unwrap().to_vec())]),
+            Err(e) => Reply::Error(ErrorReply::unreachable(e.to_string())),
+        }
+    };
+    let server = Arc::new(
+        BtpServer::bind(
+            "127.0.0.1:0",
+            ServerConfig {
+                handler_threads: 1,
+                handler_queue: 1,
+                ..ServerConfig::default()
+            },
+            Arc::new(handler),
+        )
+        .unwrap(),
+    );
+    server_cell.set(server.clone()).unwrap();
+    let client = BtpClient::connect(
+        &uri(server.local_addr(), "alice", "t"),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap();
+    let (results_tx, results_rx) = bounded(16);
+    thread::scope(|s| {
+        for _ in 0..8 {
+            let client = &client;
+            let results_tx = results_tx.clone();
+            s.spawn(move || {
+                let r = client.request(&ilp(b"go"), None, Some(Duration::from_secs(600)));
+                results_tx.send(r).unwrap();
+            });
+        }
+        let mut fulfilled = 0;
+        for _ in 0..8 {
+            match results_rx.recv_timeout(DEADLINE).expect("a request hung") {
+                Ok(reply) => {
+                    assert_eq!(reply.ilp(), Some(&b"client:callback"[..]));
+                    fulfilled += 1;
+                }
+                Err(RequestError::Rejected(e)) => assert_eq!(e.code, ErrorCode::T00_UNREACHABLE),
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+        assert!(fulfilled >= 1);
+    });
+    client.disconnect();
+    server.shutdown();
+}

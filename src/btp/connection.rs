@@ -32,9 +32,11 @@
 //!
 //! # Backpressure
 //! When every handler thread is busy and the pool's queue is full, the reader waits for room
-//! before it reads on: the peer is slowed down by TCP instead of filling our memory. A handler
-//! that waits for a response from the same peer while the pool is saturated waits until its
-//! request times out; size the pool for the number of such handlers in flight.
+//! before it reads on, so the peer is slowed down by TCP instead of filling our memory — but
+//! only while none of our requests awaits a response on this connection. Otherwise waiting
+//! would leave that response unread behind the blocked reader while a handler waits for it (a
+//! deadlock until the request timeout), so the request is refused at once with BTP Error
+//! `T00` "busy" and reading goes on.
 //!
 //! # Closing
 //! [`Connection::close`] sends a close frame, fails pending requests at once, waits up to
@@ -57,7 +59,8 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
 use tungstenite::{Message, WebSocket};
 
-use super::pool::PoolHandle;
+use super::pool::{PoolHandle, SubmitError};
+use super::request::ErrorReply;
 
 /// BTP packet type bytes the transport needs to route frames (RFC 23; the codec owns the rest).
 const TYPE_RESPONSE: u8 = 1;
@@ -623,6 +626,10 @@ impl Connection {
         )
     }
 
+    fn has_pending_requests(&self) -> bool {
+        !self.inner.pending.lock().waiting.is_empty()
+    }
+
     /// Hands a reply frame to the request waiting for it. Unknown or already answered ids get
     /// nothing (RFC 23: no response to an unexpected response).
     fn deliver_reply(&self, request_id: u32, frame: Vec<u8>) {
@@ -849,8 +856,21 @@ impl Reader {
             _ => {
                 let conn = self.conn.clone();
                 let handler = handler.clone();
-                if pool.submit(move || handler(&conn, frame)).is_err() {
-                    log::debug!("BTP {}: handler pool is shut down", self.conn.inner.peer);
+                let job = move || handler(&conn, frame);
+                // Wait for room only while nothing of ours awaits a response on this connection.
+                match pool.submit(job, || !self.conn.has_pending_requests()) {
+                    Ok(()) => {}
+                    Err(SubmitError::Busy) => {
+                        log::debug!(
+                            "BTP {}: handler pool full, request {request_id} refused",
+                            self.conn.inner.peer
+                        );
+                        let busy = ErrorReply::unreachable("busy: request handlers saturated");
+                        let _ = self.conn.send_frame(busy.to_frame(request_id));
+                    }
+                    Err(SubmitError::Closed) => {
+                        log::debug!("BTP {}: handler pool is shut down", self.conn.inner.peer)
+                    }
                 }
             }
         }
