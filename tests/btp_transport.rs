@@ -826,3 +826,71 @@ fn saturated_pool_never_deadlocks_on_callbacks_to_the_same_peer() {
     client.disconnect();
     server.shutdown();
 }
+
+/// Measurement, not a check: `cargo test --test btp_transport many_clients -- --ignored --nocapture`.
+/// 1,000 raw clients authenticate to one server in this process; prints threads and RSS.
+#[test]
+#[ignore]
+fn many_clients() {
+    fn rss_kb() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+    let before = rss_kb();
+    let server = start_server(ServerConfig::default());
+    let events = server.events();
+    let mut clients = Vec::new();
+    for i in 0..1000 {
+        let mut ws = raw_client(server.local_addr());
+        raw_auth(&mut ws, &format!("c{i}"), "t");
+        clients.push(ws);
+    }
+    for _ in 0..1000 {
+        wait_event(&events, |e| matches!(e, ServerEvent::Connected { .. }));
+    }
+    assert_eq!(server.accounts().len(), 1000);
+    let threads = std::fs::read_dir("/proc/self/task").unwrap().count();
+    println!(
+        "1000 clients: {threads} threads, RSS {} kB (was {before} kB; includes the raw clients)",
+        rss_kb()
+    );
+    let reply = server.request("c500", &ilp(b"x"), None, Some(Duration::from_millis(100)));
+    assert!(reply.is_err(), "raw clients do not answer requests");
+    drop(clients);
+    server.shutdown();
+}
+
+/// Measurement, not a check: `cargo test --test btp_transport request_latency -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn request_latency() {
+    let server = start_server(ServerConfig::default());
+    let client = BtpClient::connect(
+        &uri(server.local_addr(), "alice", "t"),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap();
+    let n = 20_000;
+    let mut samples = Vec::with_capacity(n);
+    let started = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        client.request(&ilp(b"x"), None, None).unwrap();
+        samples.push(t.elapsed());
+    }
+    let total = started.elapsed();
+    samples.sort();
+    println!(
+        "{n} sequential requests: {:.0}/s, p50 {:?}, p99 {:?}",
+        n as f64 / total.as_secs_f64(),
+        samples[n / 2],
+        samples[n * 99 / 100]
+    );
+    client.disconnect();
+    server.shutdown();
+}
