@@ -133,6 +133,8 @@ pub enum PluginError {
     Ildcp(IldcpError),
     /// This role does not do that.
     Unsupported(&'static str),
+    /// The settlement hooks could not pay.
+    Settlement(String),
 }
 
 impl fmt::Display for PluginError {
@@ -156,6 +158,7 @@ impl fmt::Display for PluginError {
             PluginError::Transport(m) => write!(f, "BTP transport: {m}"),
             PluginError::Ildcp(e) => e.fmt(f),
             PluginError::Unsupported(m) => f.write_str(m),
+            PluginError::Settlement(m) => write!(f, "settlement failed: {m}"),
         }
     }
 }
@@ -577,18 +580,20 @@ impl LightningPlugin {
         }
     }
 
-    /// Pays the peer `amount`. Client role: settles over Lightning once settlement is wired in;
-    /// until then it fails with [`PluginError::Unsupported`]. Server role: unsupported, as in the
-    /// JS reference (the server settles by itself).
+    /// Pays the peer `amount` through [`SettlementHooks::send_money`] (client role; the built-in
+    /// [`Balances`] cannot pay and say so). Server role: unsupported, as in the JS reference (the
+    /// server settles by itself).
     pub fn send_money(&self, amount: u64) -> Result<(), PluginError> {
         match self.options.role {
             Role::Server { .. } => Err(PluginError::Unsupported(
                 "sendMoney is not supported by the server role: it settles by itself",
             )),
             Role::Client { .. } if amount == 0 => Ok(()),
-            Role::Client { .. } => Err(PluginError::Unsupported(
-                "send_money needs Lightning settlement, which this build does not have yet",
-            )),
+            Role::Client { .. } => self
+                .core
+                .hooks
+                .send_money(PEER_ACCOUNT, amount)
+                .map_err(PluginError::Settlement),
         }
     }
 

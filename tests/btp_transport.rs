@@ -716,3 +716,181 @@ fn wss_is_refused_with_a_clear_error() {
     .unwrap_err();
     assert!(err.to_string().contains("btp+wss not supported"), "{err}");
 }
+
+#[test]
+fn slow_handshake_is_cut_at_the_deadline() {
+    use std::io::{Read, Write};
+    let server = start_server(ServerConfig {
+        connection: ConnectionConfig {
+            handshake_timeout: Duration::from_millis(300),
+            ..ConnectionConfig::default()
+        },
+        ..ServerConfig::default()
+    });
+    let addr = server.local_addr();
+    // A peer that sends nothing is cut.
+    let mut silent = TcpStream::connect(addr).unwrap();
+    silent.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut buf = [0u8; 64];
+    assert!(matches!(silent.read(&mut buf), Ok(0) | Err(_)));
+
+    // A peer that trickles its upgrade request a byte at a time (each byte well within any
+    // per-read timeout) is cut too, long before it finishes.
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut cut = false;
+    for byte in request.as_bytes() {
+        if slow.write_all(&[*byte]).is_err() {
+            cut = true;
+            break;
+        }
+        // The peer's slowness, not a synchronisation: 50 ms a byte, ~8 s in all.
+        thread::sleep(Duration::from_millis(50));
+    }
+    if !cut {
+        let mut reply = Vec::new();
+        let _ = slow.read_to_end(&mut reply);
+        assert!(
+            !String::from_utf8_lossy(&reply).contains("101"),
+            "a trickled handshake was completed"
+        );
+    }
+    server.shutdown();
+}
+
+#[test]
+fn saturated_pool_never_deadlocks_on_callbacks_to_the_same_peer() {
+    // One handler thread, one queue slot; each request makes the server ask the same client
+    // something back before it answers. A reader that simply blocked on the full pool would
+    // leave that callback's response unread: a deadlock until the (long) request timeout.
+    let server_cell: Arc<std::sync::OnceLock<Arc<BtpServer>>> = Arc::default();
+    let cell = server_cell.clone();
+    let handler = move |account: &str, _: &Packet<'_>| {
+        let server = cell.get().expect("server set");
+        match server.request(
+            account,
+            &ilp(b"callback"),
+            None,
+            Some(Duration::from_secs(600)),
+        ) {
+            Ok(reply) => Reply::Response(vec![OwnedEntry::ilp(reply.ilp().unwrap().to_vec())]),
+            Err(e) => Reply::Error(ErrorReply::unreachable(e.to_string())),
+        }
+    };
+    let server = Arc::new(
+        BtpServer::bind(
+            "127.0.0.1:0",
+            ServerConfig {
+                handler_threads: 1,
+                handler_queue: 1,
+                ..ServerConfig::default()
+            },
+            Arc::new(handler),
+        )
+        .unwrap(),
+    );
+    server_cell.set(server.clone()).unwrap();
+    let client = BtpClient::connect(
+        &uri(server.local_addr(), "alice", "t"),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap();
+    let (results_tx, results_rx) = bounded(16);
+    thread::scope(|s| {
+        for _ in 0..8 {
+            let client = &client;
+            let results_tx = results_tx.clone();
+            s.spawn(move || {
+                let r = client.request(&ilp(b"go"), None, Some(Duration::from_secs(600)));
+                results_tx.send(r).unwrap();
+            });
+        }
+        let mut fulfilled = 0;
+        for _ in 0..8 {
+            match results_rx.recv_timeout(DEADLINE).expect("a request hung") {
+                Ok(reply) => {
+                    assert_eq!(reply.ilp(), Some(&b"client:callback"[..]));
+                    fulfilled += 1;
+                }
+                Err(RequestError::Rejected(e)) => assert_eq!(e.code, ErrorCode::T00_UNREACHABLE),
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+        assert!(fulfilled >= 1);
+    });
+    client.disconnect();
+    server.shutdown();
+}
+
+/// Measurement, not a check: `cargo test --test btp_transport many_clients -- --ignored --nocapture`.
+/// 1,000 raw clients authenticate to one server in this process; prints threads and RSS.
+#[test]
+#[ignore]
+fn many_clients() {
+    fn rss_kb() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+    let before = rss_kb();
+    let server = start_server(ServerConfig::default());
+    let events = server.events();
+    let mut clients = Vec::new();
+    for i in 0..1000 {
+        let mut ws = raw_client(server.local_addr());
+        raw_auth(&mut ws, &format!("c{i}"), "t");
+        clients.push(ws);
+    }
+    for _ in 0..1000 {
+        wait_event(&events, |e| matches!(e, ServerEvent::Connected { .. }));
+    }
+    assert_eq!(server.accounts().len(), 1000);
+    let threads = std::fs::read_dir("/proc/self/task").unwrap().count();
+    println!(
+        "1000 clients: {threads} threads, RSS {} kB (was {before} kB; includes the raw clients)",
+        rss_kb()
+    );
+    let reply = server.request("c500", &ilp(b"x"), None, Some(Duration::from_millis(100)));
+    assert!(reply.is_err(), "raw clients do not answer requests");
+    drop(clients);
+    server.shutdown();
+}
+
+/// Measurement, not a check: `cargo test --test btp_transport request_latency -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn request_latency() {
+    let server = start_server(ServerConfig::default());
+    let client = BtpClient::connect(
+        &uri(server.local_addr(), "alice", "t"),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap();
+    let n = 20_000;
+    let mut samples = Vec::with_capacity(n);
+    let started = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        client.request(&ilp(b"x"), None, None).unwrap();
+        samples.push(t.elapsed());
+    }
+    let total = started.elapsed();
+    samples.sort();
+    println!(
+        "{n} sequential requests: {:.0}/s, p50 {:?}, p99 {:?}",
+        n as f64 / total.as_secs_f64(),
+        samples[n / 2],
+        samples[n * 99 / 100]
+    );
+    client.disconnect();
+    server.shutdown();
+}

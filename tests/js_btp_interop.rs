@@ -456,6 +456,25 @@ fn our_client_against_js_mini_accounts() {
     assert_eq!(reject.code().as_str(), "F99");
     assert_eq!(reject.triggered_by(), "test.js");
 
+    // mini-accounts fulfils whatever the condition: our client refuses a wrong fulfillment (F05).
+    let other_condition = condition_of(&[0x22; 32]);
+    let mismatched = PrepareBuilder {
+        amount: 1,
+        expires_at: Timestamp::now().add_millis(30_000),
+        execution_condition: &other_condition,
+        destination: "test.js.carol.y",
+        data: b"",
+    }
+    .build()
+    .unwrap()
+    .to_bytes();
+    let reply = ours.send_data(&mismatched).unwrap();
+    assert_eq!(
+        Reject::parse(&reply).expect("a Reject").code(),
+        ErrorCode::F05_WRONG_CONDITION
+    );
+    while server.expect("prepare")["destination"] != "test.js.carol.y" {}
+
     // Mini-accounts -> ours: fulfilled by our handler.
     server.command(serde_json::json!({
         "destination": "test.js.carol.inbox",

@@ -32,9 +32,11 @@
 //!
 //! # Backpressure
 //! When every handler thread is busy and the pool's queue is full, the reader waits for room
-//! before it reads on: the peer is slowed down by TCP instead of filling our memory. A handler
-//! that waits for a response from the same peer while the pool is saturated waits until its
-//! request times out; size the pool for the number of such handlers in flight.
+//! before it reads on, so the peer is slowed down by TCP instead of filling our memory — but
+//! only while none of our requests awaits a response on this connection. Otherwise waiting
+//! would leave that response unread behind the blocked reader while a handler waits for it (a
+//! deadlock until the request timeout), so the request is refused at once with BTP Error
+//! `T00` "busy" and reading goes on.
 //!
 //! # Closing
 //! [`Connection::close`] sends a close frame, fails pending requests at once, waits up to
@@ -57,7 +59,8 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
 use tungstenite::{Message, WebSocket};
 
-use super::pool::PoolHandle;
+use super::pool::{PoolHandle, SubmitError};
+use super::request::ErrorReply;
 
 /// BTP packet type bytes the transport needs to route frames (RFC 23; the codec owns the rest).
 const TYPE_RESPONSE: u8 = 1;
@@ -210,7 +213,8 @@ fn random_u32() -> u32 {
 struct WriteHalf {
     stream: TcpStream,
     ws: WebSocketContext,
-    closed: bool,
+    /// Set once nothing more may be written, with the reason.
+    closed: Option<CloseReason>,
 }
 
 /// The one place bytes are written to a connection's socket.
@@ -226,7 +230,7 @@ impl FrameWriter {
             half: Mutex::new(WriteHalf {
                 stream: stream.try_clone()?,
                 ws: WebSocketContext::new(role, Some(config.websocket_config())),
-                closed: false,
+                closed: None,
             }),
             socket: stream.try_clone()?,
         })
@@ -236,14 +240,14 @@ impl FrameWriter {
     /// whole frames, since tungstenite hands over its whole output buffer at once.
     fn write_raw(&self, bytes: &[u8]) -> io::Result<()> {
         let mut half = self.half.lock();
-        if half.closed {
+        if half.closed.is_some() {
             // The connection is closing: a late pong or close reply has nowhere to go.
             return Ok(());
         }
         match half.stream.write_all(bytes) {
             Ok(()) => Ok(()),
             Err(e) => {
-                half.closed = true;
+                half.closed = Some(CloseReason::Io(format!("write: {e}")));
                 drop(half);
                 let _ = self.socket.shutdown(Shutdown::Both);
                 // Not WouldBlock: tungstenite must treat it as fatal, not retry a half frame.
@@ -254,8 +258,8 @@ impl FrameWriter {
 
     fn send(&self, message: Message) -> Result<(), CloseReason> {
         let mut half = self.half.lock();
-        if half.closed {
-            return Err(CloseReason::Local);
+        if let Some(reason) = &half.closed {
+            return Err(reason.clone());
         }
         let WriteHalf { stream, ws, .. } = &mut *half;
         let mut result = ws.write(&mut *stream, message);
@@ -265,10 +269,11 @@ impl FrameWriter {
         match result {
             Ok(()) => Ok(()),
             Err(e) => {
-                half.closed = true;
+                let reason = CloseReason::Io(format!("write: {e}"));
+                half.closed = Some(reason.clone());
                 drop(half);
                 let _ = self.socket.shutdown(Shutdown::Both);
-                Err(CloseReason::Io(e.to_string()))
+                Err(reason)
             }
         }
     }
@@ -276,10 +281,10 @@ impl FrameWriter {
     /// Sends a close frame (once) and refuses every later write.
     fn close(&self, code: CloseCode, reason: &str) {
         let mut half = self.half.lock();
-        if half.closed {
+        if half.closed.is_some() {
             return;
         }
-        half.closed = true;
+        half.closed = Some(CloseReason::Local);
         let WriteHalf { stream, ws, .. } = &mut *half;
         let frame = CloseFrame {
             code,
@@ -291,11 +296,11 @@ impl FrameWriter {
     }
 
     fn is_closed(&self) -> bool {
-        self.half.lock().closed
+        self.half.lock().closed.is_some()
     }
 
     fn shutdown(&self) {
-        self.half.lock().closed = true;
+        self.half.lock().closed.get_or_insert(CloseReason::Local);
         let _ = self.socket.shutdown(Shutdown::Both);
     }
 }
@@ -305,10 +310,26 @@ impl FrameWriter {
 pub struct ReaderIo {
     stream: TcpStream,
     writer: Arc<FrameWriter>,
+    /// While set (handshake and auth), no read may end after it: a peer trickling one byte at
+    /// a time cannot hold a thread past it, as a per-read timeout alone would allow.
+    deadline: Option<Instant>,
+}
+
+impl ReaderIo {
+    pub(crate) fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
 }
 
 impl Read for ReaderIo {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(deadline) = self.deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            self.stream.set_read_timeout(Some(left))?;
+        }
         self.stream.read(buf)
     }
 }
@@ -339,11 +360,11 @@ impl Prepared {
     ) -> io::Result<(ReaderIo, Prepared)> {
         stream.set_nodelay(true)?;
         stream.set_write_timeout(Some(config.write_timeout))?;
-        stream.set_read_timeout(Some(config.handshake_timeout))?;
         let writer = Arc::new(FrameWriter::new(&stream, role, config)?);
         let io = ReaderIo {
             stream: stream.try_clone()?,
             writer: writer.clone(),
+            deadline: Some(Instant::now() + config.handshake_timeout),
         };
         Ok((
             io,
@@ -415,6 +436,8 @@ impl Connection {
         peer: String,
         config: ConnectionConfig,
     ) -> (Connection, Reader) {
+        let mut ws = ws;
+        ws.get_mut().set_deadline(None);
         let (done_tx, done_rx) = bounded(0);
         let conn = Connection {
             inner: Arc::new(Inner {
@@ -438,7 +461,7 @@ impl Connection {
         (conn, reader)
     }
 
-    /// Who the peer is (its socket address, or the account on a server).
+    /// Who the peer is: `host:port` on a client, the client's socket address on a server.
     pub fn peer(&self) -> &str {
         &self.inner.peer
     }
@@ -487,7 +510,9 @@ impl Connection {
     ) -> Result<Vec<u8>, TransportError> {
         let timeout = timeout.unwrap_or(self.inner.config.request_timeout);
         let (tx, rx) = bounded(1);
-        let request_id = {
+        // Drawn before taking the lock: getrandom is a system call.
+        let mut request_id = random_u32();
+        {
             let mut pending = self.inner.pending.lock();
             if let Some(reason) = &pending.closed {
                 return Err(TransportError::Closed(reason.clone()));
@@ -496,13 +521,13 @@ impl Connection {
             if pending.waiting.len() >= max {
                 return Err(TransportError::TooManyPending { max });
             }
-            let mut id = random_u32();
-            while pending.waiting.contains_key(&id) {
-                id = random_u32();
+            // A collision is rare; stepping on from a random start keeps ids unique and
+            // unpredictable enough without another system call under the lock.
+            while pending.waiting.contains_key(&request_id) {
+                request_id = request_id.wrapping_add(1);
             }
-            pending.waiting.insert(id, tx);
-            id
-        };
+            pending.waiting.insert(request_id, tx);
+        }
         if let Err(e) = self.send_frame(encode(request_id)) {
             self.inner.pending.lock().waiting.remove(&request_id);
             return Err(e);
@@ -601,6 +626,10 @@ impl Connection {
         )
     }
 
+    fn has_pending_requests(&self) -> bool {
+        !self.inner.pending.lock().waiting.is_empty()
+    }
+
     /// Hands a reply frame to the request waiting for it. Unknown or already answered ids get
     /// nothing (RFC 23: no response to an unexpected response).
     fn deliver_reply(&self, request_id: u32, frame: Vec<u8>) {
@@ -628,15 +657,14 @@ impl Reader {
     /// Reads until a binary frame arrives (text, ping and pong frames are skipped) or
     /// `deadline` passes.
     pub(crate) fn read_binary_until(&mut self, deadline: Instant) -> FirstFrame {
+        self.ws.get_mut().set_deadline(Some(deadline));
+        let frame = self.read_binary();
+        self.ws.get_mut().set_deadline(None);
+        frame
+    }
+
+    fn read_binary(&mut self) -> FirstFrame {
         loop {
-            let now = Instant::now();
-            if now >= deadline {
-                return FirstFrame::TimedOut;
-            }
-            let wait = (deadline - now).max(Duration::from_millis(1));
-            if let Err(e) = self.conn.inner.socket.set_read_timeout(Some(wait)) {
-                return FirstFrame::Closed(CloseReason::Io(e.to_string()));
-            }
             match self.ws.read() {
                 Ok(Message::Binary(b)) => return FirstFrame::Binary(b),
                 Ok(Message::Close(_)) => {
@@ -645,7 +673,7 @@ impl Reader {
                 }
                 Ok(_) => continue,
                 Err(e) => match self.classify(e) {
-                    None => continue,
+                    None => return FirstFrame::TimedOut,
                     Some(reason) => return FirstFrame::Closed(reason),
                 },
             }
@@ -828,8 +856,21 @@ impl Reader {
             _ => {
                 let conn = self.conn.clone();
                 let handler = handler.clone();
-                if pool.submit(move || handler(&conn, frame)).is_err() {
-                    log::debug!("BTP {}: handler pool is shut down", self.conn.inner.peer);
+                let job = move || handler(&conn, frame);
+                // Wait for room only while nothing of ours awaits a response on this connection.
+                match pool.submit(job, || !self.conn.has_pending_requests()) {
+                    Ok(()) => {}
+                    Err(SubmitError::Busy) => {
+                        log::debug!(
+                            "BTP {}: handler pool full, request {request_id} refused",
+                            self.conn.inner.peer
+                        );
+                        let busy = ErrorReply::unreachable("busy: request handlers saturated");
+                        let _ = self.conn.send_frame(busy.to_frame(request_id));
+                    }
+                    Err(SubmitError::Closed) => {
+                        log::debug!("BTP {}: handler pool is shut down", self.conn.inner.peer)
+                    }
                 }
             }
         }

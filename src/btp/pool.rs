@@ -3,14 +3,20 @@
 
 use std::thread::{self, JoinHandle};
 
-use crossbeam_channel::{bounded, select, Receiver, Sender, TrySendError};
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, select, Receiver, SendTimeoutError, Sender, TrySendError};
 use parking_lot::Mutex;
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
-/// A bounded pool of handler threads. Submitting to a full pool blocks the submitter (a reader
-/// thread), which stops reading its socket: backpressure reaches the peer through TCP instead
-/// of piling up in memory.
+/// A bounded pool of handler threads with a bounded queue: nothing piles up without limit.
+///
+/// When the queue is full, [`PoolHandle::submit`] makes the submitter (a reader thread) wait,
+/// so that it stops reading its socket and backpressure reaches the peer through TCP — but
+/// only while `may_wait` says so. A reader must not wait while handlers may be waiting for a
+/// response on its own connection (the response would sit unread behind it: a deadlock until
+/// the request timeout), so the caller refuses the request instead (`Busy`).
 pub struct HandlerPool {
     jobs: Sender<Job>,
     stop: Mutex<Option<Sender<()>>>,
@@ -23,9 +29,18 @@ pub struct PoolHandle {
     jobs: Sender<Job>,
 }
 
-/// The pool is shut down: the job was not queued.
+/// Why a job was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PoolClosed;
+pub enum SubmitError {
+    /// The queue is full and waiting was not allowed.
+    Busy,
+    /// The pool is shut down.
+    Closed,
+}
+
+/// How often a waiting submitter asks `may_wait` again. Only reached when the pool is
+/// saturated, never on the normal path.
+const RECHECK: Duration = Duration::from_millis(20);
 
 impl HandlerPool {
     /// Starts `threads` workers named `<name>-<i>`, with room for `queue` waiting jobs.
@@ -91,16 +106,28 @@ impl Drop for HandlerPool {
 }
 
 impl PoolHandle {
-    /// Queues `job`, blocking while the queue is full.
-    pub fn submit(&self, job: impl FnOnce() + Send + 'static) -> Result<(), PoolClosed> {
-        let job: Job = Box::new(job);
-        match self.jobs.try_send(job) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(job)) => {
-                log::debug!("handler pool full: reader waits (backpressure)");
-                self.jobs.send(job).map_err(|_| PoolClosed)
+    /// Queues `job`. When the queue is full, waits for room as long as `may_wait()` stays true
+    /// (asked again every 20 ms), else gives up with [`SubmitError::Busy`].
+    pub fn submit(
+        &self,
+        job: impl FnOnce() + Send + 'static,
+        may_wait: impl Fn() -> bool,
+    ) -> Result<(), SubmitError> {
+        let mut job: Job = Box::new(job);
+        loop {
+            match self.jobs.try_send(job) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Disconnected(_)) => return Err(SubmitError::Closed),
+                Err(TrySendError::Full(j)) => job = j,
             }
-            Err(TrySendError::Disconnected(_)) => Err(PoolClosed),
+            if !may_wait() {
+                return Err(SubmitError::Busy);
+            }
+            match self.jobs.send_timeout(job, RECHECK) {
+                Ok(()) => return Ok(()),
+                Err(SendTimeoutError::Disconnected(_)) => return Err(SubmitError::Closed),
+                Err(SendTimeoutError::Timeout(j)) => job = j,
+            }
         }
     }
 }

@@ -9,6 +9,7 @@
 //! | our answer to it is a Reject            | `on_incoming_rejected`  | receivable −= amount         |
 //! | a Prepare we sent is fulfilled          | `on_outgoing_fulfilled` | payable += amount            |
 //! | a Prepare we sent is rejected           | `on_outgoing_rejected`  | nothing (a T04 is a hint to settle) |
+//! | the user calls `send_money` (client)    | `send_money`            | refuses: nothing can pay     |
 //!
 //! `receivable` is what the peer owes us, `payable` what we owe the peer, as in the JS reference.
 //! Settlement (a later layer) implements the same trait, wraps or replaces [`Balances`], and moves
@@ -58,6 +59,12 @@ pub trait SettlementHooks: Send + Sync {
     fn on_outgoing_fulfilled(&self, account: &str, amount: u64);
     /// A Prepare we sent to `account` was rejected with `code` (three ASCII characters).
     fn on_outgoing_rejected(&self, account: &str, amount: u64, code: &str);
+    /// Pays `account` `amount` (the plugin's `send_money`). Without a settlement engine there is
+    /// no way to pay, which the default says.
+    fn send_money(&self, account: &str, amount: u64) -> Result<(), String> {
+        let _ = (account, amount);
+        Err("no settlement engine: Lightning settlement is not part of this build yet".into())
+    }
 }
 
 /// One account's position.
