@@ -894,3 +894,62 @@ fn request_latency() {
     client.disconnect();
     server.shutdown();
 }
+
+#[test]
+fn pending_cap_and_no_write_after_close() {
+    let (release_tx, release_rx) = bounded::<()>(0);
+    let handler = move |_: &str, _: &Packet<'_>| {
+        let _ = release_rx.recv_timeout(DEADLINE);
+        Reply::Response(Vec::new())
+    };
+    let server =
+        BtpServer::bind("127.0.0.1:0", ServerConfig::default(), Arc::new(handler)).unwrap();
+    let client = BtpClient::connect(
+        &uri(server.local_addr(), "alice", "t"),
+        ClientConfig {
+            connection: ConnectionConfig {
+                max_pending_requests: 1,
+                ..ConnectionConfig::default()
+            },
+            ..quick_client_config()
+        },
+        client_echo_handler(),
+    )
+    .unwrap();
+    let events = client.events();
+    let conn = client.connection().unwrap();
+    thread::scope(|s| {
+        let (registered_tx, registered_rx) = bounded(1);
+        let conn = &conn;
+        let waiter = s.spawn(move || {
+            // The encoder runs once the request is registered, just before it is written.
+            conn.request_frame(
+                |id| {
+                    registered_tx.send(()).unwrap();
+                    let entries = ilp(b"slow");
+                    Packet::Message(Message::new(id, ProtocolData::new(&entries).unwrap()))
+                        .to_bytes()
+                },
+                None,
+            )
+        });
+        registered_rx.recv_timeout(DEADLINE).unwrap();
+        assert!(matches!(
+            client.request(&ilp(b"second"), None, None),
+            Err(RequestError::Transport(TransportError::TooManyPending {
+                max: 1
+            }))
+        ));
+        drop(release_tx);
+        assert!(waiter.join().unwrap().is_ok());
+    });
+    assert_eq!(wait_event(&events, |_| true), ClientEvent::Connected);
+    client.disconnect();
+    // The old connection refuses writes with a typed error; nothing touches the socket.
+    assert!(!conn.is_open());
+    assert!(matches!(
+        conn.send_frame(vec![6, 0, 0, 0, 1, 1, 0]),
+        Err(TransportError::Closed(CloseReason::Local))
+    ));
+    server.shutdown();
+}
