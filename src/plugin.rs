@@ -43,7 +43,7 @@ pub use account::{Balance, Balances, CreditRefused, SettlementHooks, PEER_ACCOUN
 pub use packets::{DataHandler, HandlerError, InvalidReply, MoneyHandler};
 
 use crate::btp::auth::{MemoryTokenStore, TokenStore};
-use crate::btp::TransportError;
+use crate::btp::{OwnedEntry, ProtocolDataEntry, RequestError as BtpRequestError, TransportError};
 use crate::ilp::ildcp::IldcpError;
 use crate::ilp::{Address, ErrorCode, Prepare};
 use link::Link;
@@ -375,6 +375,12 @@ impl Core {
     }
 
     pub(crate) fn emit(&self, event: PluginEvent) {
+        match &event {
+            PluginEvent::Connected => self.hooks.on_connected(PEER_ACCOUNT),
+            PluginEvent::Disconnected(_) => self.hooks.on_disconnected(PEER_ACCOUNT),
+            PluginEvent::AccountConnected(account) => self.hooks.on_connected(account),
+            PluginEvent::AccountDisconnected(account) => self.hooks.on_disconnected(account),
+        }
         if let Some(handler) = &self.on_event {
             handler(&event);
         }
@@ -595,6 +601,38 @@ impl LightningPlugin {
                 .send_money(PEER_ACCOUNT, amount)
                 .map_err(PluginError::Settlement),
         }
+    }
+
+    /// Sends a BTP Message carrying `entries` (another sub-protocol than `ilp`: settlement's
+    /// `peeringRequest`, `paymentRequest`...) to `account` (client role: any name, there is one
+    /// peer) and returns the entries of its Response. The peer's BTP Error is
+    /// [`PluginError::PeerError`].
+    pub fn request(
+        &self,
+        account: &str,
+        entries: &[ProtocolDataEntry<'_>],
+    ) -> Result<Vec<OwnedEntry>, PluginError> {
+        let link = self.current_link()?;
+        let response = link
+            .request_entries(account, entries, self.options.request_timeout)
+            .map_err(|e| match e {
+                BtpRequestError::Rejected(reply) => PluginError::PeerError {
+                    code: reply.code.as_str().to_owned(),
+                    name: reply.name.clone(),
+                    message: String::from_utf8_lossy(&reply.data).into_owned(),
+                },
+                BtpRequestError::NotConnected(_) => PluginError::NotConnected,
+                other => PluginError::Transport(other.to_string()),
+            })?;
+        Ok(response
+            .protocol_data()
+            .iter()
+            .map(|e| OwnedEntry {
+                name: e.name.to_owned().into(),
+                content_type: e.content_type,
+                data: e.data.to_vec(),
+            })
+            .collect())
     }
 
     /// Sets the handler for incoming Prepares. Fails if one is set already.

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ilp_plugin_lightning::btp::{
-    BtpClient, ClientConfig, Packet as BtpPacket, ProtocolDataEntry, Reply,
+    BtpClient, ClientConfig, OwnedEntry, Packet as BtpPacket, ProtocolData, ProtocolDataEntry,
+    Reply,
 };
 use ilp_plugin_lightning::ilp::ildcp::{self, IldcpResponse};
 use ilp_plugin_lightning::ilp::{
@@ -202,5 +203,123 @@ fn send_money_and_the_packet_flow_reach_the_settlement_hooks() {
     ));
     paying.disconnect();
     plain.disconnect();
+    hub.disconnect();
+}
+
+/// Answers `peeringRequest` with its own key and remembers who connected.
+struct Peering {
+    key: &'static str,
+    connected: Mutex<Vec<String>>,
+    disconnected: Mutex<Vec<String>>,
+}
+
+impl SettlementHooks for Peering {
+    fn on_incoming_prepare(&self, _: &str, _: u64) -> Result<(), CreditRefused> {
+        Ok(())
+    }
+    fn on_incoming_rejected(&self, _: &str, _: u64) {}
+    fn on_outgoing_fulfilled(&self, _: &str, _: u64) {}
+    fn on_outgoing_rejected(&self, _: &str, _: u64, _: &str) {}
+    fn on_connected(&self, account: &str) {
+        self.connected.lock().push(account.to_owned());
+    }
+    fn on_disconnected(&self, account: &str) {
+        self.disconnected.lock().push(account.to_owned());
+    }
+    fn on_message(
+        &self,
+        account: &str,
+        data: &ProtocolData<'_>,
+    ) -> Result<Vec<OwnedEntry>, String> {
+        match data.get("peeringRequest").and_then(|e| e.data_as_str()) {
+            Some(their_key) => Ok(vec![OwnedEntry::text(
+                "peeringResponse",
+                format!("{} knows {account} as {their_key}", self.key),
+            )]),
+            None => Err("only peering here".into()),
+        }
+    }
+}
+
+fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not happen"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn settlement_hooks_see_connections_and_exchange_their_own_messages() {
+    let hub_hooks = Arc::new(Peering {
+        key: "hub-key",
+        connected: Mutex::new(Vec::new()),
+        disconnected: Mutex::new(Vec::new()),
+    });
+    let hub = LightningPlugin::server(
+        "127.0.0.1:0".parse().unwrap(),
+        Address::new("test.hub").unwrap(),
+    )
+    .settlement_hooks(hub_hooks.clone())
+    .build()
+    .unwrap();
+    hub.connect().unwrap();
+    let client_hooks = Arc::new(Peering {
+        key: "dana-key",
+        connected: Mutex::new(Vec::new()),
+        disconnected: Mutex::new(Vec::new()),
+    });
+    let dana = LightningPlugin::client(&url(&hub, "dana"))
+        .settlement_hooks(client_hooks.clone())
+        .build()
+        .unwrap();
+    dana.connect().unwrap();
+    eventually("hub sees dana", || *hub_hooks.connected.lock() == ["dana"]);
+    eventually("dana sees the hub", || {
+        *client_hooks.connected.lock() == ["peer"]
+    });
+
+    // Both directions, answered by the other side's hooks.
+    let reply = dana
+        .request(
+            "peer",
+            &[ProtocolDataEntry::text("peeringRequest", "dana-key")],
+        )
+        .unwrap();
+    assert_eq!(reply[0].name, "peeringResponse");
+    assert_eq!(reply[0].data, b"hub-key knows dana as dana-key");
+    let reply = hub
+        .request(
+            "dana",
+            &[ProtocolDataEntry::text("peeringRequest", "hub-key")],
+        )
+        .unwrap();
+    assert_eq!(reply[0].data, b"dana-key knows peer as hub-key");
+    // What the hooks refuse comes back as the peer's BTP Error.
+    let err = dana
+        .request(
+            "peer",
+            &[ProtocolDataEntry::text("paymentRequest", "lnbc1...")],
+        )
+        .unwrap_err();
+    match err {
+        PluginError::PeerError { code, message, .. } => {
+            assert_eq!(code, "F00");
+            assert_eq!(message, "only peering here");
+        }
+        other => panic!("unexpected {other}"),
+    }
+    assert!(matches!(
+        hub.request("nobody", &[ProtocolDataEntry::text("peeringRequest", "x")]),
+        Err(PluginError::NotConnected)
+    ));
+
+    dana.disconnect();
+    eventually("hub sees dana leave", || {
+        *hub_hooks.disconnected.lock() == ["dana"]
+    });
     hub.disconnect();
 }

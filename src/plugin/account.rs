@@ -10,6 +10,8 @@
 //! | a Prepare we sent is fulfilled          | `on_outgoing_fulfilled` | payable += amount            |
 //! | a Prepare we sent is rejected           | `on_outgoing_rejected`  | nothing (a T04 is a hint to settle) |
 //! | the user calls `send_money` (client)    | `send_money`            | refuses: nothing can pay     |
+//! | a peer connects / disconnects           | `on_connected` / `on_disconnected` | nothing           |
+//! | a BTP Message without `ilp` arrives     | `on_message`            | refuses (BTP Error F00)      |
 //!
 //! `receivable` is what the peer owes us, `payable` what we owe the peer, as in the JS reference.
 //! Settlement (a later layer) implements the same trait, wraps or replaces [`Balances`], and moves
@@ -19,6 +21,8 @@ use std::collections::HashMap;
 use std::fmt;
 
 use parking_lot::Mutex;
+
+use crate::btp::{OwnedEntry, ProtocolData};
 
 /// The account name the client role uses for its only peer, the server (as the JS plugin does).
 pub const PEER_ACCOUNT: &str = "peer";
@@ -64,6 +68,31 @@ pub trait SettlementHooks: Send + Sync {
     fn send_money(&self, account: &str, amount: u64) -> Result<(), String> {
         let _ = (account, amount);
         Err("no settlement engine: Lightning settlement is not part of this build yet".into())
+    }
+    /// `account` is reachable now (server: a client authenticated; client: the connection to
+    /// the server is up, again). Settlement sends its `peeringRequest` and invoices from here,
+    /// with [`LightningPlugin::request`](super::LightningPlugin::request). Runs on the plugin's
+    /// event thread: hand long work to a thread of its own.
+    fn on_connected(&self, account: &str) {
+        let _ = account;
+    }
+    /// `account`'s connection ended.
+    fn on_disconnected(&self, account: &str) {
+        let _ = account;
+    }
+    /// A BTP Message from `account` without an `ilp` entry (`peeringRequest`,
+    /// `paymentRequest`...): the entries of the Response, or why not (sent as a BTP Error).
+    /// Runs on a transport handler thread.
+    fn on_message(
+        &self,
+        account: &str,
+        protocol_data: &ProtocolData<'_>,
+    ) -> Result<Vec<OwnedEntry>, String> {
+        let _ = account;
+        Err(format!(
+            "no handler for sub-protocol {:?}",
+            protocol_data.primary().map(|e| e.name).unwrap_or_default()
+        ))
     }
 }
 

@@ -16,8 +16,8 @@ use super::{Core, PluginBuilder, PluginError, PluginEvent};
 use crate::btp::auth::TokenStore;
 use crate::btp::{
     BtpClient, BtpServer, ClientConfig, ClientError, ClientEvent, ConnectionConfig, ErrorReply,
-    OwnedEntry, Packet, ProtocolDataEntry, Reply, RequestError as BtpRequestError, ServerConfig,
-    ServerEvent, TransportError, ILP,
+    OwnedEntry, Packet, ProtocolDataEntry, Reply, RequestError as BtpRequestError, ResponseFrame,
+    ServerConfig, ServerEvent, TransportError, ILP,
 };
 use crate::ilp::ildcp::{self, IldcpResponse};
 use crate::ilp::{Address, Timestamp};
@@ -65,14 +65,10 @@ fn answer(
                 let reply = core.handle_incoming(account, own_address, serve, ilp);
                 Reply::Response(vec![OwnedEntry::ilp(reply)])
             }
-            None => Reply::Error(ErrorReply::not_accepted(format!(
-                "no handler for sub-protocol {:?}",
-                message
-                    .protocol_data()
-                    .primary()
-                    .map(|e| e.name)
-                    .unwrap_or_default()
-            ))),
+            None => match core.hooks.on_message(account, &message.protocol_data()) {
+                Ok(entries) => Reply::Response(entries),
+                Err(why) => Reply::Error(ErrorReply::not_accepted(why)),
+            },
         },
         // Money moves over Lightning, never in BTP Transfers.
         Packet::Transfer(_) => Reply::Error(ErrorReply::not_accepted(
@@ -310,6 +306,21 @@ impl Link {
                 }))
             }
             Err(other) => Err(SendError::Failed(PluginError::Transport(other.to_string()))),
+        }
+    }
+
+    /// Sends a Message with `entries` to `account` and returns its Response.
+    pub(crate) fn request_entries(
+        &self,
+        account: &str,
+        entries: &[ProtocolDataEntry<'_>],
+        timeout: Duration,
+    ) -> Result<ResponseFrame, BtpRequestError> {
+        match &self.transport {
+            Transport::Client(client) => client.request(entries, None, Some(timeout)),
+            Transport::Server { server, .. } => {
+                server.request(account, entries, None, Some(timeout))
+            }
         }
     }
 
