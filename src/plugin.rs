@@ -135,6 +135,8 @@ pub enum PluginError {
     Unsupported(&'static str),
     /// The settlement hooks could not pay.
     Settlement(String),
+    /// The money handler is missing or refused the money.
+    MoneyHandler(String),
 }
 
 impl fmt::Display for PluginError {
@@ -159,6 +161,7 @@ impl fmt::Display for PluginError {
             PluginError::Ildcp(e) => e.fmt(f),
             PluginError::Unsupported(m) => f.write_str(m),
             PluginError::Settlement(m) => write!(f, "settlement failed: {m}"),
+            PluginError::MoneyHandler(m) => write!(f, "money handler: {m}"),
         }
     }
 }
@@ -669,6 +672,19 @@ impl LightningPlugin {
     /// Removes the money handler (no-op if none).
     pub fn deregister_money_handler(&self) {
         self.core.money_handler.write().take();
+    }
+
+    /// Hands `amount` the peer paid us (settlement calls this when a Lightning payment lands)
+    /// to the money handler, on the calling thread and with no lock held. With no handler this
+    /// is an error, as RFC 24 asks.
+    pub fn money_received(&self, amount: u64) -> Result<(), PluginError> {
+        let handler = self
+            .core
+            .money_handler
+            .read()
+            .clone()
+            .ok_or_else(|| PluginError::MoneyHandler("no money handler registered".into()))?;
+        handler(amount).map_err(|e| PluginError::MoneyHandler(e.to_string()))
     }
 
     /// Whether a money handler is registered (the settlement layer asks before it credits).

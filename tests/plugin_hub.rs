@@ -231,8 +231,24 @@ fn handler_registration_follows_rfc_24() {
     ));
     c.deregister_money_handler();
     assert!(!c.has_money_handler());
-    c.register_money_handler(|_| Ok(())).unwrap();
+    assert!(matches!(
+        c.money_received(3),
+        Err(PluginError::MoneyHandler(_))
+    ));
+    let (paid_tx, paid_rx) = unbounded();
+    c.register_money_handler(move |amount| {
+        paid_tx.send(amount).unwrap();
+        if amount > 100 {
+            return Err(HandlerError::Final("too much".into()));
+        }
+        Ok(())
+    })
+    .unwrap();
     assert!(c.has_money_handler());
+    c.money_received(3).unwrap();
+    assert_eq!(paid_rx.try_recv(), Ok(3));
+    let refused = c.money_received(101).unwrap_err();
+    assert!(refused.to_string().contains("too much"), "{refused}");
 
     // The hub is a server: it does not send money, and it has its handler already.
     assert!(matches!(
