@@ -9,3 +9,4 @@ pub mod btp;
 pub mod ilp;
 pub mod lnd;
 pub mod plugin;
+pub mod settlement;

@@ -1,6 +1,6 @@
 //! `LightningPlugin`: the ILP plugin of this crate, in the spirit of the ledger plugin interface
 //! (RFC 24) but blocking. It wires the BTP transport, the packet checks ([`packets`]) and the
-//! per-account balance hooks ([`account`]) together, in one of two roles:
+//! per-account balance hooks ([`crate::settlement`]) together, in one of two roles:
 //!
 //! - **Client**: one BTP connection to a server (`btp+ws://user:token@host:port`). On connect it
 //!   asks the server for its own ILP address by IL-DCP. `send_data` goes over that connection.
@@ -28,7 +28,6 @@
 //! hub.connect().unwrap();
 //! ```
 
-pub mod account;
 mod link;
 pub mod packets;
 
@@ -39,7 +38,7 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
-pub use account::{Balance, Balances, CreditRefused, SettlementHooks, PEER_ACCOUNT};
+pub use crate::settlement::{Balance, Balances, CreditRefused, SettlementHooks, PEER_ACCOUNT};
 pub use packets::{DataHandler, HandlerError, InvalidReply, MoneyHandler};
 
 use crate::btp::auth::{MemoryTokenStore, TokenStore};

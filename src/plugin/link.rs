@@ -10,7 +10,6 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, select, Receiver, Sender};
 use parking_lot::Mutex;
 
-use super::account::PEER_ACCOUNT;
 use super::packets::IldcpServe;
 use super::{Core, PluginBuilder, PluginError, PluginEvent};
 use crate::btp::auth::TokenStore;
@@ -21,6 +20,7 @@ use crate::btp::{
 };
 use crate::ilp::ildcp::{self, IldcpResponse};
 use crate::ilp::{Address, Timestamp};
+use crate::settlement::PEER_ACCOUNT;
 
 /// Why a request to the peer got no ILP reply.
 pub(crate) enum SendError {

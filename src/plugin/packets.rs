@@ -8,12 +8,12 @@ use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use super::account::SettlementHooks;
 use crate::ilp::ildcp::{self, IldcpResponse};
 use crate::ilp::packet::MAX_MESSAGE_LEN;
 use crate::ilp::{
     Address, ErrorCode, MaxPacketAmountDetails, Packet, Prepare, RejectBuilder, Timestamp,
 };
+use crate::settlement::SettlementHooks;
 
 /// What a data handler returns when it cannot answer with a Fulfill or Reject of its own; the
 /// plugin turns it into a Reject carrying the message.
@@ -311,7 +311,7 @@ pub fn check_reply(
 mod tests {
     use super::*;
     use crate::ilp::{condition_of, Address, Fulfill, FulfillBuilder, PrepareBuilder, Reject};
-    use crate::plugin::account::Balances;
+    use crate::settlement::Balances;
 
     const FULFILLMENT: [u8; 32] = [9; 32];
 

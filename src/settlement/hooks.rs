@@ -1,14 +1,15 @@
 //! Per-account balance hooks: where settlement plugs into the packet path.
 //!
-//! The plugin calls a [`SettlementHooks`] at four points of every packet's life, with the account
-//! the packet belongs to (server role: the client's account name; client role: [`PEER_ACCOUNT`]):
+//! The plugin calls a [`SettlementHooks`] at each point of a packet's life, and when peers come,
+//! go or send other sub-protocols, with the account concerned (server role: the client's account
+//! name; client role: [`PEER_ACCOUNT`]):
 //!
 //! | when                                   | hook                    | [`Balances`] does            |
 //! |----------------------------------------|-------------------------|------------------------------|
 //! | a peer's Prepare arrives (after checks) | `on_incoming_prepare`   | receivable += amount, or T04 |
 //! | our answer to it is a Reject            | `on_incoming_rejected`  | receivable −= amount         |
 //! | a Prepare we sent is fulfilled          | `on_outgoing_fulfilled` | payable += amount            |
-//! | a Prepare we sent is rejected           | `on_outgoing_rejected`  | nothing (a T04 is a hint to settle) |
+//! | a Prepare we sent is rejected           | `on_outgoing_rejected`  | nothing (T04: a hint to settle) |
 //! | the user calls `send_money` (client)    | `send_money`            | refuses: nothing can pay     |
 //! | a peer connects / disconnects           | `on_connected` / `on_disconnected` | nothing           |
 //! | a BTP Message without `ilp` arrives     | `on_message`            | refuses (BTP Error F00)      |
@@ -71,7 +72,7 @@ pub trait SettlementHooks: Send + Sync {
     }
     /// `account` is reachable now (server: a client authenticated; client: the connection to
     /// the server is up, again). Settlement sends its `peeringRequest` and invoices from here,
-    /// with [`LightningPlugin::request`](super::LightningPlugin::request). Runs on the plugin's
+    /// with [`LightningPlugin::request`](crate::plugin::LightningPlugin::request). Runs on the plugin's
     /// event thread: hand long work to a thread of its own.
     fn on_connected(&self, account: &str) {
         let _ = account;
