@@ -1010,3 +1010,64 @@ fn server_rss_with_external_clients() {
     println!("  RSS in 128 KiB stacks: {stacks} kB, elsewhere: {other} kB");
     server.shutdown();
 }
+
+/// Interop helper, not a check by itself: serves one client on `BTP_MEASURE_PORT` (default
+/// 47002), asks it something back once it has connected, prints the answer, and ends when the
+/// client leaves. Used to try JS `ilp-plugin-btp` against this server by hand.
+#[test]
+#[ignore]
+fn serve_one_client_for_interop() {
+    let port: u16 = std::env::var("BTP_MEASURE_PORT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(47002);
+    let server = BtpServer::bind(
+        ("127.0.0.1", port),
+        ServerConfig::default(),
+        echo_server_handler(),
+    )
+    .unwrap();
+    let events = server.events();
+    let account = match events.recv_timeout(Duration::from_secs(60)).unwrap() {
+        ServerEvent::Connected { account } => account,
+        other => panic!("{other:?}"),
+    };
+    println!("connected: {account}");
+    let reply = server.request(&account, &ilp(b"from-rust"), None, None);
+    println!(
+        "client answered: {:?}",
+        reply.map(|r| String::from_utf8_lossy(r.ilp().unwrap_or(b"")).into_owned())
+    );
+    match events.recv_timeout(Duration::from_secs(60)).unwrap() {
+        ServerEvent::Disconnected { account, reason } => {
+            println!("disconnected: {account}: {reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    server.shutdown();
+}
+
+/// Interop helper, not a check by itself: connects to the server at `BTP_URI`, sends one
+/// request, prints the answer, and answers the server's requests for `BTP_HOLD_MS` (default
+/// 1000) before disconnecting. Used to try JS BTP servers against this client by hand.
+#[test]
+#[ignore]
+fn client_for_interop() {
+    let uri =
+        std::env::var("BTP_URI").unwrap_or_else(|_| "btp+ws://:secret@127.0.0.1:47003".into());
+    let hold: u64 = std::env::var("BTP_HOLD_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let client = BtpClient::connect(&uri, quick_client_config(), client_echo_handler()).unwrap();
+    println!("rust connected");
+    let reply = client.request(&ilp(b"from-rust"), None, None);
+    println!(
+        "server answered: {:?}",
+        reply.map(|r| String::from_utf8_lossy(r.ilp().unwrap_or(b"")).into_owned())
+    );
+    let events = client.events();
+    let _ = events.recv_timeout(Duration::from_millis(hold));
+    client.disconnect();
+    println!("rust disconnected");
+}
