@@ -953,3 +953,121 @@ fn pending_cap_and_no_write_after_close() {
     ));
     server.shutdown();
 }
+
+/// Measurement, not a check: a server alone in this process waits for `BTP_MEASURE_CLIENTS`
+/// clients (default 1000) on `BTP_MEASURE_PORT` (default 47001), then prints its threads and
+/// RSS. Drive it with any BTP client, e.g. a script opening that many connections.
+#[test]
+#[ignore]
+fn server_rss_with_external_clients() {
+    let n: usize = std::env::var("BTP_MEASURE_CLIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let port: u16 = std::env::var("BTP_MEASURE_PORT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(47001);
+    let server = BtpServer::bind(
+        ("127.0.0.1", port),
+        ServerConfig::default(),
+        echo_server_handler(),
+    )
+    .unwrap();
+    let events = server.events();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut connected = 0;
+    while connected < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if let ServerEvent::Connected { .. } = events.recv_timeout(left).expect("clients") {
+            connected += 1;
+        }
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let rss = status.lines().find(|l| l.starts_with("VmRSS")).unwrap();
+    let threads = std::fs::read_dir("/proc/self/task").unwrap().count();
+    println!("server with {n} clients: {threads} threads, {rss}");
+    // Where it goes: mappings of the reader stack size (thread stacks) versus the rest.
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let (mut stacks, mut other, mut size) = (0u64, 0u64, 0u64);
+    for line in smaps.lines() {
+        let kb = |l: &str| -> u64 {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        if line.starts_with("Size:") {
+            size = kb(line);
+        } else if line.starts_with("Rss:") {
+            if size == 128 || size == 132 {
+                stacks += kb(line);
+            } else {
+                other += kb(line);
+            }
+        }
+    }
+    println!("  RSS in 128 KiB stacks: {stacks} kB, elsewhere: {other} kB");
+    server.shutdown();
+}
+
+/// Interop helper, not a check by itself: serves one client on `BTP_MEASURE_PORT` (default
+/// 47002), asks it something back once it has connected, prints the answer, and ends when the
+/// client leaves. Used to try JS `ilp-plugin-btp` against this server by hand.
+#[test]
+#[ignore]
+fn serve_one_client_for_interop() {
+    let port: u16 = std::env::var("BTP_MEASURE_PORT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(47002);
+    let server = BtpServer::bind(
+        ("127.0.0.1", port),
+        ServerConfig::default(),
+        echo_server_handler(),
+    )
+    .unwrap();
+    let events = server.events();
+    let account = match events.recv_timeout(Duration::from_secs(60)).unwrap() {
+        ServerEvent::Connected { account } => account,
+        other => panic!("{other:?}"),
+    };
+    println!("connected: {account}");
+    let reply = server.request(&account, &ilp(b"from-rust"), None, None);
+    println!(
+        "client answered: {:?}",
+        reply.map(|r| String::from_utf8_lossy(r.ilp().unwrap_or(b"")).into_owned())
+    );
+    match events.recv_timeout(Duration::from_secs(60)).unwrap() {
+        ServerEvent::Disconnected { account, reason } => {
+            println!("disconnected: {account}: {reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    server.shutdown();
+}
+
+/// Interop helper, not a check by itself: connects to the server at `BTP_URI`, sends one
+/// request, prints the answer, and answers the server's requests for `BTP_HOLD_MS` (default
+/// 1000) before disconnecting. Used to try JS BTP servers against this client by hand.
+#[test]
+#[ignore]
+fn client_for_interop() {
+    let uri =
+        std::env::var("BTP_URI").unwrap_or_else(|_| "btp+ws://:secret@127.0.0.1:47003".into());
+    let hold: u64 = std::env::var("BTP_HOLD_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let client = BtpClient::connect(&uri, quick_client_config(), client_echo_handler()).unwrap();
+    println!("rust connected");
+    let reply = client.request(&ilp(b"from-rust"), None, None);
+    println!(
+        "server answered: {:?}",
+        reply.map(|r| String::from_utf8_lossy(r.ilp().unwrap_or(b"")).into_owned())
+    );
+    let events = client.events();
+    let _ = events.recv_timeout(Duration::from_millis(hold));
+    client.disconnect();
+    println!("rust disconnected");
+}

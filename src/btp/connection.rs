@@ -1,14 +1,16 @@
 //! One BTP connection over a blocking tungstenite WebSocket: a reader thread, serialised
 //! writes, requests matched to responses by requestId, keepalive pings, and a clean close.
 //!
-//! # Why two WebSocket views
+//! # Why a reader WebSocket and a frame writer
 //! A tungstenite `WebSocket` cannot be shared by a reading and a writing thread, and its reader
 //! queues pong and close replies of its own (tungstenite issues 178 and 311). So the TCP stream
 //! is cloned: the reader thread owns a `WebSocket` over [`ReaderIo`], whose *writes* (the
-//! automatic pongs and close replies) are handed whole to the shared [`FrameWriter`]; every
-//! other frame is encoded by the writer's own `WebSocketContext` under the same lock. Every byte
-//! written to the socket passes that one lock, a whole frame at a time, so frames never
-//! interleave, and no thread polls.
+//! automatic pongs and close replies) are handed whole to the shared `FrameWriter`; every
+//! other frame (requests, replies, pings, our close) is encoded with tungstenite's `Frame` into
+//! the writer's buffer and written under the same lock. Every byte written to the socket passes
+//! that one lock, a whole frame at a time, so frames never interleave, and no thread polls. (A
+//! second `WebSocket` for writing would also work, but would keep an unused read buffer per
+//! connection.)
 //!
 //! # Liveness
 //! The reader's socket carries a read timeout that is re-armed for the next keepalive event
@@ -55,8 +57,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
-use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
+use tungstenite::protocol::frame::coding::{CloseCode, Data as OpData, OpCode};
+use tungstenite::protocol::frame::Frame;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
 use super::pool::{PoolHandle, SubmitError};
@@ -212,9 +215,49 @@ fn random_u32() -> u32 {
 
 struct WriteHalf {
     stream: TcpStream,
-    ws: WebSocketContext,
+    role: Role,
+    /// One frame is encoded here, then written with one call (one TCP segment when small).
+    buf: Vec<u8>,
+    /// xorshift64* state for client masking keys (RFC 6455 asks for unpredictable keys, not
+    /// secret ones); seeded from the OS.
+    mask_state: u64,
     /// Set once nothing more may be written, with the reason.
     closed: Option<CloseReason>,
+}
+
+/// Above this, the encode buffer is given back after the write rather than kept.
+const KEEP_BUFFER: usize = 64 * 1024;
+
+impl WriteHalf {
+    fn next_mask(&mut self) -> [u8; 4] {
+        let mut x = self.mask_state;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.mask_state = x;
+        let out = x.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        [
+            (out >> 56) as u8,
+            (out >> 48) as u8,
+            (out >> 40) as u8,
+            (out >> 32) as u8,
+        ]
+    }
+
+    fn write_frame(&mut self, mut frame: Frame) -> io::Result<()> {
+        if self.role == Role::Client {
+            frame.header_mut().mask = Some(self.next_mask());
+        }
+        self.buf.clear();
+        frame
+            .format(&mut self.buf)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let result = self.stream.write_all(&self.buf);
+        if self.buf.capacity() > KEEP_BUFFER {
+            self.buf = Vec::new();
+        }
+        result
+    }
 }
 
 /// The one place bytes are written to a connection's socket.
@@ -225,11 +268,21 @@ pub(crate) struct FrameWriter {
 }
 
 impl FrameWriter {
-    fn new(stream: &TcpStream, role: Role, config: &ConnectionConfig) -> io::Result<Self> {
+    fn new(stream: &TcpStream, role: Role) -> io::Result<Self> {
+        let mut seed = [0u8; 8];
+        if getrandom::getrandom(&mut seed).is_err() {
+            seed = (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64))
+            .to_be_bytes();
+        }
         Ok(FrameWriter {
             half: Mutex::new(WriteHalf {
                 stream: stream.try_clone()?,
-                ws: WebSocketContext::new(role, Some(config.websocket_config())),
+                role,
+                buf: Vec::new(),
+                // xorshift must not start at zero.
+                mask_state: u64::from_be_bytes(seed) | 1,
                 closed: None,
             }),
             socket: stream.try_clone()?,
@@ -256,17 +309,14 @@ impl FrameWriter {
         }
     }
 
-    fn send(&self, message: Message) -> Result<(), CloseReason> {
+    /// Writes one whole frame, or declares the connection dead (a half-written frame cannot
+    /// be taken back).
+    fn send(&self, frame: Frame) -> Result<(), CloseReason> {
         let mut half = self.half.lock();
         if let Some(reason) = &half.closed {
             return Err(reason.clone());
         }
-        let WriteHalf { stream, ws, .. } = &mut *half;
-        let mut result = ws.write(&mut *stream, message);
-        if result.is_ok() {
-            result = ws.flush(stream);
-        }
-        match result {
+        match half.write_frame(frame) {
             Ok(()) => Ok(()),
             Err(e) => {
                 let reason = CloseReason::Io(format!("write: {e}"));
@@ -285,12 +335,11 @@ impl FrameWriter {
             return;
         }
         half.closed = Some(CloseReason::Local);
-        let WriteHalf { stream, ws, .. } = &mut *half;
-        let frame = CloseFrame {
+        let frame = Frame::close(Some(CloseFrame {
             code,
-            reason: reason.to_string().into(),
-        };
-        if let Err(e) = ws.close(stream, Some(frame)) {
+            reason: reason.into(),
+        }));
+        if let Err(e) = half.write_frame(frame) {
             log::debug!("close frame not sent: {e}");
         }
     }
@@ -360,7 +409,7 @@ impl Prepared {
     ) -> io::Result<(ReaderIo, Prepared)> {
         stream.set_nodelay(true)?;
         stream.set_write_timeout(Some(config.write_timeout))?;
-        let writer = Arc::new(FrameWriter::new(&stream, role, config)?);
+        let writer = Arc::new(FrameWriter::new(&stream, role)?);
         let io = ReaderIo {
             stream: stream.try_clone()?,
             writer: writer.clone(),
@@ -495,7 +544,7 @@ impl Connection {
         }
         self.inner
             .writer
-            .send(Message::Binary(frame))
+            .send(Frame::message(frame, OpCode::Data(OpData::Binary), true))
             .map_err(|e| TransportError::Closed(self.close_reason().unwrap_or(e)))
     }
 
@@ -786,7 +835,7 @@ impl Reader {
                 }
             }
             if now >= next_ping {
-                if let Err(e) = self.conn.inner.writer.send(Message::Ping(Vec::new())) {
+                if let Err(e) = self.conn.inner.writer.send(Frame::ping(Vec::new())) {
                     return self.conn.close_reason().unwrap_or(e);
                 }
                 ping_sent_at.get_or_insert(now);
