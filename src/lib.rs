@@ -8,3 +8,5 @@
 pub mod btp;
 pub mod ilp;
 pub mod lnd;
+pub mod plugin;
+pub mod settlement;

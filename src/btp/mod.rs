@@ -24,6 +24,15 @@ pub mod error_code;
 pub mod packet;
 pub mod protocol_data;
 
+// The transport.
+pub mod auth;
+pub mod client;
+pub mod connection;
+pub mod pool;
+pub mod request;
+pub mod server;
+pub mod uri;
+
 pub use error::{BuildError, ParseError, ParseErrorKind};
 pub use error_code::ErrorCode;
 pub use packet::{
@@ -32,3 +41,11 @@ pub use packet::{
     AUTH_USERNAME, MAX_ERROR_DATA_LEN,
 };
 pub use protocol_data::{ContentType, ProtocolData, ProtocolDataEntry, ILP};
+
+pub use client::{BtpClient, ClientConfig, ClientError, ClientEvent};
+pub use connection::{CloseReason, Connection, ConnectionConfig, TransportError};
+pub use request::{
+    send_request, ErrorReply, OwnedEntry, Reply, RequestError, RequestHandler, ResponseFrame,
+};
+pub use server::{AccountHandler, BtpServer, ServerConfig, ServerError, ServerEvent};
+pub use uri::{BtpUri, UriError};

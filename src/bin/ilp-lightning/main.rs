@@ -1,8 +1,11 @@
 //! `ilp-lightning`: the command-line front of the library. Thin: it parses arguments and calls
 //! into the crate.
 
+mod bench;
 mod decode;
+mod flags;
 mod json;
+mod server;
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -20,18 +23,25 @@ commands:
 /// Exit status for bad input and bad usage.
 const EXIT_BAD_INPUT: u8 = 2;
 
+fn usage() -> String {
+    format!("{USAGE}\n{}\n{}", server::USAGE, bench::USAGE)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
+        Some("server") => server::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
+        Some("bench-idle-clients") => bench::run_idle_clients(&args[1..]),
         Some("-h") | Some("--help") | Some("help") => {
-            println!("{USAGE}");
+            println!("{}", usage());
             ExitCode::SUCCESS
         }
         Some("decode") => run_decode(&args[1..]),
         #[cfg(feature = "sim")]
         Some("sim") => sim::run(&args[1..]),
         _ => {
-            eprintln!("{USAGE}");
+            eprintln!("{}", usage());
             ExitCode::from(EXIT_BAD_INPUT)
         }
     }

@@ -1,0 +1,111 @@
+//! A small `--flag VALUE` parser for the subcommands: every flag takes one value, and an
+//! unknown flag, a missing value or a repeated flag is an error naming it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+/// What is wrong with a command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlagError(pub String);
+
+impl fmt::Display for FlagError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for FlagError {}
+
+/// Parsed `--name value` pairs.
+#[derive(Debug)]
+pub struct Flags {
+    values: HashMap<String, String>,
+}
+
+impl Flags {
+    /// Parses `args`, accepting only the flags in `known` (names without the dashes).
+    pub fn parse(args: &[String], known: &[&str]) -> Result<Flags, FlagError> {
+        let mut values = HashMap::new();
+        let mut iter = args.iter();
+        while let Some(arg) = iter.next() {
+            let name = arg
+                .strip_prefix("--")
+                .ok_or_else(|| FlagError(format!("unexpected argument {arg:?}")))?;
+            // `--name=value` is accepted too.
+            let (name, inline) = match name.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_owned())),
+                None => (name, None),
+            };
+            if !known.contains(&name) {
+                return Err(FlagError(format!("unknown option --{name}")));
+            }
+            let value = match inline {
+                Some(v) => v,
+                None => iter
+                    .next()
+                    .cloned()
+                    .ok_or_else(|| FlagError(format!("--{name} needs a value")))?,
+            };
+            if values.insert(name.to_owned(), value).is_some() {
+                return Err(FlagError(format!("--{name} given twice")));
+            }
+        }
+        Ok(Flags { values })
+    }
+
+    /// The raw value of `--name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str)
+    }
+
+    /// `--name`, which must be given.
+    pub fn required(&self, name: &str) -> Result<&str, FlagError> {
+        self.get(name)
+            .ok_or_else(|| FlagError(format!("--{name} is required")))
+    }
+
+    /// `--name` parsed as `T`, or `None` when absent.
+    pub fn parsed<T: FromStr>(&self, name: &str) -> Result<Option<T>, FlagError>
+    where
+        T::Err: fmt::Display,
+    {
+        self.get(name)
+            .map(|v| {
+                v.parse()
+                    .map_err(|e| FlagError(format!("--{name} {v:?}: {e}")))
+            })
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn parses_known_flags_and_refuses_the_rest() {
+        let f = Flags::parse(&args(&["--a", "1", "--b=x"]), &["a", "b"]).unwrap();
+        assert_eq!(f.parsed::<u32>("a").unwrap(), Some(1));
+        assert_eq!(f.get("b"), Some("x"));
+        assert_eq!(f.parsed::<u32>("c").unwrap(), None);
+        assert!(f.required("c").unwrap_err().0.contains("--c is required"));
+        assert!(Flags::parse(&args(&["--z", "1"]), &["a"]).is_err());
+        assert!(Flags::parse(&args(&["--a"]), &["a"])
+            .unwrap_err()
+            .0
+            .contains("needs a value"));
+        assert!(Flags::parse(&args(&["--a", "1", "--a", "2"]), &["a"]).is_err());
+        assert!(Flags::parse(&args(&["stray"]), &["a"]).is_err());
+        let bad = Flags::parse(&args(&["--a", "x"]), &["a"]).unwrap();
+        assert!(bad
+            .parsed::<u32>("a")
+            .unwrap_err()
+            .0
+            .starts_with("--a \"x\""));
+    }
+}

@@ -1,0 +1,927 @@
+//! One BTP connection over a blocking tungstenite WebSocket: a reader thread, serialised
+//! writes, requests matched to responses by requestId, keepalive pings, and a clean close.
+//!
+//! # Why a reader WebSocket and a frame writer
+//! A tungstenite `WebSocket` cannot be shared by a reading and a writing thread, and its reader
+//! queues pong and close replies of its own (tungstenite issues 178 and 311). So the TCP stream
+//! is cloned: the reader thread owns a `WebSocket` over [`ReaderIo`], whose *writes* (the
+//! automatic pongs and close replies) are handed whole to the shared `FrameWriter`; every
+//! other frame (requests, replies, pings, our close) is encoded with tungstenite's `Frame` into
+//! the writer's buffer and written under the same lock. Every byte written to the socket passes
+//! that one lock, a whole frame at a time, so frames never interleave, and no thread polls. (A
+//! second `WebSocket` for writing would also work, but would keep an unused read buffer per
+//! connection.)
+//!
+//! # Liveness
+//! The reader's socket carries a read timeout that is re-armed for the next keepalive event
+//! only when it fires, so an idle connection wakes once per ping interval and a busy one never.
+//! A ping is sent every `ping_interval`; if nothing at all arrives within `pong_timeout` after
+//! it, the peer is dropped. Writes carry `write_timeout`, so a peer that stops reading cannot
+//! wedge the write lock: the connection is declared dead instead.
+//!
+//! # RFC 23 flow
+//! Responses and Errors are matched to the waiting request by requestId; one with an unknown or
+//! already answered id gets no response. Requests (Message, Transfer) go to the
+//! [`HandlerPool`](super::pool::HandlerPool), never run on the reader thread.
+//!
+//! Unreadable packets: RFC 23 says they get no response (to avoid feedback loops), the JS plugin
+//! closes the socket. We keep the connection and answer `F01 InvalidFieldsError` when the frame
+//! is at least 5 bytes long (type + requestId) and its type byte is not Response (1) or Error (2):
+//! the peer's request then fails at once instead of timing out, and since we never answer a
+//! Response or Error, two peers cannot loop. An unreadable Response or Error with a pending id
+//! fails that request (`MalformedReply`); frames under 5 bytes are dropped. Text frames are
+//! ignored (BTP is binary; interledger-rs does the same before auth).
+//!
+//! # Backpressure
+//! When every handler thread is busy and the pool's queue is full, the reader waits for room
+//! before it reads on, so the peer is slowed down by TCP instead of filling our memory — but
+//! only while none of our requests awaits a response on this connection. Otherwise waiting
+//! would leave that response unread behind the blocked reader while a handler waits for it (a
+//! deadlock until the request timeout), so the request is refused at once with BTP Error
+//! `T00` "busy" and reading goes on.
+//!
+//! # Closing
+//! [`Connection::close`] sends a close frame, fails pending requests at once, waits up to
+//! `close_timeout` for the peer's reply, cuts the socket and joins the reader. A connection that
+//! dies on its own (peer gone, pong deadline, write timeout, oversized frame) fails every
+//! pending request at once with [`TransportError::Closed`]. Writes after that return the same
+//! typed error instead of touching the socket.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use parking_lot::Mutex;
+use tungstenite::protocol::frame::coding::{CloseCode, Data as OpData, OpCode};
+use tungstenite::protocol::frame::Frame;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tungstenite::{Message, WebSocket};
+
+use super::pool::{PoolHandle, SubmitError};
+use super::request::ErrorReply;
+
+/// BTP packet type bytes the transport needs to route frames (RFC 23; the codec owns the rest).
+const TYPE_RESPONSE: u8 = 1;
+const TYPE_ERROR: u8 = 2;
+
+/// Tunables of one connection. The defaults follow the JS `ilp-plugin-btp`.
+#[derive(Debug, Clone)]
+pub struct ConnectionConfig {
+    /// How long a request waits for its Response or Error (JS: 35 s).
+    pub request_timeout: Duration,
+    /// How often a ping is sent (JS client: 20 s).
+    pub ping_interval: Duration,
+    /// How long after a ping the peer may stay silent before it is dropped.
+    pub pong_timeout: Duration,
+    /// How long one frame write may block before the peer is declared dead.
+    pub write_timeout: Duration,
+    /// Largest WebSocket message or frame accepted or sent, in bytes.
+    pub max_frame_size: usize,
+    /// Most requests in flight at once on this connection.
+    pub max_pending_requests: usize,
+    /// How long `close()` waits for the peer's close reply before cutting the socket.
+    pub close_timeout: Duration,
+    /// How long the WebSocket (HTTP upgrade) handshake may take.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        ConnectionConfig {
+            request_timeout: Duration::from_secs(35),
+            ping_interval: Duration::from_secs(20),
+            pong_timeout: Duration::from_secs(15),
+            write_timeout: Duration::from_secs(10),
+            max_frame_size: 1 << 20,
+            max_pending_requests: 4096,
+            close_timeout: Duration::from_secs(1),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ConnectionConfig {
+    pub(crate) fn websocket_config(&self) -> WebSocketConfig {
+        WebSocketConfig {
+            max_message_size: Some(self.max_frame_size),
+            max_frame_size: Some(self.max_frame_size),
+            ..WebSocketConfig::default()
+        }
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// This side closed it.
+    Local,
+    /// The peer closed it (close frame or end of stream).
+    PeerClosed,
+    /// The peer did not answer a keepalive ping in time.
+    PongTimeout,
+    /// The peer sent a message bigger than `max_frame_size`.
+    FrameTooLarge {
+        /// Its size.
+        size: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// A socket error (reset, write timeout...).
+    Io(String),
+    /// The peer broke the WebSocket protocol.
+    Protocol(String),
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::Local => f.write_str("closed by this side"),
+            CloseReason::PeerClosed => f.write_str("closed by the peer"),
+            CloseReason::PongTimeout => f.write_str("peer did not answer a keepalive ping"),
+            CloseReason::FrameTooLarge { size, max } => {
+                write!(f, "peer sent a {size}-byte message (at most {max})")
+            }
+            CloseReason::Io(e) => write!(f, "socket error: {e}"),
+            CloseReason::Protocol(e) => write!(f, "WebSocket protocol error: {e}"),
+        }
+    }
+}
+
+/// Why a request or a frame could not be sent or answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransportError {
+    /// The connection is closed (or closed while the request waited).
+    Closed(CloseReason),
+    /// No Response or Error arrived in time.
+    Timeout {
+        /// The request's id.
+        request_id: u32,
+        /// How long it waited.
+        after: Duration,
+    },
+    /// The frame is bigger than `max_frame_size`; nothing was written.
+    FrameTooLarge {
+        /// Its size.
+        size: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// `max_pending_requests` requests are already in flight.
+    TooManyPending {
+        /// The cap.
+        max: usize,
+    },
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransportError::Closed(r) => write!(f, "BTP connection closed: {r}"),
+            TransportError::Timeout { request_id, after } => write!(
+                f,
+                "BTP request {request_id} got no response within {} ms",
+                after.as_millis()
+            ),
+            TransportError::FrameTooLarge { size, max } => {
+                write!(f, "BTP frame of {size} bytes exceeds the {max}-byte cap")
+            }
+            TransportError::TooManyPending { max } => {
+                write!(f, "{max} BTP requests already in flight on this connection")
+            }
+        }
+    }
+}
+
+impl std::error::Error for TransportError {}
+
+fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    if getrandom::getrandom(&mut b).is_err() {
+        // The OS RNG does not fail on supported platforms; a clock-derived id is still unique
+        // enough, since duplicates in flight are checked anyway.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        return nanos;
+    }
+    u32::from_be_bytes(b)
+}
+
+struct WriteHalf {
+    stream: TcpStream,
+    role: Role,
+    /// One frame is encoded here, then written with one call (one TCP segment when small).
+    buf: Vec<u8>,
+    /// xorshift64* state for client masking keys (RFC 6455 asks for unpredictable keys, not
+    /// secret ones); seeded from the OS.
+    mask_state: u64,
+    /// Set once nothing more may be written, with the reason.
+    closed: Option<CloseReason>,
+}
+
+/// Above this, the encode buffer is given back after the write rather than kept.
+const KEEP_BUFFER: usize = 64 * 1024;
+
+impl WriteHalf {
+    fn next_mask(&mut self) -> [u8; 4] {
+        let mut x = self.mask_state;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.mask_state = x;
+        let out = x.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        [
+            (out >> 56) as u8,
+            (out >> 48) as u8,
+            (out >> 40) as u8,
+            (out >> 32) as u8,
+        ]
+    }
+
+    fn write_frame(&mut self, mut frame: Frame) -> io::Result<()> {
+        if self.role == Role::Client {
+            frame.header_mut().mask = Some(self.next_mask());
+        }
+        self.buf.clear();
+        frame
+            .format(&mut self.buf)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let result = self.stream.write_all(&self.buf);
+        if self.buf.capacity() > KEEP_BUFFER {
+            self.buf = Vec::new();
+        }
+        result
+    }
+}
+
+/// The one place bytes are written to a connection's socket.
+pub(crate) struct FrameWriter {
+    half: Mutex<WriteHalf>,
+    /// A clone kept outside the lock, so the socket can be shut down while a write blocks.
+    socket: TcpStream,
+}
+
+impl FrameWriter {
+    fn new(stream: &TcpStream, role: Role) -> io::Result<Self> {
+        let mut seed = [0u8; 8];
+        if getrandom::getrandom(&mut seed).is_err() {
+            seed = (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64))
+            .to_be_bytes();
+        }
+        Ok(FrameWriter {
+            half: Mutex::new(WriteHalf {
+                stream: stream.try_clone()?,
+                role,
+                buf: Vec::new(),
+                // xorshift must not start at zero.
+                mask_state: u64::from_be_bytes(seed) | 1,
+                closed: None,
+            }),
+            socket: stream.try_clone()?,
+        })
+    }
+
+    /// Writes bytes the reader's WebSocket produced (handshake, pongs, close replies): always
+    /// whole frames, since tungstenite hands over its whole output buffer at once.
+    fn write_raw(&self, bytes: &[u8]) -> io::Result<()> {
+        let mut half = self.half.lock();
+        if half.closed.is_some() {
+            // The connection is closing: a late pong or close reply has nowhere to go.
+            return Ok(());
+        }
+        match half.stream.write_all(bytes) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                half.closed = Some(CloseReason::Io(format!("write: {e}")));
+                drop(half);
+                let _ = self.socket.shutdown(Shutdown::Both);
+                // Not WouldBlock: tungstenite must treat it as fatal, not retry a half frame.
+                Err(io::Error::new(io::ErrorKind::BrokenPipe, e))
+            }
+        }
+    }
+
+    /// Writes one whole frame, or declares the connection dead (a half-written frame cannot
+    /// be taken back).
+    fn send(&self, frame: Frame) -> Result<(), CloseReason> {
+        let mut half = self.half.lock();
+        if let Some(reason) = &half.closed {
+            return Err(reason.clone());
+        }
+        match half.write_frame(frame) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let reason = CloseReason::Io(format!("write: {e}"));
+                half.closed = Some(reason.clone());
+                drop(half);
+                let _ = self.socket.shutdown(Shutdown::Both);
+                Err(reason)
+            }
+        }
+    }
+
+    /// Sends a close frame (once) and refuses every later write.
+    fn close(&self, code: CloseCode, reason: &str) {
+        let mut half = self.half.lock();
+        if half.closed.is_some() {
+            return;
+        }
+        half.closed = Some(CloseReason::Local);
+        let frame = Frame::close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }));
+        if let Err(e) = half.write_frame(frame) {
+            log::debug!("close frame not sent: {e}");
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.half.lock().closed.is_some()
+    }
+
+    fn shutdown(&self) {
+        self.half.lock().closed.get_or_insert(CloseReason::Local);
+        let _ = self.socket.shutdown(Shutdown::Both);
+    }
+}
+
+/// The stream under the reader's WebSocket: reads from the socket, writes through the shared
+/// [`FrameWriter`].
+pub struct ReaderIo {
+    stream: TcpStream,
+    writer: Arc<FrameWriter>,
+    /// While set (handshake and auth), no read may end after it: a peer trickling one byte at
+    /// a time cannot hold a thread past it, as a per-read timeout alone would allow.
+    deadline: Option<Instant>,
+}
+
+impl ReaderIo {
+    pub(crate) fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
+}
+
+impl Read for ReaderIo {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(deadline) = self.deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            self.stream.set_read_timeout(Some(left))?;
+        }
+        self.stream.read(buf)
+    }
+}
+
+impl Write for ReaderIo {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.writer.write_raw(buf)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A TCP stream prepared for a BTP connection (`TCP_NODELAY`, write timeout) and the writer all
+/// its frames will go through. [`Prepared::new`] also returns the [`ReaderIo`] to run the
+/// tungstenite handshake on; the resulting WebSocket then goes to [`Connection::start`].
+pub(crate) struct Prepared {
+    writer: Arc<FrameWriter>,
+    socket: TcpStream,
+}
+
+impl Prepared {
+    pub(crate) fn new(
+        stream: TcpStream,
+        role: Role,
+        config: &ConnectionConfig,
+    ) -> io::Result<(ReaderIo, Prepared)> {
+        stream.set_nodelay(true)?;
+        stream.set_write_timeout(Some(config.write_timeout))?;
+        let writer = Arc::new(FrameWriter::new(&stream, role)?);
+        let io = ReaderIo {
+            stream: stream.try_clone()?,
+            writer: writer.clone(),
+            deadline: Some(Instant::now() + config.handshake_timeout),
+        };
+        Ok((
+            io,
+            Prepared {
+                writer,
+                socket: stream,
+            },
+        ))
+    }
+
+    /// Cuts the socket (e.g. to stop a handshake that is taking too long).
+    pub(crate) fn shutdown(&self) {
+        self.writer.shutdown();
+    }
+}
+
+struct Pending {
+    waiting: HashMap<u32, Sender<Vec<u8>>>,
+    closed: Option<CloseReason>,
+}
+
+struct Inner {
+    peer: String,
+    config: ConnectionConfig,
+    writer: Arc<FrameWriter>,
+    socket: TcpStream,
+    pending: Mutex<Pending>,
+    reader: Mutex<Option<JoinHandle<()>>>,
+    /// Never sent on: it disconnects when the reader thread ends.
+    reader_done: Receiver<()>,
+}
+
+/// What runs an incoming request frame (a Message, a Transfer, or anything not a reply): called
+/// on a handler pool thread with the raw frame; it answers through [`Connection::send_frame`].
+pub type FrameHandler = Arc<dyn Fn(&Connection, Vec<u8>) + Send + Sync>;
+
+/// Called once on the reader thread when the connection has ended, after every pending
+/// request has failed.
+pub type OnClose = Box<dyn FnOnce(&CloseReason) + Send>;
+
+/// A handle to one live (or ended) BTP connection; cheap to clone.
+#[derive(Clone)]
+pub struct Connection {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("peer", &self.inner.peer)
+            .finish()
+    }
+}
+
+/// The reader side of a connection before its thread runs: lets the server read the auth
+/// message itself before normal dispatch starts.
+pub(crate) struct Reader {
+    ws: WebSocket<ReaderIo>,
+    conn: Connection,
+    done: Option<Sender<()>>,
+}
+
+impl Connection {
+    /// Wraps a WebSocket that finished its handshake over `prepared.io`. The reader does not
+    /// run yet: call [`Reader::spawn`] or [`Reader::run`].
+    pub(crate) fn start(
+        ws: WebSocket<ReaderIo>,
+        prepared: Prepared,
+        peer: String,
+        config: ConnectionConfig,
+    ) -> (Connection, Reader) {
+        let mut ws = ws;
+        ws.get_mut().set_deadline(None);
+        let (done_tx, done_rx) = bounded(0);
+        let conn = Connection {
+            inner: Arc::new(Inner {
+                peer,
+                config,
+                writer: prepared.writer,
+                socket: prepared.socket,
+                pending: Mutex::new(Pending {
+                    waiting: HashMap::new(),
+                    closed: None,
+                }),
+                reader: Mutex::new(None),
+                reader_done: done_rx,
+            }),
+        };
+        let reader = Reader {
+            ws,
+            conn: conn.clone(),
+            done: Some(done_tx),
+        };
+        (conn, reader)
+    }
+
+    /// Who the peer is: `host:port` on a client, the client's socket address on a server.
+    pub fn peer(&self) -> &str {
+        &self.inner.peer
+    }
+
+    /// This connection's settings.
+    pub fn config(&self) -> &ConnectionConfig {
+        &self.inner.config
+    }
+
+    /// Whether the connection still takes requests.
+    pub fn is_open(&self) -> bool {
+        self.inner.pending.lock().closed.is_none() && !self.inner.writer.is_closed()
+    }
+
+    /// Why the connection ended, once it has.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.inner.pending.lock().closed.clone()
+    }
+
+    /// Writes one binary frame (a whole BTP packet).
+    pub fn send_frame(&self, frame: Vec<u8>) -> Result<(), TransportError> {
+        let max = self.inner.config.max_frame_size;
+        if frame.len() > max {
+            return Err(TransportError::FrameTooLarge {
+                size: frame.len(),
+                max,
+            });
+        }
+        if let Some(reason) = self.inner.pending.lock().closed.clone() {
+            return Err(TransportError::Closed(reason));
+        }
+        self.inner
+            .writer
+            .send(Frame::message(frame, OpCode::Data(OpData::Binary), true))
+            .map_err(|e| TransportError::Closed(self.close_reason().unwrap_or(e)))
+    }
+
+    /// Sends a request built by `encode` (given a fresh requestId no other request in flight
+    /// uses) and waits up to `timeout` (default `request_timeout`) for the raw Response or Error
+    /// frame with that id. The waiter is registered before the frame is written, so a fast reply
+    /// always finds it.
+    pub fn request_frame(
+        &self,
+        encode: impl FnOnce(u32) -> Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<u8>, TransportError> {
+        let timeout = timeout.unwrap_or(self.inner.config.request_timeout);
+        let (tx, rx) = bounded(1);
+        // Drawn before taking the lock: getrandom is a system call.
+        let mut request_id = random_u32();
+        {
+            let mut pending = self.inner.pending.lock();
+            if let Some(reason) = &pending.closed {
+                return Err(TransportError::Closed(reason.clone()));
+            }
+            let max = self.inner.config.max_pending_requests;
+            if pending.waiting.len() >= max {
+                return Err(TransportError::TooManyPending { max });
+            }
+            // A collision is rare; stepping on from a random start keeps ids unique and
+            // unpredictable enough without another system call under the lock.
+            while pending.waiting.contains_key(&request_id) {
+                request_id = request_id.wrapping_add(1);
+            }
+            pending.waiting.insert(request_id, tx);
+        }
+        if let Err(e) = self.send_frame(encode(request_id)) {
+            self.inner.pending.lock().waiting.remove(&request_id);
+            return Err(e);
+        }
+        match rx.recv_timeout(timeout) {
+            Ok(frame) => Ok(frame),
+            Err(RecvTimeoutError::Timeout) => {
+                self.inner.pending.lock().waiting.remove(&request_id);
+                // The reply may have landed between the timeout and the removal.
+                match rx.try_recv() {
+                    Ok(frame) => Ok(frame),
+                    Err(_) => Err(TransportError::Timeout {
+                        request_id,
+                        after: timeout,
+                    }),
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => Err(TransportError::Closed(
+                self.close_reason().unwrap_or(CloseReason::Local),
+            )),
+        }
+    }
+
+    /// Fails every pending request with `reason` and refuses new ones. Idempotent: the first
+    /// reason stays.
+    fn fail_all(&self, reason: CloseReason) {
+        let waiting = {
+            let mut pending = self.inner.pending.lock();
+            if pending.closed.is_none() {
+                pending.closed = Some(reason);
+            }
+            std::mem::take(&mut pending.waiting)
+        };
+        // Dropping the senders wakes every waiter with `Disconnected`.
+        drop(waiting);
+    }
+
+    /// Closes without waiting: sends a close frame, fails pending requests, cuts the socket.
+    /// The reader thread ends on its own; [`Connection::close`] (or [`Connection::join`]) joins it.
+    pub fn abort(&self, code: CloseCode, reason: &str) {
+        self.inner.writer.close(code, reason);
+        self.fail_all(CloseReason::Local);
+        self.inner.writer.shutdown();
+    }
+
+    /// Closes cleanly: a close frame, up to `close_timeout` for the peer's reply, then the socket
+    /// is cut and the reader thread joined. Pending requests fail at once. Idempotent.
+    pub fn close(&self) {
+        self.inner.writer.close(CloseCode::Normal, "");
+        self.fail_all(CloseReason::Local);
+        let _ = self
+            .inner
+            .reader_done
+            .recv_timeout(self.inner.config.close_timeout);
+        self.inner.writer.shutdown();
+        self.join();
+    }
+
+    /// Waits for the reader thread to end (it ends when the connection does) and joins it.
+    /// Does nothing when called from the reader thread itself.
+    pub fn join(&self) {
+        let handle = {
+            let mut reader = self.inner.reader.lock();
+            match reader.as_ref() {
+                Some(h) if h.thread().id() == thread::current().id() => return,
+                _ => reader.take(),
+            }
+        };
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+
+    /// A receiver that disconnects when the connection has ended, to `select!` on.
+    pub fn closed_signal(&self) -> Receiver<()> {
+        self.inner.reader_done.clone()
+    }
+
+    /// Sends a close frame and fails pending requests, without waiting (the first half of
+    /// [`Connection::close`], for closing many connections at once).
+    pub(crate) fn begin_close(&self) {
+        self.inner.writer.close(CloseCode::Normal, "");
+        self.fail_all(CloseReason::Local);
+    }
+
+    /// Cuts the socket, which ends the reader.
+    pub(crate) fn shutdown_socket(&self) {
+        self.inner.writer.shutdown();
+    }
+
+    /// Waits up to `timeout` for the connection to end; true if it has.
+    pub fn wait_closed(&self, timeout: Duration) -> bool {
+        !matches!(
+            self.inner.reader_done.recv_timeout(timeout),
+            Err(RecvTimeoutError::Timeout)
+        )
+    }
+
+    fn has_pending_requests(&self) -> bool {
+        !self.inner.pending.lock().waiting.is_empty()
+    }
+
+    /// Hands a reply frame to the request waiting for it. Unknown or already answered ids get
+    /// nothing (RFC 23: no response to an unexpected response).
+    fn deliver_reply(&self, request_id: u32, frame: Vec<u8>) {
+        let waiter = self.inner.pending.lock().waiting.remove(&request_id);
+        match waiter {
+            Some(tx) => {
+                let _ = tx.try_send(frame);
+            }
+            None => log::debug!(
+                "BTP {}: reply to unknown or answered request {request_id}, ignored",
+                self.inner.peer
+            ),
+        }
+    }
+}
+
+/// One frame read during the server's auth phase.
+pub(crate) enum FirstFrame {
+    Binary(Vec<u8>),
+    TimedOut,
+    Closed(CloseReason),
+}
+
+impl Reader {
+    /// Reads until a binary frame arrives (text, ping and pong frames are skipped) or
+    /// `deadline` passes.
+    pub(crate) fn read_binary_until(&mut self, deadline: Instant) -> FirstFrame {
+        self.ws.get_mut().set_deadline(Some(deadline));
+        let frame = self.read_binary();
+        self.ws.get_mut().set_deadline(None);
+        frame
+    }
+
+    fn read_binary(&mut self) -> FirstFrame {
+        loop {
+            match self.ws.read() {
+                Ok(Message::Binary(b)) => return FirstFrame::Binary(b),
+                Ok(Message::Close(_)) => {
+                    let _ = self.ws.flush();
+                    return FirstFrame::Closed(CloseReason::PeerClosed);
+                }
+                Ok(_) => continue,
+                Err(e) => match self.classify(e) {
+                    None => return FirstFrame::TimedOut,
+                    Some(reason) => return FirstFrame::Closed(reason),
+                },
+            }
+        }
+    }
+
+    /// Maps a read error to the end of the connection, or `None` for a read timeout.
+    fn classify(&mut self, e: tungstenite::Error) -> Option<CloseReason> {
+        use tungstenite::error::{CapacityError, Error, ProtocolError};
+        match e {
+            Error::Io(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                None
+            }
+            _ if self.conn.inner.writer.is_closed() && self.conn.close_reason().is_some() => {
+                Some(CloseReason::Local)
+            }
+            Error::ConnectionClosed | Error::AlreadyClosed => Some(CloseReason::PeerClosed),
+            Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+                Some(CloseReason::PeerClosed)
+            }
+            Error::Io(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::UnexpectedEof
+                        | io::ErrorKind::BrokenPipe
+                ) =>
+            {
+                Some(CloseReason::PeerClosed)
+            }
+            Error::Io(e) => Some(CloseReason::Io(e.to_string())),
+            Error::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
+                self.conn
+                    .inner
+                    .writer
+                    .close(CloseCode::Size, "message too big");
+                Some(CloseReason::FrameTooLarge {
+                    size,
+                    max: max_size,
+                })
+            }
+            Error::Capacity(e) => {
+                self.conn
+                    .inner
+                    .writer
+                    .close(CloseCode::Size, "message too big");
+                Some(CloseReason::Protocol(e.to_string()))
+            }
+            Error::Protocol(e) => {
+                self.conn
+                    .inner
+                    .writer
+                    .close(CloseCode::Protocol, "protocol error");
+                Some(CloseReason::Protocol(e.to_string()))
+            }
+            other => Some(CloseReason::Protocol(other.to_string())),
+        }
+    }
+
+    /// Starts the reader on its own named thread (`btp-reader-<peer>`).
+    pub(crate) fn spawn(
+        self,
+        stack_size: usize,
+        pool: PoolHandle,
+        handler: FrameHandler,
+        on_close: OnClose,
+    ) -> io::Result<()> {
+        let conn = self.conn.clone();
+        let name = format!("btp-reader-{}", conn.inner.peer);
+        let handle = thread::Builder::new()
+            .name(name)
+            .stack_size(stack_size)
+            .spawn(move || self.run(pool, handler, on_close))?;
+        *conn.inner.reader.lock() = Some(handle);
+        Ok(())
+    }
+
+    /// The read loop: dispatches frames until the connection ends, then fails every pending
+    /// request, cuts the socket and calls `on_close`.
+    pub(crate) fn run(mut self, pool: PoolHandle, handler: FrameHandler, on_close: OnClose) {
+        let reason = self.read_loop(&pool, &handler);
+        log::debug!("BTP {}: connection ended: {reason}", self.conn.inner.peer);
+        self.conn.fail_all(reason.clone());
+        self.conn.inner.writer.shutdown();
+        drop(pool);
+        on_close(&reason);
+        drop(self.done.take());
+    }
+
+    fn read_loop(&mut self, pool: &PoolHandle, handler: &FrameHandler) -> CloseReason {
+        let config = self.conn.inner.config.clone();
+        let mut next_ping = Instant::now() + config.ping_interval;
+        let mut ping_sent_at: Option<Instant> = None;
+        let mut armed = None;
+        loop {
+            let now = Instant::now();
+            if let Some(sent) = ping_sent_at {
+                if now >= sent + config.pong_timeout {
+                    self.conn
+                        .inner
+                        .writer
+                        .close(CloseCode::Away, "ping timeout");
+                    return CloseReason::PongTimeout;
+                }
+            }
+            if now >= next_ping {
+                if let Err(e) = self.conn.inner.writer.send(Frame::ping(Vec::new())) {
+                    return self.conn.close_reason().unwrap_or(e);
+                }
+                ping_sent_at.get_or_insert(now);
+                next_ping = now + config.ping_interval;
+            }
+            // Re-arm the read timeout for the next keepalive event only when it changes.
+            let next_event = match ping_sent_at {
+                Some(sent) => next_ping.min(sent + config.pong_timeout),
+                None => next_ping,
+            };
+            if armed != Some(next_event) {
+                let wait = next_event
+                    .saturating_duration_since(now)
+                    .max(Duration::from_millis(1));
+                if let Err(e) = self.conn.inner.socket.set_read_timeout(Some(wait)) {
+                    return CloseReason::Io(e.to_string());
+                }
+                armed = Some(next_event);
+            }
+            let message = match self.ws.read() {
+                Ok(m) => m,
+                Err(e) => match self.classify(e) {
+                    None => {
+                        // The timeout fired: next pass re-arms it.
+                        armed = None;
+                        continue;
+                    }
+                    Some(reason) => return reason,
+                },
+            };
+            // Anything from the peer proves it alive.
+            ping_sent_at = None;
+            match message {
+                Message::Binary(frame) => self.dispatch(frame, pool, handler),
+                Message::Text(_) => {
+                    log::debug!(
+                        "BTP {}: text frame ignored (BTP is binary)",
+                        self.conn.inner.peer
+                    );
+                }
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                Message::Close(_) => {
+                    // Push out tungstenite's close reply before the socket is cut.
+                    let _ = self.ws.flush();
+                    return if self.conn.close_reason().is_some() {
+                        CloseReason::Local
+                    } else {
+                        CloseReason::PeerClosed
+                    };
+                }
+            }
+        }
+    }
+
+    fn dispatch(&self, frame: Vec<u8>, pool: &PoolHandle, handler: &FrameHandler) {
+        if frame.len() < 5 {
+            log::debug!(
+                "BTP {}: {}-byte frame has no requestId, dropped",
+                self.conn.inner.peer,
+                frame.len()
+            );
+            return;
+        }
+        let request_id = u32::from_be_bytes([frame[1], frame[2], frame[3], frame[4]]);
+        match frame[0] {
+            TYPE_RESPONSE | TYPE_ERROR => self.conn.deliver_reply(request_id, frame),
+            _ => {
+                let conn = self.conn.clone();
+                let handler = handler.clone();
+                let job = move || handler(&conn, frame);
+                // Wait for room only while nothing of ours awaits a response on this connection.
+                match pool.submit(job, || !self.conn.has_pending_requests()) {
+                    Ok(()) => {}
+                    Err(SubmitError::Busy) => {
+                        log::debug!(
+                            "BTP {}: handler pool full, request {request_id} refused",
+                            self.conn.inner.peer
+                        );
+                        let busy = ErrorReply::unreachable("busy: request handlers saturated");
+                        let _ = self.conn.send_frame(busy.to_frame(request_id));
+                    }
+                    Err(SubmitError::Closed) => {
+                        log::debug!("BTP {}: handler pool is shut down", self.conn.inner.peer)
+                    }
+                }
+            }
+        }
+    }
+}

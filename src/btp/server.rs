@@ -1,0 +1,612 @@
+//! The BTP server role with `ilp-plugin-mini-accounts` semantics: many clients, one account
+//! each, authenticated by their first message.
+//!
+//! - Auth must be the first binary message, within `auth_timeout` (10 s), else `F00` and close.
+//! - The account is `auth_username` (which must be one ILP address segment — mini-accounts
+//!   takes anything, we refuse what cannot be an address), else `base64url(sha256(token))`.
+//! - The first token seen for an account is bound to it in the [`TokenStore`]; another token is
+//!   refused with `F00 "incorrect token for account"`, then the connection is closed.
+//! - A new authenticated connection for an account replaces (closes) the old one. (mini-accounts
+//!   keeps both and sends to all; one connection per account keeps replies unambiguous.)
+//! - At most `max_connections` sockets (authenticated or not) at once; beyond that a new socket
+//!   is closed right after `accept`.
+//!
+//! What the plugin layer builds on top: [`BtpServer::request`] sends a Message to one account
+//! (route a Prepare to the account whose address prefixes its destination), the
+//! [`AccountHandler`] gets every incoming Message/Transfer with the account it came from (answer
+//! `peer.config` with `<server address>.<account>`), and [`ServerEvent`]s tell who comes and goes.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
+use parking_lot::Mutex;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::Role;
+
+use super::auth::{account_name, hash_token, MemoryTokenStore, TokenCheck, TokenStore};
+use super::connection::{CloseReason, Connection, ConnectionConfig, FirstFrame, Prepared, Reader};
+use super::pool::HandlerPool;
+use super::request::{
+    frame_handler, send_request, ErrorReply, Reply, RequestError, RequestHandler, ResponseFrame,
+};
+use super::{AuthRequest, Packet, ProtocolData, ProtocolDataEntry, Response};
+
+/// Server settings.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Per-connection settings (timeouts, keepalive, frame cap).
+    pub connection: ConnectionConfig,
+    /// How long a client has, after the WebSocket handshake, to send its auth message.
+    pub auth_timeout: Duration,
+    /// Most sockets at once; more are closed on accept.
+    pub max_connections: usize,
+    /// Stack size of each connection's reader thread (small: a server may hold thousands).
+    pub reader_stack_size: usize,
+    /// Threads answering incoming requests, shared by all connections.
+    pub handler_threads: usize,
+    /// Incoming requests that may wait for a handler thread before readers block.
+    pub handler_queue: usize,
+    /// Stack size of the handler threads (they run user code).
+    pub handler_stack_size: usize,
+    /// Where account → token bindings live.
+    pub token_store: Arc<dyn TokenStore>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            connection: ConnectionConfig::default(),
+            auth_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+            reader_stack_size: 128 * 1024,
+            handler_threads: 4,
+            handler_queue: 256,
+            handler_stack_size: 1024 * 1024,
+            token_store: Arc::new(MemoryTokenStore::new()),
+        }
+    }
+}
+
+impl fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("connection", &self.connection)
+            .field("auth_timeout", &self.auth_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("reader_stack_size", &self.reader_stack_size)
+            .field("handler_threads", &self.handler_threads)
+            .field("handler_queue", &self.handler_queue)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Answers the Messages and Transfers clients send, told which account sent each. Runs on a
+/// handler pool thread; it may block and may send requests of its own.
+pub trait AccountHandler: Send + Sync + 'static {
+    /// The reply to `request` (a [`Packet::Message`] or [`Packet::Transfer`]) from `account`.
+    fn handle(&self, account: &str, request: &Packet<'_>) -> Reply;
+}
+
+impl<F> AccountHandler for F
+where
+    F: Fn(&str, &Packet<'_>) -> Reply + Send + Sync + 'static,
+{
+    fn handle(&self, account: &str, request: &Packet<'_>) -> Reply {
+        self(account, request)
+    }
+}
+
+/// Accounts coming and going.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerEvent {
+    /// A client authenticated as `account` (possibly replacing its previous connection).
+    Connected {
+        /// The account.
+        account: String,
+    },
+    /// The account's connection ended and no newer one replaced it.
+    Disconnected {
+        /// The account.
+        account: String,
+        /// Why.
+        reason: CloseReason,
+    },
+}
+
+/// Why the server could not start.
+#[derive(Debug)]
+pub enum ServerError {
+    /// The listening socket could not be opened.
+    Bind(io::Error),
+    /// A thread could not be started.
+    Spawn(io::Error),
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerError::Bind(e) => write!(f, "cannot listen for BTP clients: {e}"),
+            ServerError::Spawn(e) => write!(f, "cannot start a thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+struct Slot {
+    handle: Option<JoinHandle<()>>,
+    socket: TcpStream,
+    conn: Option<Connection>,
+}
+
+struct Shared {
+    config: ServerConfig,
+    handler: Arc<dyn AccountHandler>,
+    pool: HandlerPool,
+    /// Authenticated accounts: connection id and connection.
+    accounts: Mutex<HashMap<String, (u64, Connection)>>,
+    /// Every connection thread not yet joined.
+    slots: Mutex<HashMap<u64, Slot>>,
+    stopping: AtomicBool,
+    events: Sender<ServerEvent>,
+    exits: Sender<u64>,
+    next_id: AtomicU64,
+}
+
+const EVENT_QUEUE: usize = 4096;
+
+/// A BTP server. Threads: `btp-accept`, `btp-reaper` (joins finished connection threads),
+/// one `btp-conn-<n>` per connection (handshake, auth, then reading), and
+/// `btp-server-handler-<i>`. [`BtpServer::shutdown`] (or dropping it) closes every connection
+/// and joins all of them.
+pub struct BtpServer {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    accept: Mutex<Option<JoinHandle<()>>>,
+    reaper: Mutex<Option<JoinHandle<()>>>,
+    reaper_stop: Mutex<Option<Sender<()>>>,
+    events: Receiver<ServerEvent>,
+}
+
+impl fmt::Debug for BtpServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BtpServer")
+            .field("local_addr", &self.local_addr)
+            .finish()
+    }
+}
+
+impl BtpServer {
+    /// Listens on `addr` and serves clients until [`BtpServer::shutdown`].
+    pub fn bind(
+        addr: impl ToSocketAddrs,
+        config: ServerConfig,
+        handler: Arc<dyn AccountHandler>,
+    ) -> Result<BtpServer, ServerError> {
+        let listener = TcpListener::bind(addr).map_err(ServerError::Bind)?;
+        let local_addr = listener.local_addr().map_err(ServerError::Bind)?;
+        let pool = HandlerPool::new(
+            "btp-server-handler",
+            config.handler_threads,
+            config.handler_queue,
+            config.handler_stack_size,
+        )
+        .map_err(ServerError::Spawn)?;
+        let (events_tx, events_rx) = bounded(EVENT_QUEUE);
+        let (exits_tx, exits_rx) = unbounded();
+        let (reaper_stop_tx, reaper_stop_rx) = bounded::<()>(0);
+        let shared = Arc::new(Shared {
+            config,
+            handler,
+            pool,
+            accounts: Mutex::new(HashMap::new()),
+            slots: Mutex::new(HashMap::new()),
+            stopping: AtomicBool::new(false),
+            events: events_tx,
+            exits: exits_tx,
+            next_id: AtomicU64::new(1),
+        });
+        let reaper = {
+            let shared = shared.clone();
+            thread::Builder::new()
+                .name("btp-reaper".into())
+                .spawn(move || reap(&shared, exits_rx, reaper_stop_rx))
+                .map_err(ServerError::Spawn)?
+        };
+        let accept = {
+            let shared = shared.clone();
+            thread::Builder::new()
+                .name("btp-accept".into())
+                .spawn(move || accept_loop(&shared, listener))
+        };
+        let accept = match accept {
+            Ok(h) => h,
+            Err(e) => {
+                drop(reaper_stop_tx);
+                let _ = reaper.join();
+                shared.pool.shutdown();
+                return Err(ServerError::Spawn(e));
+            }
+        };
+        Ok(BtpServer {
+            shared,
+            local_addr,
+            accept: Mutex::new(Some(accept)),
+            reaper: Mutex::new(Some(reaper)),
+            reaper_stop: Mutex::new(Some(reaper_stop_tx)),
+            events: events_rx,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Accounts connecting and disconnecting, in order. Events are dropped (and logged) while
+    /// 4096 of them wait unread.
+    pub fn events(&self) -> Receiver<ServerEvent> {
+        self.events.clone()
+    }
+
+    /// The accounts connected now.
+    pub fn accounts(&self) -> Vec<String> {
+        self.shared.accounts.lock().keys().cloned().collect()
+    }
+
+    /// Whether `account` has a connection now.
+    pub fn is_connected(&self, account: &str) -> bool {
+        self.shared.accounts.lock().contains_key(account)
+    }
+
+    /// The connection of `account`, if any.
+    pub fn connection(&self, account: &str) -> Option<Connection> {
+        self.shared
+            .accounts
+            .lock()
+            .get(account)
+            .map(|(_, c)| c.clone())
+    }
+
+    /// Sockets open now (authenticated or not).
+    pub fn connection_count(&self) -> usize {
+        self.shared.slots.lock().len()
+    }
+
+    /// Sends a Message (or a Transfer of `amount`) to `account` and waits for its Response;
+    /// `timeout` defaults to `request_timeout`.
+    pub fn request(
+        &self,
+        account: &str,
+        entries: &[ProtocolDataEntry<'_>],
+        amount: Option<u64>,
+        timeout: Option<Duration>,
+    ) -> Result<ResponseFrame, RequestError> {
+        let conn = self
+            .connection(account)
+            .ok_or_else(|| RequestError::NotConnected(account.to_string()))?;
+        send_request(&conn, entries, amount, timeout)
+    }
+
+    /// Closes `account`'s connection, if any (it may reconnect).
+    pub fn disconnect_account(&self, account: &str) {
+        if let Some(conn) = self.connection(account) {
+            conn.abort(CloseCode::Normal, "closed by the server");
+        }
+    }
+
+    /// Stops accepting, closes every connection (close frame, then the socket after
+    /// `close_timeout`), and joins every thread the server started. Idempotent.
+    pub fn shutdown(&self) {
+        let shared = &self.shared;
+        if shared.stopping.swap(true, Ordering::SeqCst) {
+            // Already stopped (or stopping on another thread, which joins everything).
+            return;
+        }
+        // accept() has no timeout: wake it with a connection of our own.
+        let mut wake = self.local_addr;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(match wake {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        if let Some(h) = self.accept.lock().take() {
+            let _ = h.join();
+        }
+        let slots: Vec<Slot> = std::mem::take(&mut *shared.slots.lock())
+            .into_values()
+            .collect();
+        for slot in &slots {
+            match &slot.conn {
+                Some(conn) => conn.begin_close(),
+                None => {
+                    let _ = slot.socket.shutdown(Shutdown::Both);
+                }
+            }
+        }
+        let deadline = Instant::now() + shared.config.connection.close_timeout;
+        for slot in &slots {
+            if let Some(conn) = &slot.conn {
+                conn.wait_closed(deadline.saturating_duration_since(Instant::now()));
+            }
+            let _ = slot.socket.shutdown(Shutdown::Both);
+        }
+        for slot in slots {
+            if let Some(h) = slot.handle {
+                let _ = h.join();
+            }
+        }
+        drop(self.reaper_stop.lock().take());
+        if let Some(h) = self.reaper.lock().take() {
+            let _ = h.join();
+        }
+        shared.accounts.lock().clear();
+        shared.pool.shutdown();
+    }
+}
+
+impl Drop for BtpServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn emit(shared: &Shared, event: ServerEvent) {
+    if shared.events.try_send(event).is_err() {
+        log::warn!("BTP server event queue full: event dropped");
+    }
+}
+
+fn reap(shared: &Shared, exits: Receiver<u64>, stop: Receiver<()>) {
+    loop {
+        select! {
+            recv(stop) -> _ => return,
+            recv(exits) -> id => {
+                let Ok(id) = id else { return };
+                let slot = shared.slots.lock().remove(&id);
+                if let Some(Slot { handle: Some(h), .. }) = slot {
+                    let _ = h.join();
+                }
+            }
+        }
+    }
+}
+
+fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
+    for stream in listener.incoming() {
+        if shared.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("BTP accept failed: {e}");
+                continue;
+            }
+        };
+        let socket = match stream.try_clone() {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("BTP accept: cannot clone socket: {e}");
+                continue;
+            }
+        };
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut slots = shared.slots.lock();
+            if slots.len() >= shared.config.max_connections {
+                drop(slots);
+                log::warn!(
+                    "BTP connection from {:?} refused: {} connections already",
+                    stream.peer_addr(),
+                    shared.config.max_connections
+                );
+                let _ = stream.shutdown(Shutdown::Both);
+                continue;
+            }
+            slots.insert(
+                id,
+                Slot {
+                    handle: None,
+                    socket,
+                    conn: None,
+                },
+            );
+        }
+        let worker = shared.clone();
+        let spawned = thread::Builder::new()
+            .name(format!("btp-conn-{id}"))
+            .stack_size(shared.config.reader_stack_size)
+            .spawn(move || {
+                serve(&worker, id, stream);
+                let _ = worker.exits.send(id);
+            });
+        match spawned {
+            Ok(h) => {
+                let mut slots = shared.slots.lock();
+                match slots.get_mut(&id) {
+                    Some(slot) => slot.handle = Some(h),
+                    None => {
+                        // The thread already ended and was reaped without its handle.
+                        drop(slots);
+                        let _ = h.join();
+                    }
+                }
+            }
+            Err(e) => {
+                log::error!("BTP: cannot start a connection thread: {e}");
+                if let Some(slot) = shared.slots.lock().remove(&id) {
+                    let _ = slot.socket.shutdown(Shutdown::Both);
+                }
+            }
+        }
+    }
+}
+
+/// Refuses a client: a BTP Error answering `request_id`, a close frame, up to `close_timeout`
+/// for the peer's close reply, then the socket is cut.
+fn refuse(conn: &Connection, mut reader: Reader, request_id: u32, message: &str) {
+    log::info!("BTP client {} refused: {message}", conn.peer());
+    let _ = conn.send_frame(ErrorReply::not_accepted(message).to_frame(request_id));
+    conn.begin_close();
+    let _ = reader.read_binary_until(Instant::now() + conn.config().close_timeout);
+    conn.shutdown_socket();
+}
+
+/// Checks an auth frame; `Ok((request_id, account))` or `Err((request_id, why))`.
+fn authenticate(shared: &Shared, frame: &[u8]) -> Result<(u32, String), (u32, String)> {
+    let request_id = match frame.get(1..5) {
+        Some(b) => u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+        None => 0,
+    };
+    let message = match Packet::parse(frame) {
+        Ok(Packet::Message(m)) => m,
+        Ok(other) => {
+            return Err((
+                request_id,
+                format!(
+                    "the first packet must be an auth Message, not a {:?}",
+                    other.packet_type()
+                ),
+            ))
+        }
+        Err(e) => return Err((request_id, format!("unreadable auth packet: {e}"))),
+    };
+    let auth = AuthRequest::from_message(&message)
+        .map_err(|e| (request_id, format!("invalid auth packet: {e}")))?;
+    let account = account_name(auth.username, auth.token.as_bytes())
+        .map_err(|e| (request_id, e.to_string()))?;
+    match shared
+        .config
+        .token_store
+        .check_or_bind(&account, &hash_token(auth.token.as_bytes()))
+    {
+        Ok(TokenCheck::Bound) | Ok(TokenCheck::Matches) => Ok((request_id, account)),
+        Ok(TokenCheck::Mismatch) => Err((
+            request_id,
+            format!("incorrect token for account. account={account}"),
+        )),
+        Err(e) => {
+            log::error!("BTP auth for {account}: {e}");
+            Err((request_id, "token store unavailable".to_string()))
+        }
+    }
+}
+
+/// One connection's thread: WebSocket handshake, auth, then the read loop.
+fn serve(shared: &Arc<Shared>, id: u64, stream: TcpStream) {
+    let cfg = &shared.config.connection;
+    let peer = stream
+        .peer_addr()
+        .map_or_else(|_| format!("conn-{id}"), |a| a.to_string());
+    let (io, prepared) = match Prepared::new(stream, Role::Server, cfg) {
+        Ok(p) => p,
+        Err(e) => {
+            log::debug!("BTP {peer}: socket setup failed: {e}");
+            return;
+        }
+    };
+    let ws = match tungstenite::accept_with_config(io, Some(cfg.websocket_config())) {
+        Ok(ws) => ws,
+        Err(e) => {
+            log::debug!("BTP {peer}: WebSocket handshake failed: {e}");
+            prepared.shutdown();
+            return;
+        }
+    };
+    let (conn, mut reader) = Connection::start(ws, prepared, peer, cfg.clone());
+    {
+        let mut slots = shared.slots.lock();
+        match slots.get_mut(&id) {
+            Some(slot) if !shared.stopping.load(Ordering::SeqCst) => slot.conn = Some(conn.clone()),
+            _ => {
+                drop(slots);
+                conn.abort(CloseCode::Away, "server shutting down");
+                return;
+            }
+        }
+    }
+    let frame = match reader.read_binary_until(Instant::now() + shared.config.auth_timeout) {
+        FirstFrame::Binary(frame) => frame,
+        FirstFrame::TimedOut => {
+            refuse(&conn, reader, 0, "timed out waiting for the auth message");
+            return;
+        }
+        FirstFrame::Closed(reason) => {
+            log::debug!("BTP {}: closed before auth: {reason}", conn.peer());
+            conn.shutdown_socket();
+            return;
+        }
+    };
+    let account = match authenticate(shared, &frame) {
+        Ok((request_id, account)) => {
+            let ok = Packet::Response(Response::new(request_id, ProtocolData::EMPTY)).to_bytes();
+            if conn.send_frame(ok).is_err() {
+                conn.shutdown_socket();
+                return;
+            }
+            account
+        }
+        Err((request_id, why)) => {
+            refuse(&conn, reader, request_id, &why);
+            return;
+        }
+    };
+    let replaced = shared
+        .accounts
+        .lock()
+        .insert(account.clone(), (id, conn.clone()));
+    if let Some((_, old)) = replaced {
+        log::info!("BTP account {account}: new connection replaces the old one");
+        old.abort(CloseCode::Normal, "replaced by a new connection");
+    }
+    if shared.stopping.load(Ordering::SeqCst) {
+        // shutdown() may have missed this registration: do its job for this connection.
+        shared.accounts.lock().remove(&account);
+        conn.abort(CloseCode::Away, "server shutting down");
+        return;
+    }
+    log::info!("BTP account {account} connected from {}", conn.peer());
+    emit(
+        shared,
+        ServerEvent::Connected {
+            account: account.clone(),
+        },
+    );
+    let account: Arc<str> = account.into();
+    let handler: Arc<dyn RequestHandler> = {
+        let account = account.clone();
+        let inner = shared.handler.clone();
+        Arc::new(move |request: &Packet<'_>| inner.handle(&account, request))
+    };
+    let on_close = {
+        let shared = shared.clone();
+        Box::new(move |reason: &CloseReason| {
+            let mut accounts = shared.accounts.lock();
+            let current = matches!(accounts.get(&*account), Some((cid, _)) if *cid == id);
+            if current {
+                accounts.remove(&*account);
+            }
+            drop(accounts);
+            if current {
+                emit(
+                    &shared,
+                    ServerEvent::Disconnected {
+                        account: account.to_string(),
+                        reason: reason.clone(),
+                    },
+                );
+            }
+        })
+    };
+    reader.run(shared.pool.handle(), frame_handler(handler), on_close);
+}

@@ -1,0 +1,729 @@
+//! `LightningPlugin`: the ILP plugin of this crate, in the spirit of the ledger plugin interface
+//! (RFC 24) but blocking. It wires the BTP transport, the packet checks ([`packets`]) and the
+//! per-account balance hooks ([`crate::settlement`]) together, in one of two roles:
+//!
+//! - **Client**: one BTP connection to a server (`btp+ws://user:token@host:port`). On connect it
+//!   asks the server for its own ILP address by IL-DCP. `send_data` goes over that connection.
+//! - **Server**: a BTP/WebSocket listener with one account per authenticated client, in the style
+//!   of `ilp-plugin-mini-accounts`. A client's address is `<server address>.<account>`, told to
+//!   it by IL-DCP; `send_data` goes to the client whose address prefixes the destination (F02
+//!   when none does). [`route_between_clients`] turns a server into a hub.
+//!
+//! Handlers run on the transport's handler threads, never under a lock of the plugin's, and
+//! never on a socket's reader thread. Settlement over Lightning plugs in through
+//! [`SettlementHooks`]; until it does, [`Balances`] enforces the credit limit.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use ilp_plugin_lightning::ilp::Address;
+//! use ilp_plugin_lightning::plugin::{route_between_clients, LightningPlugin};
+//!
+//! let hub = Arc::new(
+//!     LightningPlugin::server("127.0.0.1:7768".parse().unwrap(), Address::new("test.hub").unwrap())
+//!         .credit_limit(Some(1_000))
+//!         .build()
+//!         .unwrap(),
+//! );
+//! route_between_clients(&hub).unwrap();
+//! hub.connect().unwrap();
+//! ```
+
+mod link;
+pub mod packets;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+pub use crate::settlement::{Balance, Balances, CreditRefused, SettlementHooks, PEER_ACCOUNT};
+pub use packets::{DataHandler, HandlerError, InvalidReply, MoneyHandler};
+
+use crate::btp::auth::{MemoryTokenStore, TokenStore};
+use crate::btp::{OwnedEntry, ProtocolDataEntry, RequestError as BtpRequestError, TransportError};
+use crate::ilp::ildcp::IldcpError;
+use crate::ilp::{Address, ErrorCode, Prepare};
+use link::Link;
+use packets::{check_reply, reject, Incoming, Sent};
+
+/// The asset a server tells its clients about by default: satoshis.
+pub const DEFAULT_ASSET_CODE: &str = "BTC";
+/// Satoshis have no decimal places in ILP amounts here.
+pub const DEFAULT_ASSET_SCALE: u8 = 0;
+
+/// Which side of a BTP connection the plugin is.
+#[derive(Clone)]
+pub enum Role {
+    /// One connection to a server.
+    Client {
+        /// `btp+ws://[user:token@]host:port[/path]`.
+        server: String,
+    },
+    /// A listener for many clients, one account each.
+    Server {
+        /// Where to listen (port 0: any free port, see [`LightningPlugin::local_addr`]).
+        listen: SocketAddr,
+        /// The server's own ILP address; clients get `<address>.<account>`.
+        address: Address,
+        /// Asset code told to clients by IL-DCP.
+        asset_code: String,
+        /// Asset scale told to clients by IL-DCP.
+        asset_scale: u8,
+    },
+}
+
+impl fmt::Debug for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            // The URI may carry a token: never print it.
+            Role::Client { .. } => f.write_str("Client"),
+            Role::Server {
+                listen, address, ..
+            } => write!(f, "Server {{ listen: {listen}, address: {address} }}"),
+        }
+    }
+}
+
+/// What the plugin tells its user about connections, through [`PluginBuilder::on_event`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginEvent {
+    /// Client: the connection to the server is up and authenticated.
+    Connected,
+    /// Client: the connection to the server is gone (it reconnects by itself).
+    Disconnected(String),
+    /// Server: a client authenticated as this account.
+    AccountConnected(String),
+    /// Server: this account's last connection closed.
+    AccountDisconnected(String),
+}
+
+/// Called with each [`PluginEvent`], on a transport thread: keep it short.
+pub type EventHandler = Arc<dyn Fn(&PluginEvent) + Send + Sync>;
+
+/// Why a plugin call failed.
+#[derive(Debug)]
+pub enum PluginError {
+    /// The builder's options do not make a plugin.
+    Config(String),
+    /// `connect()` has not succeeded (or `disconnect()` was called).
+    NotConnected,
+    /// A data handler is already registered (RFC 24 `DataHandlerAlreadyRegisteredError`).
+    DataHandlerAlreadyRegistered,
+    /// A money handler is already registered (RFC 24 `MoneyHandlerAlreadyRegisteredError`).
+    MoneyHandlerAlreadyRegistered,
+    /// `send_data` was given something that is not an ILP Prepare.
+    InvalidPrepare(crate::ilp::ParseError),
+    /// The peer answered with something that is not a Fulfill or Reject.
+    InvalidReply(InvalidReply),
+    /// The peer answered our request with a BTP Error.
+    PeerError {
+        /// Its code, e.g. `F00`.
+        code: String,
+        /// Its name, e.g. `NotAcceptedError`.
+        name: String,
+        /// Its data, as text.
+        message: String,
+    },
+    /// The BTP transport failed (closed, timed out, refused).
+    Transport(String),
+    /// The server did not tell us our address.
+    Ildcp(IldcpError),
+    /// This role does not do that.
+    Unsupported(&'static str),
+    /// The settlement hooks could not pay.
+    Settlement(String),
+    /// The money handler is missing or refused the money.
+    MoneyHandler(String),
+}
+
+impl fmt::Display for PluginError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PluginError::Config(m) => write!(f, "invalid plugin options: {m}"),
+            PluginError::NotConnected => f.write_str("plugin is not connected"),
+            PluginError::DataHandlerAlreadyRegistered => {
+                f.write_str("a data handler is already registered")
+            }
+            PluginError::MoneyHandlerAlreadyRegistered => {
+                f.write_str("a money handler is already registered")
+            }
+            PluginError::InvalidPrepare(e) => write!(f, "send_data needs an ILP Prepare: {e}"),
+            PluginError::InvalidReply(e) => e.fmt(f),
+            PluginError::PeerError {
+                code,
+                name,
+                message,
+            } => write!(f, "peer answered with BTP error {code} {name}: {message}"),
+            PluginError::Transport(m) => write!(f, "BTP transport: {m}"),
+            PluginError::Ildcp(e) => e.fmt(f),
+            PluginError::Unsupported(m) => f.write_str(m),
+            PluginError::Settlement(m) => write!(f, "settlement failed: {m}"),
+            PluginError::MoneyHandler(m) => write!(f, "money handler: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for PluginError {}
+
+impl From<TransportError> for PluginError {
+    fn from(e: TransportError) -> Self {
+        PluginError::Transport(e.to_string())
+    }
+}
+
+/// The options of a [`LightningPlugin`]; start from [`LightningPlugin::client`] or
+/// [`LightningPlugin::server`].
+#[derive(Clone)]
+pub struct PluginBuilder {
+    role: Role,
+    max_packet_amount: Option<u64>,
+    credit_limit: Option<Option<u64>>,
+    request_timeout: Duration,
+    connect_timeout: Duration,
+    auth_timeout: Duration,
+    max_connections: usize,
+    handler_threads: usize,
+    token_store: Option<Arc<dyn TokenStore>>,
+    hooks: Option<Arc<dyn SettlementHooks>>,
+    on_event: Option<EventHandler>,
+}
+
+impl PluginBuilder {
+    fn new(role: Role) -> Self {
+        PluginBuilder {
+            role,
+            max_packet_amount: None,
+            credit_limit: None,
+            request_timeout: Duration::from_secs(35),
+            connect_timeout: Duration::from_secs(35),
+            auth_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+            handler_threads: 8,
+            token_store: None,
+            hooks: None,
+            on_event: None,
+        }
+    }
+
+    /// Incoming Prepares above this amount are rejected with F08 (default: no maximum).
+    pub fn max_packet_amount(mut self, amount: u64) -> Self {
+        self.max_packet_amount = Some(amount);
+        self
+    }
+
+    /// How much a peer may owe before its Prepares get T04; `None` is unlimited. Defaults: server
+    /// 0 (clients prefund, as in the JS reference), client unlimited. Ignored when
+    /// [`PluginBuilder::settlement_hooks`] is set.
+    pub fn credit_limit(mut self, limit: Option<u64>) -> Self {
+        self.credit_limit = Some(limit);
+        self
+    }
+
+    /// How long a request waits for its response (default 35 s, like the JS plugin). A Prepare
+    /// waits no longer than until it expires.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Client: how long `connect()` keeps trying (with the JS backoff) before it fails
+    /// (default 35 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Server: how long a new connection has to authenticate (default 10 s).
+    pub fn auth_timeout(mut self, timeout: Duration) -> Self {
+        self.auth_timeout = timeout;
+        self
+    }
+
+    /// Server: most client connections at once (default 10,000).
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max;
+        self
+    }
+
+    /// Threads that run incoming requests (default 8). A hub's handlers block while they wait
+    /// for the next hop, so this bounds how many packets it forwards at once.
+    pub fn handler_threads(mut self, threads: usize) -> Self {
+        self.handler_threads = threads;
+        self
+    }
+
+    /// Server: where account-to-token bindings live (default: in memory, lost on restart).
+    pub fn token_store(mut self, store: Arc<dyn TokenStore>) -> Self {
+        self.token_store = Some(store);
+        self
+    }
+
+    /// Replaces the default [`Balances`] with the settlement layer's hooks.
+    pub fn settlement_hooks(mut self, hooks: Arc<dyn SettlementHooks>) -> Self {
+        self.hooks = Some(hooks);
+        self
+    }
+
+    /// Told about connects and disconnects.
+    pub fn on_event(mut self, handler: impl Fn(&PluginEvent) + Send + Sync + 'static) -> Self {
+        self.on_event = Some(Arc::new(handler));
+        self
+    }
+
+    /// Server: the asset told to clients by IL-DCP (default BTC, scale 0).
+    pub fn asset(mut self, code: &str, scale: u8) -> Self {
+        if let Role::Server {
+            asset_code,
+            asset_scale,
+            ..
+        } = &mut self.role
+        {
+            *asset_code = code.to_owned();
+            *asset_scale = scale;
+        }
+        self
+    }
+
+    /// Checks the options and makes the plugin (not connected yet).
+    pub fn build(self) -> Result<LightningPlugin, PluginError> {
+        if self.handler_threads == 0 {
+            return Err(PluginError::Config(
+                "handler_threads must be at least 1".into(),
+            ));
+        }
+        let (balances, hooks): (Option<Arc<Balances>>, Arc<dyn SettlementHooks>) =
+            match self.hooks.clone() {
+                Some(hooks) => (None, hooks),
+                None => {
+                    let default_limit = match self.role {
+                        Role::Client { .. } => None,
+                        Role::Server { .. } => Some(0),
+                    };
+                    let balances =
+                        Arc::new(Balances::new(self.credit_limit.unwrap_or(default_limit)));
+                    (Some(balances.clone()), balances)
+                }
+            };
+        let own_address = match &self.role {
+            Role::Client { server } => {
+                crate::btp::BtpUri::parse(server)
+                    .map_err(|e| PluginError::Config(format!("server URI: {e}")))?;
+                None
+            }
+            Role::Server { address, .. } => Some(address.clone()),
+        };
+        let core = Arc::new(Core {
+            own_address: RwLock::new(own_address),
+            max_packet_amount: self.max_packet_amount,
+            hooks,
+            data_handler: RwLock::new(None),
+            money_handler: RwLock::new(None),
+            on_event: self.on_event.clone(),
+        });
+        Ok(LightningPlugin {
+            options: self,
+            core,
+            balances,
+            link: RwLock::new(None),
+            transition: Mutex::new(false),
+            transition_done: Condvar::new(),
+        })
+    }
+}
+
+/// What the transport callbacks share with the plugin.
+pub(crate) struct Core {
+    own_address: RwLock<Option<Address>>,
+    max_packet_amount: Option<u64>,
+    hooks: Arc<dyn SettlementHooks>,
+    data_handler: RwLock<Option<DataHandler>>,
+    money_handler: RwLock<Option<MoneyHandler>>,
+    on_event: Option<EventHandler>,
+}
+
+impl Core {
+    fn own_address_text(&self) -> String {
+        self.own_address
+            .read()
+            .as_ref()
+            .map(|a| a.as_str().to_owned())
+            .unwrap_or_default()
+    }
+
+    /// Answers one incoming ILP packet from `account`. `ildcp` is the account's IL-DCP answer
+    /// (server role).
+    pub(crate) fn handle_incoming(
+        &self,
+        account: &str,
+        own_address: &str,
+        ildcp: Option<packets::IldcpServe<'_>>,
+        packet: &[u8],
+    ) -> Vec<u8> {
+        // Clone the handler out so that it runs with no lock held.
+        let handler = self.data_handler.read().clone();
+        packets::answer_prepare(
+            &Incoming {
+                own_address,
+                account,
+                max_packet_amount: self.max_packet_amount,
+                hooks: &*self.hooks,
+                ildcp,
+            },
+            packet,
+            handler.as_ref(),
+        )
+    }
+
+    pub(crate) fn emit(&self, event: PluginEvent) {
+        match &event {
+            PluginEvent::Connected => self.hooks.on_connected(PEER_ACCOUNT),
+            PluginEvent::Disconnected(_) => self.hooks.on_disconnected(PEER_ACCOUNT),
+            PluginEvent::AccountConnected(account) => self.hooks.on_connected(account),
+            PluginEvent::AccountDisconnected(account) => self.hooks.on_disconnected(account),
+        }
+        if let Some(handler) = &self.on_event {
+            handler(&event);
+        }
+    }
+}
+
+/// An ILP plugin over BTP, settling (once settlement lands) over Lightning. Blocking; safe to
+/// share between threads (`Arc<LightningPlugin>`); dropping it disconnects.
+pub struct LightningPlugin {
+    options: PluginBuilder,
+    core: Arc<Core>,
+    balances: Option<Arc<Balances>>,
+    link: RwLock<Option<Arc<Link>>>,
+    /// True while a connect() or disconnect() runs: they take turns without holding a lock
+    /// across their I/O.
+    transition: Mutex<bool>,
+    transition_done: Condvar,
+}
+
+impl fmt::Debug for LightningPlugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LightningPlugin")
+            .field("role", &self.options.role)
+            .field("connected", &self.is_connected())
+            .finish()
+    }
+}
+
+impl LightningPlugin {
+    /// Options for a client of the BTP server at `server` (`btp+ws://user:token@host:port`).
+    pub fn client(server: &str) -> PluginBuilder {
+        PluginBuilder::new(Role::Client {
+            server: server.to_owned(),
+        })
+    }
+
+    /// Options for a server listening on `listen`, whose own ILP address is `address`.
+    pub fn server(listen: SocketAddr, address: Address) -> PluginBuilder {
+        PluginBuilder::new(Role::Server {
+            listen,
+            address,
+            asset_code: DEFAULT_ASSET_CODE.to_owned(),
+            asset_scale: DEFAULT_ASSET_SCALE,
+        })
+    }
+
+    /// Options for `role`.
+    pub fn builder(role: Role) -> PluginBuilder {
+        PluginBuilder::new(role)
+    }
+
+    /// The role.
+    pub fn role(&self) -> &Role {
+        &self.options.role
+    }
+
+    /// Client: connects, authenticates and learns our address by IL-DCP. Server: starts
+    /// listening. Does nothing when already connected.
+    pub fn connect(&self) -> Result<(), PluginError> {
+        self.begin_transition();
+        let result = if self.link.read().is_some() {
+            Ok(())
+        } else {
+            self.open_link().map(|link| {
+                *self.link.write() = Some(Arc::new(link));
+            })
+        };
+        self.end_transition();
+        result
+    }
+
+    /// Waits for any connect/disconnect in progress, then marks one as running.
+    fn begin_transition(&self) {
+        let mut busy = self.transition.lock();
+        while *busy {
+            self.transition_done.wait(&mut busy);
+        }
+        *busy = true;
+    }
+
+    fn end_transition(&self) {
+        *self.transition.lock() = false;
+        self.transition_done.notify_all();
+    }
+
+    fn open_link(&self) -> Result<Link, PluginError> {
+        Ok(match &self.options.role {
+            Role::Client { server } => Link::connect_client(server, &self.options, &self.core)?,
+            Role::Server {
+                listen,
+                address,
+                asset_code,
+                asset_scale,
+            } => {
+                let store = self
+                    .options
+                    .token_store
+                    .clone()
+                    .unwrap_or_else(|| Arc::new(MemoryTokenStore::new()));
+                Link::listen(
+                    *listen,
+                    address,
+                    asset_code,
+                    *asset_scale,
+                    store,
+                    &self.options,
+                    &self.core,
+                )?
+            }
+        })
+    }
+
+    /// Closes every connection and joins every thread. Does nothing when not connected.
+    pub fn disconnect(&self) {
+        self.begin_transition();
+        let link = self.link.write().take();
+        if let Some(link) = link {
+            link.close();
+        }
+        self.end_transition();
+    }
+
+    /// Client: the connection to the server is up. Server: it is listening.
+    pub fn is_connected(&self) -> bool {
+        self.link.read().as_ref().is_some_and(|l| l.is_up())
+    }
+
+    /// Our own ILP address: the server's configured one, or the one the client learned by IL-DCP.
+    pub fn own_address(&self) -> Option<Address> {
+        self.core.own_address.read().clone()
+    }
+
+    /// Server: the address it listens on (useful with port 0).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.link.read().as_ref().and_then(|l| l.local_addr())
+    }
+
+    /// Server: the accounts with at least one live connection.
+    pub fn connected_accounts(&self) -> Vec<String> {
+        self.link
+            .read()
+            .as_ref()
+            .map(|l| l.accounts())
+            .unwrap_or_default()
+    }
+
+    /// The built-in balances, unless [`PluginBuilder::settlement_hooks`] replaced them.
+    pub fn balances(&self) -> Option<&Balances> {
+        self.balances.as_deref()
+    }
+
+    fn current_link(&self) -> Result<Arc<Link>, PluginError> {
+        self.link.read().clone().ok_or(PluginError::NotConnected)
+    }
+
+    /// Sends a serialized ILP Prepare and returns the serialized Fulfill or Reject. Server role:
+    /// to the client whose address prefixes the destination (a Reject F02 if none is connected).
+    /// A Prepare that expires before its answer gets R00; a Fulfill that does not match the
+    /// condition F05.
+    pub fn send_data(&self, prepare: &[u8]) -> Result<Vec<u8>, PluginError> {
+        let parsed = Prepare::parse(prepare).map_err(PluginError::InvalidPrepare)?;
+        let link = self.current_link()?;
+        let own = self.core.own_address_text();
+        let sent = Sent::of(&parsed);
+        let now = crate::ilp::Timestamp::now();
+        let left = sent.expires_at.unix_millis() - now.unix_millis();
+        if left <= 0 {
+            return Ok(reject(
+                ErrorCode::R00_TRANSFER_TIMED_OUT,
+                &own,
+                "Packet expired",
+                &[],
+            ));
+        }
+        let timeout = self
+            .options
+            .request_timeout
+            .min(Duration::from_millis(left as u64));
+        let account = match link.route(parsed.destination()) {
+            Ok(account) => account,
+            Err(message) => {
+                return Ok(reject(ErrorCode::F02_UNREACHABLE, &own, &message, &[]));
+            }
+        };
+        match link.request(&account, prepare, timeout) {
+            Ok(reply) => check_reply(&*self.core.hooks, &own, &account, &sent, reply)
+                .map_err(PluginError::InvalidReply),
+            Err(link::SendError::TimedOut) => {
+                self.core
+                    .hooks
+                    .on_outgoing_rejected(&account, sent.amount, "R00");
+                Ok(reject(
+                    ErrorCode::R00_TRANSFER_TIMED_OUT,
+                    &own,
+                    "Packet expired",
+                    &[],
+                ))
+            }
+            Err(link::SendError::Unreachable(message)) => {
+                Ok(reject(ErrorCode::F02_UNREACHABLE, &own, &message, &[]))
+            }
+            Err(link::SendError::Failed(e)) => Err(e),
+        }
+    }
+
+    /// Pays the peer `amount` through [`SettlementHooks::send_money`] (client role; the built-in
+    /// [`Balances`] cannot pay and say so). Server role: unsupported, as in the JS reference (the
+    /// server settles by itself).
+    pub fn send_money(&self, amount: u64) -> Result<(), PluginError> {
+        match self.options.role {
+            Role::Server { .. } => Err(PluginError::Unsupported(
+                "sendMoney is not supported by the server role: it settles by itself",
+            )),
+            Role::Client { .. } if amount == 0 => Ok(()),
+            Role::Client { .. } => self
+                .core
+                .hooks
+                .send_money(PEER_ACCOUNT, amount)
+                .map_err(PluginError::Settlement),
+        }
+    }
+
+    /// Sends a BTP Message carrying `entries` (another sub-protocol than `ilp`: settlement's
+    /// `peeringRequest`, `paymentRequest`...) to `account` (client role: any name, there is one
+    /// peer) and returns the entries of its Response. The peer's BTP Error is
+    /// [`PluginError::PeerError`].
+    pub fn request(
+        &self,
+        account: &str,
+        entries: &[ProtocolDataEntry<'_>],
+    ) -> Result<Vec<OwnedEntry>, PluginError> {
+        let link = self.current_link()?;
+        let response = link
+            .request_entries(account, entries, self.options.request_timeout)
+            .map_err(|e| match e {
+                BtpRequestError::Rejected(reply) => PluginError::PeerError {
+                    code: reply.code.as_str().to_owned(),
+                    name: reply.name.clone(),
+                    message: String::from_utf8_lossy(&reply.data).into_owned(),
+                },
+                BtpRequestError::NotConnected(_) => PluginError::NotConnected,
+                other => PluginError::Transport(other.to_string()),
+            })?;
+        Ok(response
+            .protocol_data()
+            .iter()
+            .map(|e| OwnedEntry {
+                name: e.name.to_owned().into(),
+                content_type: e.content_type,
+                data: e.data.to_vec(),
+            })
+            .collect())
+    }
+
+    /// Sets the handler for incoming Prepares. Fails if one is set already.
+    pub fn register_data_handler(
+        &self,
+        handler: impl Fn(&[u8]) -> Result<Vec<u8>, HandlerError> + Send + Sync + 'static,
+    ) -> Result<(), PluginError> {
+        let mut slot = self.core.data_handler.write();
+        if slot.is_some() {
+            return Err(PluginError::DataHandlerAlreadyRegistered);
+        }
+        *slot = Some(Arc::new(handler));
+        Ok(())
+    }
+
+    /// Removes the data handler (no-op if none): incoming Prepares then get T00.
+    pub fn deregister_data_handler(&self) {
+        self.core.data_handler.write().take();
+    }
+
+    /// Sets the handler told about money received. Fails if one is set already.
+    pub fn register_money_handler(
+        &self,
+        handler: impl Fn(u64) -> Result<(), HandlerError> + Send + Sync + 'static,
+    ) -> Result<(), PluginError> {
+        let mut slot = self.core.money_handler.write();
+        if slot.is_some() {
+            return Err(PluginError::MoneyHandlerAlreadyRegistered);
+        }
+        *slot = Some(Arc::new(handler));
+        Ok(())
+    }
+
+    /// Removes the money handler (no-op if none).
+    pub fn deregister_money_handler(&self) {
+        self.core.money_handler.write().take();
+    }
+
+    /// Hands `amount` the peer paid us (settlement calls this when a Lightning payment lands)
+    /// to the money handler, on the calling thread and with no lock held. With no handler this
+    /// is an error, as RFC 24 asks.
+    pub fn money_received(&self, amount: u64) -> Result<(), PluginError> {
+        let handler = self
+            .core
+            .money_handler
+            .read()
+            .clone()
+            .ok_or_else(|| PluginError::MoneyHandler("no money handler registered".into()))?;
+        handler(amount).map_err(|e| PluginError::MoneyHandler(e.to_string()))
+    }
+
+    /// Whether a money handler is registered (the settlement layer asks before it credits).
+    pub fn has_money_handler(&self) -> bool {
+        self.core.money_handler.read().is_some()
+    }
+}
+
+impl Drop for LightningPlugin {
+    fn drop(&mut self) {
+        self.disconnect();
+    }
+}
+
+/// Makes a server a hub: each Prepare a client sends to `<server>.<other account>...` is forwarded
+/// to that account's client, and its Fulfill or Reject returned. The incoming side is booked
+/// against the sender (credit limit), the outgoing side against the receiver. Registers the
+/// plugin's data handler (so fails if one is set). The handler holds the plugin weakly.
+pub fn route_between_clients(plugin: &Arc<LightningPlugin>) -> Result<(), PluginError> {
+    if !matches!(plugin.role(), Role::Server { .. }) {
+        return Err(PluginError::Unsupported(
+            "only a server routes between its clients",
+        ));
+    }
+    let weak: Weak<LightningPlugin> = Arc::downgrade(plugin);
+    plugin.register_data_handler(move |prepare| {
+        let plugin = weak
+            .upgrade()
+            .ok_or_else(|| HandlerError::Internal("hub is shutting down".into()))?;
+        match plugin.send_data(prepare) {
+            Ok(reply) => Ok(reply),
+            Err(PluginError::InvalidPrepare(e)) => Err(HandlerError::Final(e.to_string())),
+            // The next hop went away or refused the request: temporary, so T01.
+            Err(e @ (PluginError::Transport(_) | PluginError::PeerError { .. })) => Ok(reject(
+                ErrorCode::T01_PEER_UNREACHABLE,
+                &plugin.core.own_address_text(),
+                &format!("next hop unreachable: {e}"),
+                &[],
+            )),
+            Err(e) => Err(HandlerError::Internal(format!("forwarding failed: {e}"))),
+        }
+    })
+}

@@ -1,0 +1,338 @@
+//! The plugin's side of the BTP transport: a [`BtpClient`] or a [`BtpServer`], the request
+//! handler that feeds incoming ILP packets to [`Core`], and a named thread that turns transport
+//! events into [`PluginEvent`]s.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, select, Receiver, Sender};
+use parking_lot::Mutex;
+
+use super::packets::IldcpServe;
+use super::{Core, PluginBuilder, PluginError, PluginEvent};
+use crate::btp::auth::TokenStore;
+use crate::btp::{
+    BtpClient, BtpServer, ClientConfig, ClientError, ClientEvent, ConnectionConfig, ErrorReply,
+    OwnedEntry, Packet, ProtocolDataEntry, Reply, RequestError as BtpRequestError, ResponseFrame,
+    ServerConfig, ServerEvent, TransportError, ILP,
+};
+use crate::ilp::ildcp::{self, IldcpResponse};
+use crate::ilp::{Address, Timestamp};
+use crate::settlement::PEER_ACCOUNT;
+
+/// Why a request to the peer got no ILP reply.
+pub(crate) enum SendError {
+    /// No answer before the Prepare expired (or the request timeout).
+    TimedOut,
+    /// No connection to that account / the server.
+    Unreachable(String),
+    /// Anything else.
+    Failed(PluginError),
+}
+
+enum Transport {
+    Client(BtpClient),
+    Server { server: BtpServer, address: Address },
+}
+
+/// A live transport plus its event thread.
+pub(crate) struct Link {
+    transport: Transport,
+    stop_events: Mutex<Option<Sender<()>>>,
+    event_thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn connection_config(options: &PluginBuilder) -> ConnectionConfig {
+    ConnectionConfig {
+        request_timeout: options.request_timeout,
+        ..ConnectionConfig::default()
+    }
+}
+
+/// The reply to one incoming BTP request, for either role.
+fn answer(
+    core: &Core,
+    account: &str,
+    own_address: &str,
+    serve: Option<IldcpServe<'_>>,
+    request: &Packet<'_>,
+) -> Reply {
+    match request {
+        Packet::Message(message) => match message.protocol_data().ilp() {
+            Some(ilp) => {
+                let reply = core.handle_incoming(account, own_address, serve, ilp);
+                Reply::Response(vec![OwnedEntry::ilp(reply)])
+            }
+            None => match core.hooks.on_message(account, &message.protocol_data()) {
+                Ok(entries) => Reply::Response(entries),
+                Err(why) => Reply::Error(ErrorReply::not_accepted(why)),
+            },
+        },
+        // Money moves over Lightning, never in BTP Transfers.
+        Packet::Transfer(_) => Reply::Error(ErrorReply::not_accepted(
+            "BTP Transfer is not supported: this plugin settles over Lightning",
+        )),
+        _ => Reply::Error(ErrorReply::not_accepted("not a request")),
+    }
+}
+
+fn spawn_events<E: Send + 'static>(
+    name: &str,
+    events: Receiver<E>,
+    core: Arc<Core>,
+    translate: fn(E) -> Option<PluginEvent>,
+) -> Result<(Sender<()>, JoinHandle<()>), PluginError> {
+    let (stop_tx, stop_rx) = bounded::<()>(0);
+    let handle = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || loop {
+            select! {
+                recv(stop_rx) -> _ => return,
+                recv(events) -> event => match event {
+                    Ok(event) => {
+                        if let Some(event) = translate(event) {
+                            core.emit(event);
+                        }
+                    }
+                    Err(_) => return,
+                },
+            }
+        })
+        .map_err(|e| PluginError::Transport(format!("cannot start a thread: {e}")))?;
+    Ok((stop_tx, handle))
+}
+
+impl Link {
+    /// Connects a client, then learns its own address by IL-DCP.
+    pub(crate) fn connect_client(
+        uri: &str,
+        options: &PluginBuilder,
+        core: &Arc<Core>,
+    ) -> Result<Link, PluginError> {
+        let config = ClientConfig {
+            connection: connection_config(options),
+            connect_timeout: options.connect_timeout,
+            handler_threads: options.handler_threads,
+            ..ClientConfig::default()
+        };
+        let handler_core = core.clone();
+        let handler = move |request: &Packet<'_>| {
+            let own = handler_core.own_address_text();
+            answer(&handler_core, PEER_ACCOUNT, &own, None, request)
+        };
+        let client = BtpClient::connect(uri, config, Arc::new(handler)).map_err(|e| match e {
+            ClientError::AuthRefused(reply) => PluginError::PeerError {
+                code: reply.code.as_str().to_owned(),
+                name: reply.name.clone(),
+                message: String::from_utf8_lossy(&reply.data).into_owned(),
+            },
+            other => PluginError::Transport(other.to_string()),
+        })?;
+        // IL-DCP: ask the server who we are.
+        let request = ildcp::request(Timestamp::now().add_millis(ildcp::REQUEST_LIFETIME_MS));
+        let entries = [ProtocolDataEntry::octets(ILP, &request)];
+        let info = client
+            .request(&entries, None, Some(options.request_timeout))
+            .map_err(|e| PluginError::Transport(format!("IL-DCP request failed: {e}")))
+            .and_then(|response| {
+                IldcpResponse::from_reply(response.ilp().unwrap_or_default())
+                    .map_err(PluginError::Ildcp)
+            });
+        let info = match info {
+            Ok(info) => info,
+            Err(e) => {
+                client.disconnect();
+                return Err(e);
+            }
+        };
+        *core.own_address.write() = Some(info.client_address);
+        let (stop, thread) =
+            spawn_events("plugin-client-events", client.events(), core.clone(), |e| {
+                Some(match e {
+                    ClientEvent::Connected => PluginEvent::Connected,
+                    ClientEvent::Disconnected(reason) => {
+                        PluginEvent::Disconnected(reason.to_string())
+                    }
+                    ClientEvent::AuthRefused(reply) => {
+                        PluginEvent::Disconnected(format!("authentication refused: {reply}"))
+                    }
+                })
+            })
+            .map_err(|e| {
+                client.disconnect();
+                e
+            })?;
+        // The client's own Connected event (queued meanwhile) reaches the user now, after IL-DCP.
+        Ok(Link {
+            transport: Transport::Client(client),
+            stop_events: Mutex::new(Some(stop)),
+            event_thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Starts a server.
+    pub(crate) fn listen(
+        listen: SocketAddr,
+        address: &Address,
+        asset_code: &str,
+        asset_scale: u8,
+        token_store: Arc<dyn TokenStore>,
+        options: &PluginBuilder,
+        core: &Arc<Core>,
+    ) -> Result<Link, PluginError> {
+        let config = ServerConfig {
+            connection: connection_config(options),
+            auth_timeout: options.auth_timeout,
+            max_connections: options.max_connections,
+            handler_threads: options.handler_threads,
+            token_store,
+            ..ServerConfig::default()
+        };
+        let handler_core = core.clone();
+        let server_address = address.clone();
+        let own = address.as_str().to_owned();
+        let asset_code = asset_code.to_owned();
+        let handler = move |account: &str, request: &Packet<'_>| {
+            let serve = IldcpServe {
+                server_address: &server_address,
+                asset_code: &asset_code,
+                asset_scale,
+            };
+            answer(&handler_core, account, &own, Some(serve), request)
+        };
+        let server = BtpServer::bind(listen, config, Arc::new(handler))
+            .map_err(|e| PluginError::Transport(e.to_string()))?;
+        let (stop, thread) =
+            spawn_events("plugin-server-events", server.events(), core.clone(), |e| {
+                Some(match e {
+                    ServerEvent::Connected { account } => PluginEvent::AccountConnected(account),
+                    ServerEvent::Disconnected { account, .. } => {
+                        PluginEvent::AccountDisconnected(account)
+                    }
+                })
+            })
+            .map_err(|e| {
+                server.shutdown();
+                e
+            })?;
+        Ok(Link {
+            transport: Transport::Server {
+                server,
+                address: address.clone(),
+            },
+            stop_events: Mutex::new(Some(stop)),
+            event_thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    pub(crate) fn is_up(&self) -> bool {
+        match &self.transport {
+            Transport::Client(client) => client.is_connected(),
+            Transport::Server { .. } => true,
+        }
+    }
+
+    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
+        match &self.transport {
+            Transport::Client(_) => None,
+            Transport::Server { server, .. } => Some(server.local_addr()),
+        }
+    }
+
+    pub(crate) fn accounts(&self) -> Vec<String> {
+        match &self.transport {
+            Transport::Client(_) => Vec::new(),
+            Transport::Server { server, .. } => server.accounts(),
+        }
+    }
+
+    /// The account a Prepare to `destination` goes to, or why it cannot go anywhere.
+    pub(crate) fn route(&self, destination: &str) -> Result<String, String> {
+        match &self.transport {
+            Transport::Client(_) => Ok(PEER_ACCOUNT.to_owned()),
+            Transport::Server { address, .. } => {
+                let rest = destination
+                    .strip_prefix(address.as_str())
+                    .and_then(|r| r.strip_prefix('.'))
+                    .ok_or_else(|| {
+                        format!("destination {destination} is not under this server's address {address}")
+                    })?;
+                let account = rest.split('.').next().unwrap_or_default();
+                Ok(account.to_owned())
+            }
+        }
+    }
+
+    /// Sends `prepare` to `account` and returns the ILP reply.
+    pub(crate) fn request(
+        &self,
+        account: &str,
+        prepare: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, SendError> {
+        let entries = [ProtocolDataEntry::octets(ILP, prepare)];
+        let result = match &self.transport {
+            Transport::Client(client) => client.request(&entries, None, Some(timeout)),
+            Transport::Server { server, .. } => {
+                server.request(account, &entries, None, Some(timeout))
+            }
+        };
+        match result {
+            Ok(response) => match response.ilp() {
+                Some(ilp) => Ok(ilp.to_vec()),
+                None => Err(SendError::Failed(PluginError::InvalidReply(
+                    super::InvalidReply("the BTP Response has no ilp entry".into()),
+                ))),
+            },
+            Err(BtpRequestError::Transport(TransportError::Timeout { .. })) => {
+                Err(SendError::TimedOut)
+            }
+            // A client between two connections: the caller should retry, not learn of an F02.
+            Err(BtpRequestError::NotConnected(_))
+                if matches!(self.transport, Transport::Client(_)) =>
+            {
+                Err(SendError::Failed(PluginError::NotConnected))
+            }
+            Err(BtpRequestError::NotConnected(who)) => {
+                Err(SendError::Unreachable(format!("no connection to {who}")))
+            }
+            Err(BtpRequestError::Rejected(reply)) => {
+                Err(SendError::Failed(PluginError::PeerError {
+                    code: reply.code.as_str().to_owned(),
+                    name: reply.name.clone(),
+                    message: String::from_utf8_lossy(&reply.data).into_owned(),
+                }))
+            }
+            Err(other) => Err(SendError::Failed(PluginError::Transport(other.to_string()))),
+        }
+    }
+
+    /// Sends a Message with `entries` to `account` and returns its Response.
+    pub(crate) fn request_entries(
+        &self,
+        account: &str,
+        entries: &[ProtocolDataEntry<'_>],
+        timeout: Duration,
+    ) -> Result<ResponseFrame, BtpRequestError> {
+        match &self.transport {
+            Transport::Client(client) => client.request(entries, None, Some(timeout)),
+            Transport::Server { server, .. } => {
+                server.request(account, entries, None, Some(timeout))
+            }
+        }
+    }
+
+    /// Closes the transport and joins every thread.
+    pub(crate) fn close(&self) {
+        match &self.transport {
+            Transport::Client(client) => client.disconnect(),
+            Transport::Server { server, .. } => server.shutdown(),
+        }
+        drop(self.stop_events.lock().take());
+        if let Some(thread) = self.event_thread.lock().take() {
+            let _ = thread.join();
+        }
+    }
+}

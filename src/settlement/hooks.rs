@@ -1,0 +1,250 @@
+//! Per-account balance hooks: where settlement plugs into the packet path.
+//!
+//! The plugin calls a [`SettlementHooks`] at each point of a packet's life, and when peers come,
+//! go or send other sub-protocols, with the account concerned (server role: the client's account
+//! name; client role: [`PEER_ACCOUNT`]):
+//!
+//! | when                                   | hook                    | [`Balances`] does            |
+//! |----------------------------------------|-------------------------|------------------------------|
+//! | a peer's Prepare arrives (after checks) | `on_incoming_prepare`   | receivable += amount, or T04 |
+//! | our answer to it is a Reject            | `on_incoming_rejected`  | receivable −= amount         |
+//! | a Prepare we sent is fulfilled          | `on_outgoing_fulfilled` | payable += amount            |
+//! | a Prepare we sent is rejected           | `on_outgoing_rejected`  | nothing (T04: a hint to settle) |
+//! | the user calls `send_money` (client)    | `send_money`            | refuses: nothing can pay     |
+//! | a peer connects / disconnects           | `on_connected` / `on_disconnected` | nothing           |
+//! | a BTP Message without `ilp` arrives     | `on_message`            | refuses (BTP Error F00)      |
+//!
+//! `receivable` is what the peer owes us, `payable` what we owe the peer, as in the JS reference.
+//! Settlement (a later layer) implements the same trait, wraps or replaces [`Balances`], and moves
+//! `receivable` down when Lightning money arrives and `payable` down when it pays.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use parking_lot::Mutex;
+
+use crate::btp::{OwnedEntry, ProtocolData};
+
+/// The account name the client role uses for its only peer, the server (as the JS plugin does).
+pub const PEER_ACCOUNT: &str = "peer";
+
+/// Why a hook refused an incoming Prepare; the plugin turns it into a T04 Reject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreditRefused {
+    /// The account that asked.
+    pub account: String,
+    /// What the account would have owed with this packet.
+    pub would_owe: u128,
+    /// The most it may owe.
+    pub limit: u64,
+}
+
+impl fmt::Display for CreditRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Exceeded maximum balance: account {} would owe {} (limit {})",
+            self.account, self.would_owe, self.limit
+        )
+    }
+}
+
+impl std::error::Error for CreditRefused {}
+
+/// The settlement layer's view of the packet flow. Calls come from the transport's handler
+/// threads (incoming) and from the threads that call `send_data` (outgoing), concurrently and
+/// never under a lock of the plugin's: implementations keep their own locks short.
+pub trait SettlementHooks: Send + Sync {
+    /// A peer's Prepare of `amount` passed the packet checks. `Err` refuses it (Reject T04) and
+    /// must leave the balance unchanged; `Ok` means the amount now counts against the peer.
+    fn on_incoming_prepare(&self, account: &str, amount: u64) -> Result<(), CreditRefused>;
+    /// Our answer to that Prepare was a Reject: undo what `on_incoming_prepare` counted.
+    fn on_incoming_rejected(&self, account: &str, amount: u64);
+    /// A Prepare we sent to `account` was fulfilled: we owe it `amount` more.
+    fn on_outgoing_fulfilled(&self, account: &str, amount: u64);
+    /// A Prepare we sent to `account` was rejected with `code` (three ASCII characters).
+    fn on_outgoing_rejected(&self, account: &str, amount: u64, code: &str);
+    /// Pays `account` `amount` (the plugin's `send_money`). Without a settlement engine there is
+    /// no way to pay, which the default says.
+    fn send_money(&self, account: &str, amount: u64) -> Result<(), String> {
+        let _ = (account, amount);
+        Err("no settlement engine: Lightning settlement is not part of this build yet".into())
+    }
+    /// `account` is reachable now (server: a client authenticated; client: the connection to
+    /// the server is up, again). Settlement sends its `peeringRequest` and invoices from here,
+    /// with [`LightningPlugin::request`](crate::plugin::LightningPlugin::request). Runs on the plugin's
+    /// event thread: hand long work to a thread of its own.
+    fn on_connected(&self, account: &str) {
+        let _ = account;
+    }
+    /// `account`'s connection ended.
+    fn on_disconnected(&self, account: &str) {
+        let _ = account;
+    }
+    /// A BTP Message from `account` without an `ilp` entry (`peeringRequest`,
+    /// `paymentRequest`...): the entries of the Response, or why not (sent as a BTP Error).
+    /// Runs on a transport handler thread.
+    fn on_message(
+        &self,
+        account: &str,
+        protocol_data: &ProtocolData<'_>,
+    ) -> Result<Vec<OwnedEntry>, String> {
+        let _ = account;
+        Err(format!(
+            "no handler for sub-protocol {:?}",
+            protocol_data.primary().map(|e| e.name).unwrap_or_default()
+        ))
+    }
+}
+
+/// One account's position.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Balance {
+    /// What the peer owes us (fulfilled or in-flight Prepares it sent us, not yet paid).
+    pub receivable: u128,
+    /// What we owe the peer (Prepares of ours it fulfilled, not yet paid).
+    pub payable: u128,
+}
+
+/// Balances with a credit limit: the hooks' implementation until settlement exists, and the
+/// book-keeping settlement builds on. `credit_limit` is how far a peer may go into debt
+/// (`receivable`) before its Prepares are refused with T04; `None` is unlimited.
+#[derive(Debug, Default)]
+pub struct Balances {
+    credit_limit: Option<u64>,
+    accounts: Mutex<HashMap<String, Balance>>,
+}
+
+impl Balances {
+    /// Empty balances; peers may owe up to `credit_limit` (`None`: no limit).
+    pub fn new(credit_limit: Option<u64>) -> Self {
+        Balances {
+            credit_limit,
+            accounts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The credit limit.
+    pub fn credit_limit(&self) -> Option<u64> {
+        self.credit_limit
+    }
+
+    /// The position of `account` (zero for an account never seen).
+    pub fn balance(&self, account: &str) -> Balance {
+        self.accounts
+            .lock()
+            .get(account)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    fn update(&self, account: &str, change: impl FnOnce(&mut Balance)) {
+        let mut accounts = self.accounts.lock();
+        match accounts.get_mut(account) {
+            Some(balance) => change(balance),
+            None => {
+                let mut balance = Balance::default();
+                change(&mut balance);
+                accounts.insert(account.to_owned(), balance);
+            }
+        }
+    }
+}
+
+impl SettlementHooks for Balances {
+    fn on_incoming_prepare(&self, account: &str, amount: u64) -> Result<(), CreditRefused> {
+        let mut accounts = self.accounts.lock();
+        let current = accounts.get(account).map_or(0, |b| b.receivable);
+        let would_owe = current + u128::from(amount);
+        if let Some(limit) = self.credit_limit {
+            if would_owe > u128::from(limit) {
+                return Err(CreditRefused {
+                    account: account.to_owned(),
+                    would_owe,
+                    limit,
+                });
+            }
+        }
+        match accounts.get_mut(account) {
+            Some(balance) => balance.receivable = would_owe,
+            None => {
+                accounts.insert(
+                    account.to_owned(),
+                    Balance {
+                        receivable: would_owe,
+                        payable: 0,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn on_incoming_rejected(&self, account: &str, amount: u64) {
+        self.update(account, |b| {
+            b.receivable = b.receivable.saturating_sub(u128::from(amount))
+        });
+    }
+
+    fn on_outgoing_fulfilled(&self, account: &str, amount: u64) {
+        self.update(account, |b| b.payable += u128::from(amount));
+    }
+
+    fn on_outgoing_rejected(&self, _account: &str, _amount: u64, _code: &str) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credit_limit_refuses_the_packet_that_would_cross_it_and_keeps_the_balance() {
+        let balances = Balances::new(Some(10));
+        balances.on_incoming_prepare("alice", 6).unwrap();
+        let refused = balances.on_incoming_prepare("alice", 5).unwrap_err();
+        assert_eq!(refused.would_owe, 11);
+        assert_eq!(refused.limit, 10);
+        assert!(refused.to_string().contains("Exceeded maximum balance"));
+        assert_eq!(balances.balance("alice").receivable, 6);
+        balances.on_incoming_prepare("alice", 4).unwrap();
+        assert_eq!(balances.balance("alice").receivable, 10);
+        // Another account has its own room.
+        balances.on_incoming_prepare("bob", 10).unwrap();
+    }
+
+    #[test]
+    fn a_rejected_incoming_prepare_gives_the_credit_back() {
+        let balances = Balances::new(Some(5));
+        balances.on_incoming_prepare("alice", 5).unwrap();
+        assert!(balances.on_incoming_prepare("alice", 1).is_err());
+        balances.on_incoming_rejected("alice", 5);
+        assert_eq!(balances.balance("alice").receivable, 0);
+        balances.on_incoming_prepare("alice", 1).unwrap();
+    }
+
+    #[test]
+    fn zero_limit_refuses_everything_but_zero_and_no_limit_refuses_nothing() {
+        let prefund_only = Balances::new(Some(0));
+        assert!(prefund_only.on_incoming_prepare("a", 1).is_err());
+        prefund_only.on_incoming_prepare("a", 0).unwrap();
+        let unlimited = Balances::new(None);
+        unlimited.on_incoming_prepare("a", u64::MAX).unwrap();
+        unlimited.on_incoming_prepare("a", u64::MAX).unwrap();
+        assert_eq!(unlimited.balance("a").receivable, 2 * u128::from(u64::MAX));
+    }
+
+    #[test]
+    fn fulfilled_outgoing_packets_add_to_payable() {
+        let balances = Balances::new(None);
+        balances.on_outgoing_fulfilled("peer", 3);
+        balances.on_outgoing_fulfilled("peer", 4);
+        balances.on_outgoing_rejected("peer", 9, "T04");
+        assert_eq!(
+            balances.balance("peer"),
+            Balance {
+                receivable: 0,
+                payable: 7
+            }
+        );
+    }
+}

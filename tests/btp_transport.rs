@@ -1,0 +1,1073 @@
+//! The BTP transport over real WebSockets on loopback: auth, token binding, requests both ways,
+//! timeouts, dying peers, reconnects, malformed frames, caps and keepalive.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver};
+use ilp_plugin_lightning::btp::auth::FileTokenStore;
+use ilp_plugin_lightning::btp::{
+    auth_message, BtpClient, BtpServer, ClientConfig, ClientError, ClientEvent, CloseReason,
+    ConnectionConfig, ErrorCode, ErrorReply, Message, OwnedEntry, Packet, ProtocolData,
+    ProtocolDataEntry, Reply, RequestError, RequestHandler, Response, ServerConfig, ServerEvent,
+    TransportError,
+};
+use tungstenite::{Message as WsMessage, WebSocket};
+
+/// Long enough for a loaded 2-core machine; only reached when something is broken.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn echo_server_handler() -> Arc<dyn ilp_plugin_lightning::btp::AccountHandler> {
+    Arc::new(|account: &str, request: &Packet<'_>| {
+        let mut data = account.as_bytes().to_vec();
+        data.push(b':');
+        data.extend_from_slice(request.protocol_data().ilp().unwrap_or(b"none"));
+        Reply::Response(vec![OwnedEntry::ilp(data)])
+    })
+}
+
+fn client_echo_handler() -> Arc<dyn RequestHandler> {
+    Arc::new(|request: &Packet<'_>| {
+        let mut data = b"client:".to_vec();
+        data.extend_from_slice(request.protocol_data().ilp().unwrap_or(b"none"));
+        Reply::Response(vec![OwnedEntry::ilp(data)])
+    })
+}
+
+fn start_server(config: ServerConfig) -> BtpServer {
+    BtpServer::bind("127.0.0.1:0", config, echo_server_handler()).expect("bind")
+}
+
+fn quick_client_config() -> ClientConfig {
+    ClientConfig {
+        connect_timeout: DEADLINE,
+        reconnect_delays: vec![Duration::from_millis(0), Duration::from_millis(50)],
+        ..ClientConfig::default()
+    }
+}
+
+fn uri(addr: SocketAddr, user: &str, token: &str) -> String {
+    format!("btp+ws://{user}:{token}@{addr}")
+}
+
+fn ilp(data: &[u8]) -> [ProtocolDataEntry<'_>; 1] {
+    [ProtocolDataEntry::octets("ilp", data)]
+}
+
+/// Waits for the first event matching `want`, skipping others.
+fn wait_event<T: std::fmt::Debug>(events: &Receiver<T>, want: impl Fn(&T) -> bool) -> T {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left) {
+            Ok(e) if want(&e) => return e,
+            Ok(_) => continue,
+            Err(_) => panic!("expected event did not come within {DEADLINE:?}"),
+        }
+    }
+}
+
+/// A raw tungstenite client, for speaking to the server in ways our client never would.
+fn raw_client(addr: SocketAddr) -> WebSocket<TcpStream> {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let (ws, _) = tungstenite::client(format!("ws://{addr}/"), stream).unwrap();
+    ws
+}
+
+/// Next binary frame; pings and pongs skipped. `None` when the connection ends.
+fn raw_read(ws: &mut WebSocket<TcpStream>) -> Option<Vec<u8>> {
+    loop {
+        match ws.read() {
+            Ok(WsMessage::Binary(b)) => return Some(b),
+            Ok(WsMessage::Close(_)) => return None,
+            Ok(_) => continue,
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!("raw client read timed out")
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+fn raw_auth(ws: &mut WebSocket<TcpStream>, user: &str, token: &str) -> Vec<u8> {
+    ws.send(WsMessage::Binary(auth_message(9, user, token)))
+        .unwrap();
+    raw_read(ws).expect("auth reply")
+}
+
+fn expect_error(frame: &[u8]) -> (u32, ErrorCode, String) {
+    match Packet::parse(frame).expect("reply parses") {
+        Packet::Error(e) => (
+            e.request_id(),
+            e.code(),
+            String::from_utf8_lossy(e.data()).into_owned(),
+        ),
+        other => panic!("expected a BTP Error, got {other:?}"),
+    }
+}
+
+#[test]
+fn auth_success_and_requests_both_ways() {
+    let server = start_server(ServerConfig::default());
+    let events = server.events();
+    let client = BtpClient::connect(
+        &uri(server.local_addr(), "alice", "secret"),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .expect("connect");
+    assert!(client.is_connected());
+    assert_eq!(
+        wait_event(&events, |_| true),
+        ServerEvent::Connected {
+            account: "alice".into()
+        }
+    );
+    assert_eq!(server.accounts(), vec!["alice".to_string()]);
+
+    let reply = client.request(&ilp(b"ping"), None, None).unwrap();
+    assert_eq!(reply.ilp(), Some(&b"alice:ping"[..]));
+    // A Transfer gets to the handler with its amount.
+    let reply = client.request(&ilp(b"money"), Some(5), None).unwrap();
+    assert_eq!(reply.ilp(), Some(&b"alice:money"[..]));
+
+    let reply = server.request("alice", &ilp(b"hello"), None, None).unwrap();
+    assert_eq!(reply.ilp(), Some(&b"client:hello"[..]));
+    assert!(matches!(
+        server.request("bob", &ilp(b"x"), None, None),
+        Err(RequestError::NotConnected(_))
+    ));
+
+    // Many concurrent requests from several threads are each matched to their own reply.
+    thread::scope(|s| {
+        for t in 0..4 {
+            let client = &client;
+            s.spawn(move || {
+                for i in 0..50 {
+                    let body = format!("{t}-{i}");
+                    let reply = client.request(&ilp(body.as_bytes()), None, None).unwrap();
+                    assert_eq!(reply.ilp().unwrap(), format!("alice:{body}").as_bytes());
+                }
+            });
+        }
+    });
+
+    client.disconnect();
+    assert!(!client.is_connected());
+    assert!(matches!(
+        wait_event(&events, |_| true),
+        ServerEvent::Disconnected { account, .. } if account == "alice"
+    ));
+    server.shutdown();
+}
+
+#[test]
+fn account_without_username_is_token_hash() {
+    let server = start_server(ServerConfig::default());
+    let client = BtpClient::connect(
+        &format!("btp+ws://:secret@{}", server.local_addr()),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap();
+    let reply = client.request(&ilp(b"x"), None, None).unwrap();
+    assert_eq!(
+        reply.ilp(),
+        Some(&b"K7gNU3sdo-OL0wNhqoVWhr3g6s1xYv72ol_pe_Unols:x"[..])
+    );
+    // A username that cannot be an address segment is refused.
+    let err = BtpClient::connect(
+        &format!("btp+ws://a.b:secret@{}", server.local_addr()),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, ClientError::AuthRefused(ref e) if e.code == ErrorCode::F00_NOT_ACCEPTED)
+    );
+}
+
+#[test]
+fn wrong_token_refused_and_binding_survives_reconnects_and_restarts() {
+    let dir = std::env::temp_dir().join(format!("btp-transport-tokens-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = || ServerConfig {
+        token_store: Arc::new(FileTokenStore::open(&dir).unwrap()),
+        ..ServerConfig::default()
+    };
+    let server = start_server(config());
+    let addr = server.local_addr();
+    let first = BtpClient::connect(
+        &uri(addr, "alice", "right"),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap();
+    first.disconnect();
+
+    // Reconnecting with the bound token works; another token is refused, without retrying.
+    let again = BtpClient::connect(
+        &uri(addr, "alice", "right"),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap();
+    again.disconnect();
+    let err = BtpClient::connect(
+        &uri(addr, "alice", "wrong"),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap_err();
+    match err {
+        ClientError::AuthRefused(e) => {
+            assert_eq!(e.code, ErrorCode::F00_NOT_ACCEPTED);
+            assert!(String::from_utf8_lossy(&e.data).contains("incorrect token for account"));
+        }
+        other => panic!("expected AuthRefused, got {other:?}"),
+    }
+
+    // The raw view: the refusal is an F00 answering the auth request id, then a close.
+    let mut ws = raw_client(addr);
+    let (id, code, data) = expect_error(&raw_auth(&mut ws, "alice", "wrong"));
+    assert_eq!((id, code), (9, ErrorCode::F00_NOT_ACCEPTED));
+    assert!(data.contains("incorrect token"));
+    assert_eq!(raw_read(&mut ws), None);
+
+    // The binding is on disk: a restarted server still refuses the other token.
+    server.shutdown();
+    let server = BtpServer::bind(addr, config(), echo_server_handler()).unwrap();
+    let err = BtpClient::connect(
+        &uri(addr, "alice", "wrong"),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, ClientError::AuthRefused(_)));
+    BtpClient::connect(
+        &uri(addr, "alice", "right"),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap()
+    .disconnect();
+    server.shutdown();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn auth_timeout_and_non_auth_first_message() {
+    let server = start_server(ServerConfig {
+        auth_timeout: Duration::from_millis(300),
+        ..ServerConfig::default()
+    });
+    // Silent client: F00 (request id 0, there was no request) then close.
+    let mut ws = raw_client(server.local_addr());
+    let (id, code, data) = expect_error(&raw_read(&mut ws).expect("error frame"));
+    assert_eq!((id, code), (0, ErrorCode::F00_NOT_ACCEPTED));
+    assert!(data.contains("timed out"), "{data}");
+    assert_eq!(raw_read(&mut ws), None);
+
+    // A first Message that is not auth: F00 answering it, then close.
+    let mut ws = raw_client(server.local_addr());
+    let entries = ilp(b"x");
+    let message = Packet::Message(Message::new(77, ProtocolData::new(&entries).unwrap()));
+    ws.send(WsMessage::Binary(message.to_bytes())).unwrap();
+    let (id, code, _) = expect_error(&raw_read(&mut ws).expect("error frame"));
+    assert_eq!((id, code), (77, ErrorCode::F00_NOT_ACCEPTED));
+    assert_eq!(raw_read(&mut ws), None);
+    assert!(server.accounts().is_empty());
+    server.shutdown();
+}
+
+#[test]
+fn request_timeout_leaves_nothing_behind() {
+    let (release_tx, release_rx) = bounded::<()>(0);
+    let handler = move |_: &str, request: &Packet<'_>| {
+        if request.protocol_data().ilp() == Some(&b"hang"[..]) {
+            let _ = release_rx.recv_timeout(DEADLINE);
+        }
+        Reply::Response(vec![OwnedEntry::ilp(b"ok".to_vec())])
+    };
+    let server =
+        BtpServer::bind("127.0.0.1:0", ServerConfig::default(), Arc::new(handler)).unwrap();
+    let client = BtpClient::connect(
+        &uri(server.local_addr(), "alice", "t"),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap();
+    let err = client
+        .request(&ilp(b"hang"), None, Some(Duration::from_millis(200)))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RequestError::Transport(TransportError::Timeout { after, .. })
+                if after == Duration::from_millis(200)
+        ),
+        "{err:?}"
+    );
+    drop(release_tx);
+    // The late answer to the timed-out request is dropped; the connection still works.
+    let reply = client.request(&ilp(b"fine"), None, None).unwrap();
+    assert_eq!(reply.ilp(), Some(&b"ok"[..]));
+    client.disconnect();
+    server.shutdown();
+}
+
+/// A fake BTP server: accepts one client, answers its auth, then runs `then` on the socket.
+fn fake_server(
+    then: impl FnOnce(WebSocket<TcpStream>) + Send + 'static,
+) -> (SocketAddr, thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut ws = tungstenite::accept(stream).unwrap();
+        let auth = raw_read(&mut ws).unwrap();
+        let id = Packet::parse(&auth).unwrap().request_id();
+        let ok = Packet::Response(Response::new(id, ProtocolData::EMPTY)).to_bytes();
+        ws.send(WsMessage::Binary(ok)).unwrap();
+        then(ws);
+    });
+    (addr, handle)
+}
+
+#[test]
+fn peer_vanishing_mid_request_fails_the_request_promptly() {
+    let (got_request_tx, got_request_rx) = bounded::<()>(1);
+    let (addr, fake) = fake_server(move |mut ws| {
+        raw_read(&mut ws).expect("the request");
+        got_request_tx.send(()).unwrap();
+        // Vanish: no reply, no close frame, just the socket gone.
+        let _ = ws.get_mut().shutdown(std::net::Shutdown::Both);
+    });
+    let client = BtpClient::connect(
+        &uri(addr, "alice", "t"),
+        ClientConfig {
+            // Nothing listens any more: keep reconnect attempts sparse.
+            reconnect_delays: vec![Duration::from_millis(200)],
+            ..quick_client_config()
+        },
+        client_echo_handler(),
+    )
+    .unwrap();
+    let events = client.events();
+    assert_eq!(wait_event(&events, |_| true), ClientEvent::Connected);
+    let (result_tx, result_rx) = bounded(1);
+    thread::scope(|s| {
+        let client = &client;
+        s.spawn(move || {
+            // A timeout far beyond DEADLINE: only the connection's death can end this quickly.
+            let r = client.request(&ilp(b"x"), None, Some(Duration::from_secs(600)));
+            result_tx.send(r).unwrap();
+        });
+        got_request_rx.recv_timeout(DEADLINE).unwrap();
+        let result = result_rx
+            .recv_timeout(DEADLINE)
+            .expect("request still hanging");
+        assert!(
+            matches!(
+                result,
+                Err(RequestError::Transport(TransportError::Closed(_)))
+            ),
+            "{result:?}"
+        );
+    });
+    assert!(matches!(
+        wait_event(&events, |_| true),
+        ClientEvent::Disconnected(_)
+    ));
+    fake.join().unwrap();
+    client.disconnect();
+}
+
+#[test]
+fn client_reconnects_after_server_restart_on_same_port() {
+    let server = start_server(ServerConfig::default());
+    let addr = server.local_addr();
+    let client = BtpClient::connect(
+        &uri(addr, "alice", "t"),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap();
+    let events = client.events();
+    assert_eq!(wait_event(&events, |_| true), ClientEvent::Connected);
+    server.shutdown();
+    assert!(matches!(
+        wait_event(&events, |_| true),
+        ClientEvent::Disconnected(_)
+    ));
+    assert!(matches!(
+        client.request(&ilp(b"x"), None, None),
+        Err(RequestError::NotConnected(_) | RequestError::Transport(_))
+    ));
+    let server = BtpServer::bind(addr, ServerConfig::default(), echo_server_handler()).unwrap();
+    let server_events = server.events();
+    wait_event(&events, |e| *e == ClientEvent::Connected);
+    // Re-authenticated: the new server knows the account.
+    wait_event(
+        &server_events,
+        |e| matches!(e, ServerEvent::Connected { account } if account == "alice"),
+    );
+    let reply = client.request(&ilp(b"back"), None, None).unwrap();
+    assert_eq!(reply.ilp(), Some(&b"alice:back"[..]));
+    client.disconnect();
+    server.shutdown();
+}
+
+#[test]
+fn malformed_frames_get_an_error_and_the_connection_survives() {
+    let server = start_server(ServerConfig::default());
+    let mut ws = raw_client(server.local_addr());
+    match Packet::parse(&raw_auth(&mut ws, "alice", "t")).unwrap() {
+        Packet::Response(r) => assert_eq!(r.request_id(), 9),
+        other => panic!("auth refused: {other:?}"),
+    }
+    // A Message whose length prefix promises more than there is.
+    ws.send(WsMessage::Binary(vec![6, 0, 0, 0, 42, 0x7f, 1, 2]))
+        .unwrap();
+    let (id, code, _) = expect_error(&raw_read(&mut ws).expect("error frame"));
+    assert_eq!((id, code), (42, ErrorCode::F01_INVALID_FIELDS));
+    // An unknown packet type.
+    ws.send(WsMessage::Binary(vec![9, 0, 0, 0, 43, 0])).unwrap();
+    let (id, code, _) = expect_error(&raw_read(&mut ws).expect("error frame"));
+    assert_eq!((id, code), (43, ErrorCode::F01_INVALID_FIELDS));
+    // A response to nothing and a runt frame get no answer; a text frame is ignored.
+    ws.send(WsMessage::Binary(
+        Packet::Response(Response::new(5, ProtocolData::EMPTY)).to_bytes(),
+    ))
+    .unwrap();
+    ws.send(WsMessage::Binary(vec![6, 0])).unwrap();
+    ws.send(WsMessage::Text("hello".into())).unwrap();
+    // The connection still works: the next reply is the one to this request.
+    let entries = ilp(b"still here");
+    let message = Packet::Message(Message::new(44, ProtocolData::new(&entries).unwrap()));
+    ws.send(WsMessage::Binary(message.to_bytes())).unwrap();
+    match Packet::parse(&raw_read(&mut ws).unwrap()).unwrap() {
+        Packet::Response(r) => {
+            assert_eq!(r.request_id(), 44);
+            assert_eq!(r.protocol_data().ilp(), Some(&b"alice:still here"[..]));
+        }
+        other => panic!("expected the response, got {other:?}"),
+    }
+    server.shutdown();
+}
+
+#[test]
+fn frame_size_cap() {
+    let small = ConnectionConfig {
+        max_frame_size: 1024,
+        ..ConnectionConfig::default()
+    };
+    let server = start_server(ServerConfig {
+        connection: small.clone(),
+        ..ServerConfig::default()
+    });
+    let events = server.events();
+    let mut ws = raw_client(server.local_addr());
+    raw_auth(&mut ws, "alice", "t");
+    wait_event(&events, |e| matches!(e, ServerEvent::Connected { .. }));
+    let _ = ws.send(WsMessage::Binary(vec![6; 4000]));
+    // The server drops the connection (close 1009) rather than reading a huge frame.
+    assert_eq!(raw_read(&mut ws), None);
+    match wait_event(&events, |_| true) {
+        ServerEvent::Disconnected { reason, .. } => {
+            assert!(
+                matches!(reason, CloseReason::FrameTooLarge { max: 1024, .. }),
+                "{reason:?}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Our own side refuses to send a frame over the cap, and the connection stays up.
+    let client = BtpClient::connect(
+        &uri(server.local_addr(), "bob", "t"),
+        ClientConfig {
+            connection: small,
+            ..quick_client_config()
+        },
+        client_echo_handler(),
+    )
+    .unwrap();
+    let big = vec![0u8; 2000];
+    assert!(matches!(
+        client.request(&ilp(&big), None, None),
+        Err(RequestError::Transport(TransportError::FrameTooLarge {
+            max: 1024,
+            ..
+        }))
+    ));
+    assert_eq!(
+        client.request(&ilp(b"small"), None, None).unwrap().ilp(),
+        Some(&b"bob:small"[..])
+    );
+    client.disconnect();
+    server.shutdown();
+}
+
+#[test]
+fn connection_cap_refuses_extra_sockets() {
+    let server = start_server(ServerConfig {
+        max_connections: 2,
+        ..ServerConfig::default()
+    });
+    let addr = server.local_addr();
+    let a = BtpClient::connect(
+        &uri(addr, "a", "t"),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap();
+    let b = BtpClient::connect(
+        &uri(addr, "b", "t"),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap();
+    // The third socket is closed before its WebSocket handshake completes.
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    assert!(tungstenite::client(format!("ws://{addr}/"), stream).is_err());
+    assert!(a.is_connected() && b.is_connected());
+    // Once one leaves, its slot is freed for another (the client's own retries wait for it).
+    a.disconnect();
+    let c = BtpClient::connect(
+        &uri(addr, "c", "t"),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap();
+    assert_eq!(
+        c.request(&ilp(b"x"), None, None).unwrap().ilp(),
+        Some(&b"c:x"[..])
+    );
+    c.disconnect();
+    b.disconnect();
+    server.shutdown();
+}
+
+#[test]
+fn new_connection_replaces_old_one_for_same_account() {
+    let server = start_server(ServerConfig::default());
+    let events = server.events();
+    let mut old = raw_client(server.local_addr());
+    raw_auth(&mut old, "alice", "t");
+    wait_event(&events, |e| matches!(e, ServerEvent::Connected { .. }));
+    let client = BtpClient::connect(
+        &uri(server.local_addr(), "alice", "t"),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap();
+    wait_event(&events, |e| matches!(e, ServerEvent::Connected { .. }));
+    // The old socket is closed; the account stays connected through the new one.
+    assert_eq!(raw_read(&mut old), None);
+    assert_eq!(server.accounts(), vec!["alice".to_string()]);
+    let reply = server.request("alice", &ilp(b"hi"), None, None).unwrap();
+    assert_eq!(reply.ilp(), Some(&b"client:hi"[..]));
+    client.disconnect();
+    server.shutdown();
+}
+
+#[test]
+fn silent_peer_is_dropped_after_pong_deadline() {
+    let server = start_server(ServerConfig {
+        connection: ConnectionConfig {
+            ping_interval: Duration::from_millis(100),
+            pong_timeout: Duration::from_millis(300),
+            ..ConnectionConfig::default()
+        },
+        ..ServerConfig::default()
+    });
+    let events = server.events();
+    // A raw peer that authenticates, then never reads again: its pongs never go out.
+    let mut ws = raw_client(server.local_addr());
+    raw_auth(&mut ws, "mute", "t");
+    wait_event(&events, |e| matches!(e, ServerEvent::Connected { .. }));
+    match wait_event(&events, |_| true) {
+        ServerEvent::Disconnected { account, reason } => {
+            assert_eq!(account, "mute");
+            assert_eq!(reason, CloseReason::PongTimeout);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A peer that does answer pings (our client) stays connected across many intervals.
+    let client = BtpClient::connect(
+        &uri(server.local_addr(), "talker", "t"),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap();
+    let client_events = client.events();
+    assert_eq!(wait_event(&client_events, |_| true), ClientEvent::Connected);
+    assert!(client_events
+        .recv_timeout(Duration::from_millis(1500))
+        .is_err());
+    assert!(client.is_connected());
+    client.disconnect();
+    server.shutdown();
+}
+
+#[test]
+fn client_drops_a_silent_server_and_reconnects() {
+    // A server that answers auth, then stops reading (so never pongs); the second connection
+    // is answered by a server that behaves.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (release_tx, release_rx) = bounded::<()>(0);
+    let fake = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut ws = tungstenite::accept(stream).unwrap();
+        let auth = raw_read(&mut ws).unwrap();
+        let id = Packet::parse(&auth).unwrap().request_id();
+        ws.send(WsMessage::Binary(
+            Packet::Response(Response::new(id, ProtocolData::EMPTY)).to_bytes(),
+        ))
+        .unwrap();
+        // Hold the socket open without reading until the test is done with it.
+        let _ = release_rx.recv_timeout(DEADLINE);
+        drop(ws);
+        listener
+    });
+    let client = BtpClient::connect(
+        &uri(addr, "alice", "t"),
+        ClientConfig {
+            connection: ConnectionConfig {
+                ping_interval: Duration::from_millis(100),
+                pong_timeout: Duration::from_millis(300),
+                ..ConnectionConfig::default()
+            },
+            reconnect_delays: vec![Duration::from_millis(50)],
+            ..quick_client_config()
+        },
+        client_echo_handler(),
+    )
+    .unwrap();
+    let events = client.events();
+    assert_eq!(wait_event(&events, |_| true), ClientEvent::Connected);
+    assert_eq!(
+        wait_event(&events, |_| true),
+        ClientEvent::Disconnected(CloseReason::PongTimeout)
+    );
+    drop(release_tx);
+    let listener = fake.join().unwrap();
+    // Serve the reconnect properly on the same listening socket.
+    let server_side = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut ws = tungstenite::accept(stream).unwrap();
+        let auth = raw_read(&mut ws).unwrap();
+        let id = Packet::parse(&auth).unwrap().request_id();
+        ws.send(WsMessage::Binary(
+            Packet::Response(Response::new(id, ProtocolData::EMPTY)).to_bytes(),
+        ))
+        .unwrap();
+        // Keep answering pings until the client closes.
+        while raw_read(&mut ws).is_some() {}
+    });
+    wait_event(&events, |e| *e == ClientEvent::Connected);
+    client.disconnect();
+    server_side.join().unwrap();
+}
+
+#[test]
+fn handler_errors_become_btp_errors() {
+    let handler = |_: &str, _: &Packet<'_>| Reply::Error(ErrorReply::unreachable("no route"));
+    let server =
+        BtpServer::bind("127.0.0.1:0", ServerConfig::default(), Arc::new(handler)).unwrap();
+    let client = BtpClient::connect(
+        &uri(server.local_addr(), "alice", "t"),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap();
+    match client.request(&ilp(b"x"), None, None) {
+        Err(RequestError::Rejected(e)) => {
+            assert_eq!(e.code, ErrorCode::T00_UNREACHABLE);
+            assert_eq!(e.name, "UnreachableError");
+            assert_eq!(e.data, b"no route");
+        }
+        other => panic!("{other:?}"),
+    }
+    client.disconnect();
+    server.shutdown();
+}
+
+#[test]
+fn wss_is_refused_with_a_clear_error() {
+    let err = BtpClient::connect(
+        "btp+wss://alice:t@127.0.0.1:1",
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("btp+wss not supported"), "{err}");
+}
+
+#[test]
+fn slow_handshake_is_cut_at_the_deadline() {
+    use std::io::{Read, Write};
+    let server = start_server(ServerConfig {
+        connection: ConnectionConfig {
+            handshake_timeout: Duration::from_millis(300),
+            ..ConnectionConfig::default()
+        },
+        ..ServerConfig::default()
+    });
+    let addr = server.local_addr();
+    // A peer that sends nothing is cut.
+    let mut silent = TcpStream::connect(addr).unwrap();
+    silent.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut buf = [0u8; 64];
+    assert!(matches!(silent.read(&mut buf), Ok(0) | Err(_)));
+
+    // A peer that trickles its upgrade request a byte at a time (each byte well within any
+    // per-read timeout) is cut too, long before it finishes.
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut cut = false;
+    for byte in request.as_bytes() {
+        if slow.write_all(&[*byte]).is_err() {
+            cut = true;
+            break;
+        }
+        // The peer's slowness, not a synchronisation: 50 ms a byte, ~8 s in all.
+        thread::sleep(Duration::from_millis(50));
+    }
+    if !cut {
+        let mut reply = Vec::new();
+        let _ = slow.read_to_end(&mut reply);
+        assert!(
+            !String::from_utf8_lossy(&reply).contains("101"),
+            "a trickled handshake was completed"
+        );
+    }
+    server.shutdown();
+}
+
+#[test]
+fn saturated_pool_never_deadlocks_on_callbacks_to_the_same_peer() {
+    // One handler thread, one queue slot; each request makes the server ask the same client
+    // something back before it answers. A reader that simply blocked on the full pool would
+    // leave that callback's response unread: a deadlock until the (long) request timeout.
+    let server_cell: Arc<std::sync::OnceLock<Arc<BtpServer>>> = Arc::default();
+    let cell = server_cell.clone();
+    let handler = move |account: &str, _: &Packet<'_>| {
+        let server = cell.get().expect("server set");
+        match server.request(
+            account,
+            &ilp(b"callback"),
+            None,
+            Some(Duration::from_secs(600)),
+        ) {
+            Ok(reply) => Reply::Response(vec![OwnedEntry::ilp(reply.ilp().unwrap().to_vec())]),
+            Err(e) => Reply::Error(ErrorReply::unreachable(e.to_string())),
+        }
+    };
+    let server = Arc::new(
+        BtpServer::bind(
+            "127.0.0.1:0",
+            ServerConfig {
+                handler_threads: 1,
+                handler_queue: 1,
+                ..ServerConfig::default()
+            },
+            Arc::new(handler),
+        )
+        .unwrap(),
+    );
+    server_cell.set(server.clone()).unwrap();
+    let client = BtpClient::connect(
+        &uri(server.local_addr(), "alice", "t"),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap();
+    let (results_tx, results_rx) = bounded(16);
+    thread::scope(|s| {
+        for _ in 0..8 {
+            let client = &client;
+            let results_tx = results_tx.clone();
+            s.spawn(move || {
+                let r = client.request(&ilp(b"go"), None, Some(Duration::from_secs(600)));
+                results_tx.send(r).unwrap();
+            });
+        }
+        let mut fulfilled = 0;
+        for _ in 0..8 {
+            match results_rx.recv_timeout(DEADLINE).expect("a request hung") {
+                Ok(reply) => {
+                    assert_eq!(reply.ilp(), Some(&b"client:callback"[..]));
+                    fulfilled += 1;
+                }
+                Err(RequestError::Rejected(e)) => assert_eq!(e.code, ErrorCode::T00_UNREACHABLE),
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+        assert!(fulfilled >= 1);
+    });
+    client.disconnect();
+    server.shutdown();
+}
+
+/// Measurement, not a check: `cargo test --test btp_transport many_clients -- --ignored --nocapture`.
+/// 1,000 raw clients authenticate to one server in this process; prints threads and RSS.
+#[test]
+#[ignore]
+fn many_clients() {
+    fn rss_kb() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+    let before = rss_kb();
+    let server = start_server(ServerConfig::default());
+    let events = server.events();
+    let mut clients = Vec::new();
+    for i in 0..1000 {
+        let mut ws = raw_client(server.local_addr());
+        raw_auth(&mut ws, &format!("c{i}"), "t");
+        clients.push(ws);
+    }
+    for _ in 0..1000 {
+        wait_event(&events, |e| matches!(e, ServerEvent::Connected { .. }));
+    }
+    assert_eq!(server.accounts().len(), 1000);
+    let threads = std::fs::read_dir("/proc/self/task").unwrap().count();
+    println!(
+        "1000 clients: {threads} threads, RSS {} kB (was {before} kB; includes the raw clients)",
+        rss_kb()
+    );
+    let reply = server.request("c500", &ilp(b"x"), None, Some(Duration::from_millis(100)));
+    assert!(reply.is_err(), "raw clients do not answer requests");
+    drop(clients);
+    server.shutdown();
+}
+
+/// Measurement, not a check: `cargo test --test btp_transport request_latency -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn request_latency() {
+    let server = start_server(ServerConfig::default());
+    let client = BtpClient::connect(
+        &uri(server.local_addr(), "alice", "t"),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap();
+    let n = 20_000;
+    let mut samples = Vec::with_capacity(n);
+    let started = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        client.request(&ilp(b"x"), None, None).unwrap();
+        samples.push(t.elapsed());
+    }
+    let total = started.elapsed();
+    samples.sort();
+    println!(
+        "{n} sequential requests: {:.0}/s, p50 {:?}, p99 {:?}",
+        n as f64 / total.as_secs_f64(),
+        samples[n / 2],
+        samples[n * 99 / 100]
+    );
+    client.disconnect();
+    server.shutdown();
+}
+
+#[test]
+fn pending_cap_and_no_write_after_close() {
+    let (release_tx, release_rx) = bounded::<()>(0);
+    let handler = move |_: &str, _: &Packet<'_>| {
+        let _ = release_rx.recv_timeout(DEADLINE);
+        Reply::Response(Vec::new())
+    };
+    let server =
+        BtpServer::bind("127.0.0.1:0", ServerConfig::default(), Arc::new(handler)).unwrap();
+    let client = BtpClient::connect(
+        &uri(server.local_addr(), "alice", "t"),
+        ClientConfig {
+            connection: ConnectionConfig {
+                max_pending_requests: 1,
+                ..ConnectionConfig::default()
+            },
+            ..quick_client_config()
+        },
+        client_echo_handler(),
+    )
+    .unwrap();
+    let events = client.events();
+    let conn = client.connection().unwrap();
+    thread::scope(|s| {
+        let (registered_tx, registered_rx) = bounded(1);
+        let conn = &conn;
+        let waiter = s.spawn(move || {
+            // The encoder runs once the request is registered, just before it is written.
+            conn.request_frame(
+                |id| {
+                    registered_tx.send(()).unwrap();
+                    let entries = ilp(b"slow");
+                    Packet::Message(Message::new(id, ProtocolData::new(&entries).unwrap()))
+                        .to_bytes()
+                },
+                None,
+            )
+        });
+        registered_rx.recv_timeout(DEADLINE).unwrap();
+        assert!(matches!(
+            client.request(&ilp(b"second"), None, None),
+            Err(RequestError::Transport(TransportError::TooManyPending {
+                max: 1
+            }))
+        ));
+        drop(release_tx);
+        assert!(waiter.join().unwrap().is_ok());
+    });
+    assert_eq!(wait_event(&events, |_| true), ClientEvent::Connected);
+    client.disconnect();
+    // The old connection refuses writes with a typed error; nothing touches the socket.
+    assert!(!conn.is_open());
+    assert!(matches!(
+        conn.send_frame(vec![6, 0, 0, 0, 1, 1, 0]),
+        Err(TransportError::Closed(CloseReason::Local))
+    ));
+    server.shutdown();
+}
+
+/// Measurement, not a check: a server alone in this process waits for `BTP_MEASURE_CLIENTS`
+/// clients (default 1000) on `BTP_MEASURE_PORT` (default 47001), then prints its threads and
+/// RSS. Drive it with any BTP client, e.g. a script opening that many connections.
+#[test]
+#[ignore]
+fn server_rss_with_external_clients() {
+    let n: usize = std::env::var("BTP_MEASURE_CLIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let port: u16 = std::env::var("BTP_MEASURE_PORT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(47001);
+    let server = BtpServer::bind(
+        ("127.0.0.1", port),
+        ServerConfig::default(),
+        echo_server_handler(),
+    )
+    .unwrap();
+    let events = server.events();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut connected = 0;
+    while connected < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if let ServerEvent::Connected { .. } = events.recv_timeout(left).expect("clients") {
+            connected += 1;
+        }
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let rss = status.lines().find(|l| l.starts_with("VmRSS")).unwrap();
+    let threads = std::fs::read_dir("/proc/self/task").unwrap().count();
+    println!("server with {n} clients: {threads} threads, {rss}");
+    // Where it goes: mappings of the reader stack size (thread stacks) versus the rest.
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let (mut stacks, mut other, mut size) = (0u64, 0u64, 0u64);
+    for line in smaps.lines() {
+        let kb = |l: &str| -> u64 {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        if line.starts_with("Size:") {
+            size = kb(line);
+        } else if line.starts_with("Rss:") {
+            if size == 128 || size == 132 {
+                stacks += kb(line);
+            } else {
+                other += kb(line);
+            }
+        }
+    }
+    println!("  RSS in 128 KiB stacks: {stacks} kB, elsewhere: {other} kB");
+    server.shutdown();
+}
+
+/// Interop helper, not a check by itself: serves one client on `BTP_MEASURE_PORT` (default
+/// 47002), asks it something back once it has connected, prints the answer, and ends when the
+/// client leaves. Used to try JS `ilp-plugin-btp` against this server by hand.
+#[test]
+#[ignore]
+fn serve_one_client_for_interop() {
+    let port: u16 = std::env::var("BTP_MEASURE_PORT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(47002);
+    let server = BtpServer::bind(
+        ("127.0.0.1", port),
+        ServerConfig::default(),
+        echo_server_handler(),
+    )
+    .unwrap();
+    let events = server.events();
+    let account = match events.recv_timeout(Duration::from_secs(60)).unwrap() {
+        ServerEvent::Connected { account } => account,
+        other => panic!("{other:?}"),
+    };
+    println!("connected: {account}");
+    let reply = server.request(&account, &ilp(b"from-rust"), None, None);
+    println!(
+        "client answered: {:?}",
+        reply.map(|r| String::from_utf8_lossy(r.ilp().unwrap_or(b"")).into_owned())
+    );
+    match events.recv_timeout(Duration::from_secs(60)).unwrap() {
+        ServerEvent::Disconnected { account, reason } => {
+            println!("disconnected: {account}: {reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    server.shutdown();
+}
+
+/// Interop helper, not a check by itself: connects to the server at `BTP_URI`, sends one
+/// request, prints the answer, and answers the server's requests for `BTP_HOLD_MS` (default
+/// 1000) before disconnecting. Used to try JS BTP servers against this client by hand.
+#[test]
+#[ignore]
+fn client_for_interop() {
+    let uri =
+        std::env::var("BTP_URI").unwrap_or_else(|_| "btp+ws://:secret@127.0.0.1:47003".into());
+    let hold: u64 = std::env::var("BTP_HOLD_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let client = BtpClient::connect(&uri, quick_client_config(), client_echo_handler()).unwrap();
+    println!("rust connected");
+    let reply = client.request(&ilp(b"from-rust"), None, None);
+    println!(
+        "server answered: {:?}",
+        reply.map(|r| String::from_utf8_lossy(r.ilp().unwrap_or(b"")).into_owned())
+    );
+    let events = client.events();
+    let _ = events.recv_timeout(Duration::from_millis(hold));
+    client.disconnect();
+    println!("rust disconnected");
+}

@@ -1,0 +1,325 @@
+//! `LightningPlugin` in both roles over loopback: data both ways, IL-DCP, raw BTP that skips the
+//! client's own checks, and settlement hooks. (Adapted from H4's first plugin tests.)
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ilp_plugin_lightning::btp::{
+    BtpClient, ClientConfig, OwnedEntry, Packet as BtpPacket, ProtocolData, ProtocolDataEntry,
+    Reply,
+};
+use ilp_plugin_lightning::ilp::ildcp::{self, IldcpResponse};
+use ilp_plugin_lightning::ilp::{
+    condition_of, Address, ErrorCode, Fulfill, FulfillBuilder, Packet, PrepareBuilder, Reject,
+    Timestamp,
+};
+use ilp_plugin_lightning::plugin::{
+    CreditRefused, HandlerError, LightningPlugin, PluginError, SettlementHooks,
+};
+use parking_lot::Mutex;
+
+const FULFILLMENT: [u8; 32] = [5; 32];
+
+fn prepare(destination: &str, amount: u64, expires_in_ms: i64) -> Vec<u8> {
+    PrepareBuilder {
+        amount,
+        expires_at: Timestamp::now().add_millis(expires_in_ms),
+        execution_condition: &condition_of(&FULFILLMENT),
+        destination,
+        data: b"",
+    }
+    .build()
+    .unwrap()
+    .to_bytes()
+}
+
+/// Fulfils with `tag` as data.
+fn fulfilling(tag: &'static [u8]) -> impl Fn(&[u8]) -> Result<Vec<u8>, HandlerError> {
+    move |_| {
+        Ok(FulfillBuilder {
+            fulfillment: &FULFILLMENT,
+            data: tag,
+        }
+        .build()
+        .unwrap()
+        .to_bytes())
+    }
+}
+
+fn hub() -> LightningPlugin {
+    let hub = LightningPlugin::server(
+        "127.0.0.1:0".parse().unwrap(),
+        Address::new("test.hub").unwrap(),
+    )
+    .credit_limit(None)
+    .max_packet_amount(1000)
+    .asset("XAM", 9)
+    .build()
+    .unwrap();
+    hub.connect().unwrap();
+    hub
+}
+
+fn url(hub: &LightningPlugin, user: &str) -> String {
+    format!("btp+ws://{user}:t-{user}@{}", hub.local_addr().unwrap())
+}
+
+fn code_of(reply: &[u8]) -> ErrorCode {
+    Reject::parse(reply)
+        .unwrap_or_else(|e| panic!("not a Reject ({e}): {reply:02x?}"))
+        .code()
+}
+
+#[test]
+fn data_flows_both_ways_and_ildcp_tells_the_configured_asset() {
+    let hub = hub();
+    hub.register_data_handler(fulfilling(b"hub")).unwrap();
+    let alice = LightningPlugin::client(&url(&hub, "alice"))
+        .build()
+        .unwrap();
+    alice.register_data_handler(fulfilling(b"alice")).unwrap();
+    alice.connect().unwrap();
+
+    // IL-DCP again, by hand: the hub answers it, not its data handler.
+    let reply = alice
+        .send_data(&ildcp::request(Timestamp::now().add_millis(30_000)))
+        .unwrap();
+    let info = IldcpResponse::from_reply(&reply).unwrap();
+    assert_eq!(info.client_address.as_str(), "test.hub.alice");
+    assert_eq!((info.asset_code.as_str(), info.asset_scale), ("XAM", 9));
+
+    // Client → the hub's own handler.
+    let reply = alice.send_data(&prepare("test.hub", 10, 30_000)).unwrap();
+    assert_eq!(Fulfill::parse(&reply).unwrap().data(), b"hub");
+    // Hub → client, routed by address.
+    let reply = hub
+        .send_data(&prepare("test.hub.alice.wallet", 10, 30_000))
+        .unwrap();
+    assert_eq!(Fulfill::parse(&reply).unwrap().data(), b"alice");
+    assert_eq!(hub.balances().unwrap().balance("alice").payable, 10);
+    assert_eq!(hub.balances().unwrap().balance("alice").receivable, 10);
+    // Above the hub's maximum.
+    let reply = alice.send_data(&prepare("test.hub", 1001, 30_000)).unwrap();
+    assert_eq!(code_of(&reply), ErrorCode::F08_AMOUNT_TOO_LARGE);
+    alice.disconnect();
+    hub.disconnect();
+}
+
+#[test]
+fn raw_btp_past_the_clients_checks_still_gets_rejects() {
+    let hub = hub();
+    hub.register_data_handler(fulfilling(b"hub")).unwrap();
+    let refuse_all =
+        |_: &BtpPacket<'_>| Reply::Error(ilp_plugin_lightning::btp::ErrorReply::not_accepted("no"));
+    let btp = BtpClient::connect(
+        &url(&hub, "raw"),
+        ClientConfig {
+            connect_timeout: Duration::from_secs(10),
+            ..ClientConfig::default()
+        },
+        Arc::new(refuse_all),
+    )
+    .unwrap();
+    let ask = |ilp: &[u8]| -> Vec<u8> {
+        let reply = btp
+            .request(&[ProtocolDataEntry::octets("ilp", ilp)], None, None)
+            .unwrap();
+        reply.ilp().unwrap().to_vec()
+    };
+    assert_eq!(
+        code_of(&ask(b"\x0c\x05junk")),
+        ErrorCode::F01_INVALID_PACKET
+    );
+    assert_eq!(
+        code_of(&ask(&prepare("test.hub", 1, -1000))),
+        ErrorCode::R00_TRANSFER_TIMED_OUT
+    );
+    // A Fulfill is not something to answer.
+    let fulfill = FulfillBuilder {
+        fulfillment: &FULFILLMENT,
+        data: b"",
+    }
+    .build()
+    .unwrap()
+    .to_bytes();
+    assert_eq!(code_of(&ask(&fulfill)), ErrorCode::F01_INVALID_PACKET);
+    assert!(matches!(
+        Packet::parse(&ask(&prepare("test.hub", 1, 5_000))),
+        Ok(Packet::Fulfill(_))
+    ));
+    // Money does not travel in BTP Transfers here, and other sub-protocols are refused.
+    assert!(btp.request(&[], Some(42), None).is_err());
+    assert!(btp
+        .request(&[ProtocolDataEntry::text("custom", "hello")], None, None)
+        .is_err());
+    btp.disconnect();
+    hub.disconnect();
+}
+
+/// Counts what settlement would see, and pays by recording.
+#[derive(Default)]
+struct Recorder {
+    paid: Mutex<Vec<(String, u64)>>,
+    fulfilled: Mutex<u64>,
+}
+
+impl SettlementHooks for Recorder {
+    fn on_incoming_prepare(&self, _: &str, _: u64) -> Result<(), CreditRefused> {
+        Ok(())
+    }
+    fn on_incoming_rejected(&self, _: &str, _: u64) {}
+    fn on_outgoing_fulfilled(&self, _: &str, amount: u64) {
+        *self.fulfilled.lock() += amount;
+    }
+    fn on_outgoing_rejected(&self, _: &str, _: u64, _: &str) {}
+    fn send_money(&self, account: &str, amount: u64) -> Result<(), String> {
+        self.paid.lock().push((account.to_owned(), amount));
+        Ok(())
+    }
+}
+
+#[test]
+fn send_money_and_the_packet_flow_reach_the_settlement_hooks() {
+    let hub = hub();
+    hub.register_data_handler(fulfilling(b"hub")).unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let paying = LightningPlugin::client(&url(&hub, "bob"))
+        .settlement_hooks(recorder.clone())
+        .build()
+        .unwrap();
+    assert!(paying.balances().is_none());
+    paying.connect().unwrap();
+    paying.send_data(&prepare("test.hub", 7, 5_000)).unwrap();
+    assert_eq!(*recorder.fulfilled.lock(), 7);
+    paying.send_money(7).unwrap();
+    assert_eq!(*recorder.paid.lock(), vec![("peer".to_owned(), 7)]);
+
+    // With the built-in balances there is nothing to pay with: a clear error.
+    let plain = LightningPlugin::client(&url(&hub, "carl")).build().unwrap();
+    plain.connect().unwrap();
+    assert!(matches!(
+        plain.send_money(1),
+        Err(PluginError::Settlement(_))
+    ));
+    paying.disconnect();
+    plain.disconnect();
+    hub.disconnect();
+}
+
+/// Answers `peeringRequest` with its own key and remembers who connected.
+struct Peering {
+    key: &'static str,
+    connected: Mutex<Vec<String>>,
+    disconnected: Mutex<Vec<String>>,
+}
+
+impl SettlementHooks for Peering {
+    fn on_incoming_prepare(&self, _: &str, _: u64) -> Result<(), CreditRefused> {
+        Ok(())
+    }
+    fn on_incoming_rejected(&self, _: &str, _: u64) {}
+    fn on_outgoing_fulfilled(&self, _: &str, _: u64) {}
+    fn on_outgoing_rejected(&self, _: &str, _: u64, _: &str) {}
+    fn on_connected(&self, account: &str) {
+        self.connected.lock().push(account.to_owned());
+    }
+    fn on_disconnected(&self, account: &str) {
+        self.disconnected.lock().push(account.to_owned());
+    }
+    fn on_message(
+        &self,
+        account: &str,
+        data: &ProtocolData<'_>,
+    ) -> Result<Vec<OwnedEntry>, String> {
+        match data.get("peeringRequest").and_then(|e| e.data_as_str()) {
+            Some(their_key) => Ok(vec![OwnedEntry::text(
+                "peeringResponse",
+                format!("{} knows {account} as {their_key}", self.key),
+            )]),
+            None => Err("only peering here".into()),
+        }
+    }
+}
+
+fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not happen"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn settlement_hooks_see_connections_and_exchange_their_own_messages() {
+    let hub_hooks = Arc::new(Peering {
+        key: "hub-key",
+        connected: Mutex::new(Vec::new()),
+        disconnected: Mutex::new(Vec::new()),
+    });
+    let hub = LightningPlugin::server(
+        "127.0.0.1:0".parse().unwrap(),
+        Address::new("test.hub").unwrap(),
+    )
+    .settlement_hooks(hub_hooks.clone())
+    .build()
+    .unwrap();
+    hub.connect().unwrap();
+    let client_hooks = Arc::new(Peering {
+        key: "dana-key",
+        connected: Mutex::new(Vec::new()),
+        disconnected: Mutex::new(Vec::new()),
+    });
+    let dana = LightningPlugin::client(&url(&hub, "dana"))
+        .settlement_hooks(client_hooks.clone())
+        .build()
+        .unwrap();
+    dana.connect().unwrap();
+    eventually("hub sees dana", || *hub_hooks.connected.lock() == ["dana"]);
+    eventually("dana sees the hub", || {
+        *client_hooks.connected.lock() == ["peer"]
+    });
+
+    // Both directions, answered by the other side's hooks.
+    let reply = dana
+        .request(
+            "peer",
+            &[ProtocolDataEntry::text("peeringRequest", "dana-key")],
+        )
+        .unwrap();
+    assert_eq!(reply[0].name, "peeringResponse");
+    assert_eq!(reply[0].data, b"hub-key knows dana as dana-key");
+    let reply = hub
+        .request(
+            "dana",
+            &[ProtocolDataEntry::text("peeringRequest", "hub-key")],
+        )
+        .unwrap();
+    assert_eq!(reply[0].data, b"dana-key knows peer as hub-key");
+    // What the hooks refuse comes back as the peer's BTP Error.
+    let err = dana
+        .request(
+            "peer",
+            &[ProtocolDataEntry::text("paymentRequest", "lnbc1...")],
+        )
+        .unwrap_err();
+    match err {
+        PluginError::PeerError { code, message, .. } => {
+            assert_eq!(code, "F00");
+            assert_eq!(message, "only peering here");
+        }
+        other => panic!("unexpected {other}"),
+    }
+    assert!(matches!(
+        hub.request("nobody", &[ProtocolDataEntry::text("peeringRequest", "x")]),
+        Err(PluginError::NotConnected)
+    ));
+
+    dana.disconnect();
+    eventually("hub sees dana leave", || {
+        *hub_hooks.disconnected.lock() == ["dana"]
+    });
+    hub.disconnect();
+}

@@ -1,0 +1,392 @@
+//! `LightningPlugin` in both roles over real WebSockets on loopback: a hub routing between two
+//! clients, every Reject the packet path makes, the RFC 24 handler rules, events, disconnects.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{unbounded, Receiver};
+use ilp_plugin_lightning::ilp::{
+    condition_of, Address, ErrorCode, Fulfill, FulfillBuilder, MaxPacketAmountDetails, Packet,
+    PrepareBuilder, Reject, Timestamp,
+};
+use ilp_plugin_lightning::plugin::{
+    route_between_clients, HandlerError, LightningPlugin, PluginError, PluginEvent,
+};
+
+const FULFILLMENT: [u8; 32] = [0x42; 32];
+const WAIT: Duration = Duration::from_secs(20);
+
+fn prepare(destination: &str, amount: u64, expires_in_ms: i64, data: &[u8]) -> Vec<u8> {
+    PrepareBuilder {
+        amount,
+        expires_at: Timestamp::now().add_millis(expires_in_ms),
+        execution_condition: &condition_of(&FULFILLMENT),
+        destination,
+        data,
+    }
+    .build()
+    .unwrap()
+    .to_bytes()
+}
+
+/// Fulfils, except by the destination's last segment: `final` → F00, `internal` → T00,
+/// `slow` → answers after 1.5 s.
+fn receiver(prepare: &[u8]) -> Result<Vec<u8>, HandlerError> {
+    let Ok(Packet::Prepare(p)) = Packet::parse(prepare) else {
+        return Err(HandlerError::Final("not a prepare".into()));
+    };
+    match p.destination().rsplit('.').next() {
+        Some("final") => return Err(HandlerError::Final("no such invoice".into())),
+        Some("internal") => return Err(HandlerError::Internal("database down".into())),
+        Some("slow") => std::thread::sleep(Duration::from_millis(1500)),
+        _ => {}
+    }
+    Ok(FulfillBuilder {
+        fulfillment: &FULFILLMENT,
+        data: p.data(),
+    }
+    .build()
+    .unwrap()
+    .to_bytes())
+}
+
+fn reject_of(reply: &[u8]) -> Reject<'_> {
+    Reject::parse(reply).unwrap_or_else(|e| panic!("expected a Reject ({e}): {reply:02x?}"))
+}
+
+fn wait_for(events: &Receiver<PluginEvent>, wanted: &PluginEvent) {
+    let deadline = Instant::now() + WAIT;
+    while let Ok(event) = events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        if &event == wanted {
+            return;
+        }
+    }
+    panic!("no {wanted:?} within {WAIT:?}");
+}
+
+fn hub(credit: u64, max_packet: u64) -> (Arc<LightningPlugin>, Receiver<PluginEvent>) {
+    let (tx, rx) = unbounded();
+    let hub = Arc::new(
+        LightningPlugin::server(
+            "127.0.0.1:0".parse().unwrap(),
+            Address::new("test.hub").unwrap(),
+        )
+        .credit_limit(Some(credit))
+        .max_packet_amount(max_packet)
+        .on_event(move |e| {
+            let _ = tx.send(e.clone());
+        })
+        .build()
+        .unwrap(),
+    );
+    route_between_clients(&hub).unwrap();
+    hub.connect().unwrap();
+    (hub, rx)
+}
+
+fn client(hub: &LightningPlugin, user: &str) -> LightningPlugin {
+    let port = hub.local_addr().unwrap().port();
+    LightningPlugin::client(&format!("btp+ws://{user}:secret-{user}@127.0.0.1:{port}"))
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_hub_routes_between_its_clients_and_rejects_what_it_must() {
+    let (hub, hub_events) = hub(100, 50);
+    let alice = client(&hub, "alice");
+    let bob = client(&hub, "bob");
+    bob.register_data_handler(receiver).unwrap();
+    assert!(matches!(
+        alice.send_data(&prepare("test.hub.bob", 1, 5_000, b"")),
+        Err(PluginError::NotConnected)
+    ));
+    alice.connect().unwrap();
+    bob.connect().unwrap();
+    wait_for(&hub_events, &PluginEvent::AccountConnected("alice".into()));
+    wait_for(&hub_events, &PluginEvent::AccountConnected("bob".into()));
+    assert_eq!(alice.own_address().unwrap().as_str(), "test.hub.alice");
+    assert_eq!(bob.own_address().unwrap().as_str(), "test.hub.bob");
+    let mut accounts = hub.connected_accounts();
+    accounts.sort();
+    assert_eq!(accounts, ["alice", "bob"]);
+
+    // Through the hub and back, data intact.
+    let reply = alice
+        .send_data(&prepare("test.hub.bob.shop", 10, 5_000, b"order 1"))
+        .unwrap();
+    assert_eq!(Fulfill::parse(&reply).unwrap().data(), b"order 1");
+
+    // The receiver's errors, with their messages.
+    let r = alice
+        .send_data(&prepare("test.hub.bob.final", 1, 5_000, b""))
+        .unwrap();
+    assert_eq!(reject_of(&r).code(), ErrorCode::F00_BAD_REQUEST);
+    assert_eq!(reject_of(&r).message(), "no such invoice");
+    assert_eq!(reject_of(&r).triggered_by(), "test.hub.bob");
+    let r = alice
+        .send_data(&prepare("test.hub.bob.internal", 1, 5_000, b""))
+        .unwrap();
+    assert_eq!(reject_of(&r).code(), ErrorCode::T00_INTERNAL_ERROR);
+    assert_eq!(reject_of(&r).message(), "database down");
+
+    // Nobody there, or not under the hub at all: F02 from the hub.
+    let r = alice
+        .send_data(&prepare("test.hub.carol.x", 1, 5_000, b""))
+        .unwrap();
+    assert_eq!(reject_of(&r).code(), ErrorCode::F02_UNREACHABLE);
+    assert_eq!(reject_of(&r).triggered_by(), "test.hub");
+    let r = alice
+        .send_data(&prepare("test.elsewhere.x", 1, 5_000, b""))
+        .unwrap();
+    assert_eq!(reject_of(&r).code(), ErrorCode::F02_UNREACHABLE);
+
+    // Too big for the hub: F08 with the amounts.
+    let r = alice
+        .send_data(&prepare("test.hub.bob.x", 51, 5_000, b""))
+        .unwrap();
+    assert_eq!(reject_of(&r).code(), ErrorCode::F08_AMOUNT_TOO_LARGE);
+    assert_eq!(
+        MaxPacketAmountDetails::parse(reject_of(&r).data()).unwrap(),
+        MaxPacketAmountDetails {
+            received: 51,
+            maximum: 50
+        }
+    );
+
+    // Alice owes 10; 90 more fit under the limit of 100, then T04.
+    alice
+        .send_data(&prepare("test.hub.bob.x", 50, 5_000, b""))
+        .unwrap();
+    let reply = alice
+        .send_data(&prepare("test.hub.bob.x", 40, 5_000, b""))
+        .unwrap();
+    assert!(Fulfill::parse(&reply).is_ok());
+    let r = alice
+        .send_data(&prepare("test.hub.bob.x", 1, 5_000, b""))
+        .unwrap();
+    assert_eq!(reject_of(&r).code(), ErrorCode::T04_INSUFFICIENT_LIQUIDITY);
+    let balances = hub.balances().unwrap();
+    assert_eq!(balances.balance("alice").receivable, 100);
+    assert_eq!(balances.balance("bob").payable, 100);
+
+    // Alice is slower than the Prepare's expiry: R00, not her late Fulfill.
+    let r = bob_to_alice_slow(&alice, &bob);
+    assert_eq!(reject_of(&r).code(), ErrorCode::R00_TRANSFER_TIMED_OUT);
+
+    // A Prepare that expired before sending never leaves.
+    let r = bob
+        .send_data(&prepare("test.hub.alice", 1, -10, b""))
+        .unwrap();
+    assert_eq!(reject_of(&r).code(), ErrorCode::R00_TRANSFER_TIMED_OUT);
+    // Not a Prepare at all: a typed error.
+    assert!(matches!(
+        bob.send_data(&[13, 1, 0]),
+        Err(PluginError::InvalidPrepare(_))
+    ));
+
+    // Alice leaves: the hub notices, and Prepares for her get F02.
+    alice.disconnect();
+    assert!(!alice.is_connected());
+    wait_for(
+        &hub_events,
+        &PluginEvent::AccountDisconnected("alice".into()),
+    );
+    let r = bob
+        .send_data(&prepare("test.hub.alice.x", 1, 5_000, b""))
+        .unwrap();
+    assert_eq!(reject_of(&r).code(), ErrorCode::F02_UNREACHABLE);
+
+    bob.disconnect();
+    hub.disconnect();
+    assert!(!hub.is_connected());
+}
+
+/// Alice registers a handler that takes 1.5 s; bob sends her a Prepare that expires in 400 ms.
+fn bob_to_alice_slow(alice: &LightningPlugin, bob: &LightningPlugin) -> Vec<u8> {
+    alice.register_data_handler(receiver).unwrap();
+    let r = bob
+        .send_data(&prepare("test.hub.alice.slow", 1, 400, b""))
+        .unwrap();
+    alice.deregister_data_handler();
+    r
+}
+
+#[test]
+fn handler_registration_follows_rfc_24() {
+    let (hub, _events) = hub(0, 10);
+    let c = client(&hub, "reg");
+    c.register_data_handler(receiver).unwrap();
+    assert!(matches!(
+        c.register_data_handler(receiver),
+        Err(PluginError::DataHandlerAlreadyRegistered)
+    ));
+    c.deregister_data_handler();
+    c.deregister_data_handler();
+    c.register_data_handler(receiver).unwrap();
+    c.register_money_handler(|_| Ok(())).unwrap();
+    assert!(matches!(
+        c.register_money_handler(|_| Ok(())),
+        Err(PluginError::MoneyHandlerAlreadyRegistered)
+    ));
+    c.deregister_money_handler();
+    assert!(!c.has_money_handler());
+    assert!(matches!(
+        c.money_received(3),
+        Err(PluginError::MoneyHandler(_))
+    ));
+    let (paid_tx, paid_rx) = unbounded();
+    c.register_money_handler(move |amount| {
+        paid_tx.send(amount).unwrap();
+        if amount > 100 {
+            return Err(HandlerError::Final("too much".into()));
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert!(c.has_money_handler());
+    c.money_received(3).unwrap();
+    assert_eq!(paid_rx.try_recv(), Ok(3));
+    let refused = c.money_received(101).unwrap_err();
+    assert!(refused.to_string().contains("too much"), "{refused}");
+
+    // The hub is a server: it does not send money, and it has its handler already.
+    assert!(matches!(
+        hub.send_money(5),
+        Err(PluginError::Unsupported(_))
+    ));
+    assert!(matches!(
+        route_between_clients(&hub),
+        Err(PluginError::DataHandlerAlreadyRegistered)
+    ));
+    // Without settlement the client cannot pay yet, and says so.
+    c.connect().unwrap();
+    let err = c.send_money(5).unwrap_err();
+    assert!(err.to_string().contains("settlement"), "{err}");
+    c.send_money(0).unwrap();
+
+    // Credit limit 0: a client must prefund, so any amount is refused with T04 (zero passes).
+    let other = client(&hub, "zero");
+    other.register_data_handler(receiver).unwrap();
+    other.connect().unwrap();
+    let r = c
+        .send_data(&prepare("test.hub.zero.x", 1, 5_000, b""))
+        .unwrap();
+    assert_eq!(reject_of(&r).code(), ErrorCode::T04_INSUFFICIENT_LIQUIDITY);
+    let r = c
+        .send_data(&prepare("test.hub.zero.x", 0, 5_000, b""))
+        .unwrap();
+    assert!(Fulfill::parse(&r).is_ok());
+}
+
+#[test]
+fn client_events_report_connect_and_a_refused_token_is_an_error() {
+    let (hub, _events) = hub(10, 10);
+    let port = hub.local_addr().unwrap().port();
+    let (tx, rx) = unbounded();
+    let c = LightningPlugin::client(&format!("btp+ws://dave:one@127.0.0.1:{port}"))
+        .on_event(move |e| {
+            let _ = tx.send(e.clone());
+        })
+        .build()
+        .unwrap();
+    c.connect().unwrap();
+    wait_for(&rx, &PluginEvent::Connected);
+    assert!(c.is_connected());
+    c.disconnect();
+
+    let impostor = LightningPlugin::client(&format!("btp+ws://dave:two@127.0.0.1:{port}"))
+        .build()
+        .unwrap();
+    let err = impostor.connect().unwrap_err();
+    assert!(matches!(err, PluginError::PeerError { .. }), "{err}");
+    assert!(!impostor.is_connected());
+
+    assert!(matches!(
+        LightningPlugin::client("http://nope").build(),
+        Err(PluginError::Config(_))
+    ));
+}
+
+#[test]
+fn a_client_vanishing_mid_request_gets_the_sender_a_t01_not_a_hang() {
+    let (hub, hub_events) = hub(100, 100);
+    let alice = client(&hub, "alice");
+    let bob = client(&hub, "bob");
+    let (entered_tx, entered_rx) = unbounded::<()>();
+    let (release_tx, release_rx) = unbounded::<()>();
+    bob.register_data_handler(move |_| {
+        let _ = entered_tx.send(());
+        // Blocks until the test lets it go (or the test ends).
+        let _ = release_rx.recv();
+        Err(HandlerError::Internal("too late".into()))
+    })
+    .unwrap();
+    alice.connect().unwrap();
+    bob.connect().unwrap();
+    wait_for(&hub_events, &PluginEvent::AccountConnected("bob".into()));
+    let alice = Arc::new(alice);
+    let sender = {
+        let alice = alice.clone();
+        std::thread::spawn(move || alice.send_data(&prepare("test.hub.bob.x", 1, 20_000, b"")))
+    };
+    entered_rx
+        .recv_timeout(WAIT)
+        .expect("bob's handler was not reached");
+    // Bob disconnects while its handler still holds the Prepare; its connection closes first.
+    let closer = std::thread::spawn(move || bob.disconnect());
+    let reply = sender.join().unwrap().unwrap();
+    drop(release_tx);
+    closer.join().unwrap();
+    assert_eq!(reject_of(&reply).code(), ErrorCode::T01_PEER_UNREACHABLE);
+    assert_eq!(reject_of(&reply).triggered_by(), "test.hub");
+    // Alice's credit came back with the Reject.
+    assert_eq!(hub.balances().unwrap().balance("alice").receivable, 0);
+}
+
+#[test]
+fn a_client_reconnects_when_its_hub_comes_back() {
+    let (first, _events) = hub(100, 100);
+    let listen = first.local_addr().unwrap();
+    let (tx, rx) = unbounded();
+    let c = LightningPlugin::client(&format!("btp+ws://erin:secret@{listen}"))
+        .on_event(move |e| {
+            let _ = tx.send(e.clone());
+        })
+        .build()
+        .unwrap();
+    c.connect().unwrap();
+    wait_for(&rx, &PluginEvent::Connected);
+    first.disconnect();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(PluginEvent::Disconnected(_)) => break,
+            Ok(_) => {}
+            Err(e) => panic!("no Disconnected event: {e}"),
+        }
+    }
+    // Between connections, sending is a clear error rather than a Reject.
+    assert!(matches!(
+        c.send_data(&prepare("test.hub.erin", 0, 5_000, b"")),
+        Err(PluginError::NotConnected)
+    ));
+
+    // The hub comes back on the same address; the client finds it by itself.
+    let second = Arc::new(
+        LightningPlugin::server(listen, Address::new("test.hub").unwrap())
+            .credit_limit(Some(100))
+            .build()
+            .unwrap(),
+    );
+    second.register_data_handler(receiver).unwrap();
+    second.connect().unwrap();
+    wait_for(&rx, &PluginEvent::Connected);
+    let reply = c
+        .send_data(&prepare("test.hub.x", 1, 5_000, b"again"))
+        .unwrap();
+    assert_eq!(Fulfill::parse(&reply).unwrap().data(), b"again");
+    assert_eq!(c.own_address().unwrap().as_str(), "test.hub.erin");
+    c.disconnect();
+    second.disconnect();
+}
