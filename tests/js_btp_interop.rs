@@ -3,6 +3,8 @@
 //! js-server.js (run `(cd tests/js-btp && npm ci)` first; .ci/run does). They print one JSON
 //! object a line, which these tests read.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -24,25 +26,7 @@ const WAIT: Duration = Duration::from_secs(30);
 const FULFILLMENT: [u8; 32] = [0x11; 32];
 
 fn js_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js-btp")
-}
-
-fn check_node() {
-    let found = Command::new("node")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        found,
-        "`node` is not on PATH: these tests run the JS BTP packages; install Node.js 18+ \
-         (CI does) and run `(cd tests/js-btp && npm ci)`"
-    );
-    assert!(
-        js_dir().join("node_modules/ilp-plugin-btp").is_dir(),
-        "tests/js-btp/node_modules is missing: run `(cd tests/js-btp && npm ci --no-audit --no-fund)`"
-    );
+    common::js::require_packages("js-btp", "ilp-plugin-btp")
 }
 
 /// A node process whose stdout JSON lines arrive on a channel; killed when dropped.
@@ -56,7 +40,6 @@ struct NodeProcess {
 
 impl NodeProcess {
     fn start(name: &str, script: &str, args: &[&str]) -> NodeProcess {
-        check_node();
         let mut child = Command::new("node")
             .arg(script)
             .args(args)

@@ -2,12 +2,11 @@
 //! (@grpc/grpc-js on our proto/ files, bolt11 from npm) checks identity, an invoice decoded
 //! independently, a payment over SendPaymentV2 and the settle on SubscribeInvoices.
 //!
-//! Needs `node` and the packages installed by `.ci/run` (`npm ci` in tests/js-lnd). Without
-//! `node` the test says so and passes; with `node` but without the packages it fails, since
-//! that is a broken set-up rather than a missing tool.
+//! Needs Node.js; the npm packages are installed on first run (`npm ci` in tests/js-lnd).
 #![cfg(feature = "sim")]
 
-use std::path::Path;
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,18 +14,7 @@ use ilp_plugin_lightning::lnd::sim::{ChannelPolicy, SimNetwork};
 
 #[test]
 fn javascript_lnd_client_works_against_the_simulator() {
-    let node_version = Command::new("node").arg("--version").output();
-    let Ok(version) = node_version else {
-        println!("SKIPPED js_lnd_interop: `node` is not installed (install Node.js to run it)");
-        return;
-    };
-    println!("node {}", String::from_utf8_lossy(&version.stdout).trim());
-    let js_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js-lnd");
-    assert!(
-        js_dir.join("node_modules/@grpc/grpc-js").is_dir()
-            && js_dir.join("node_modules/bolt11").is_dir(),
-        "run `(cd tests/js-lnd && npm ci --no-audit --no-fund)` first (.ci/run does)"
-    );
+    let js_dir = common::js::require_packages("js-lnd", "@grpc/grpc-js");
 
     let net = SimNetwork::builder()
         .node("alice")
