@@ -355,8 +355,8 @@ impl FrameWriter {
 }
 
 /// The stream under the reader's WebSocket: reads from the socket, writes through the shared
-/// [`FrameWriter`].
-pub struct ReaderIo {
+/// `FrameWriter`.
+pub(crate) struct ReaderIo {
     stream: TcpStream,
     writer: Arc<FrameWriter>,
     /// While set (handshake and auth), no read may end after it: a peer trickling one byte at
