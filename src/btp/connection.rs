@@ -4,7 +4,7 @@
 //! # Why a reader WebSocket and a frame writer
 //! A tungstenite `WebSocket` cannot be shared by a reading and a writing thread, and its reader
 //! queues pong and close replies of its own (tungstenite issues 178 and 311). So the TCP stream
-//! is cloned: the reader thread owns a `WebSocket` over [`ReaderIo`], whose *writes* (the
+//! is cloned: the reader thread owns a `WebSocket` over `ReaderIo`, whose *writes* (the
 //! automatic pongs and close replies) are handed whole to the shared `FrameWriter`; every
 //! other frame (requests, replies, pings, our close) is encoded with tungstenite's `Frame` into
 //! the writer's buffer and written under the same lock. Every byte written to the socket passes
