@@ -1126,3 +1126,39 @@ fn disconnect_cuts_a_hanging_reconnect_attempt_short() {
     });
     fake.join().unwrap();
 }
+
+#[test]
+fn random_frames_never_break_the_connection() {
+    let server = start_server(ServerConfig::default());
+    let mut ws = raw_client(server.local_addr());
+    raw_auth(&mut ws, "alice", "t");
+    // xorshift: reproducible garbage, biased towards plausible type bytes and short lengths.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..500 {
+        let len = (next() % 40) as usize;
+        let mut frame: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if let Some(t) = frame.first_mut() {
+            *t = [1, 2, 6, 7, 3, 0xff][(next() % 6) as usize];
+        }
+        ws.send(WsMessage::Binary(frame)).unwrap();
+    }
+    let entries = ilp(b"after the noise");
+    let message = Packet::Message(Message::new(0xABCD, ProtocolData::new(&entries).unwrap()));
+    ws.send(WsMessage::Binary(message.to_bytes())).unwrap();
+    loop {
+        let frame = raw_read(&mut ws).expect("connection survives");
+        if let Ok(Packet::Response(r)) = Packet::parse(&frame) {
+            if r.request_id() == 0xABCD {
+                assert_eq!(r.protocol_data().ilp(), Some(&b"alice:after the noise"[..]));
+                break;
+            }
+        }
+    }
+    server.shutdown();
+}
