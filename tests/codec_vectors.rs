@@ -7,20 +7,8 @@ use ilp_plugin_lightning::btp::{
 };
 use ilp_plugin_lightning::ilp::{self, Timestamp};
 
-fn unhex(text: &str) -> Vec<u8> {
-    let compact: String = text.split_whitespace().collect();
-    hex::decode(compact).expect("test vector is hex")
-}
-
-// ---------------------------------------------------------------------------------------------
-// BTP (§3.6): btp-packet 2.2.1 test/index.spec.ts
-
-const JS_RESPONSE: &str =
-    "010000000125010403696c70000003666f6f000362617204626565700104626f6f70046a736f6e02027b7d";
-const JS_MESSAGE: &str =
-    "060000000125010403696c70000003666f6f000362617204626565700104626f6f70046a736f6e02027b7d";
-const JS_TRANSFER: &str = "07000000012d0000000000000064010403696c70000003666f6f000362617204626565700104626f6f70046a736f6e02027b7d";
-const JS_ERROR: &str = "02000000014a4c3133096572726f724e616d651332303137303832383138333230302e3030305a03626f6f010403696c70000003666f6f000362617204626565700104626f6f70046a736f6e02027b7d";
+mod vectors;
+use vectors::*;
 
 fn js_entries() -> [ProtocolDataEntry<'static>; 4] {
     [
@@ -44,7 +32,7 @@ fn assert_js_entries(protocol_data: ProtocolData<'_>) {
 
 #[test]
 fn btp_packet_js_response() {
-    let bytes = unhex(JS_RESPONSE);
+    let bytes = unhex(BTP_JS_RESPONSE);
     assert_eq!(bytes.len(), 43);
     let response = Response::parse(&bytes).unwrap();
     assert_eq!(response.request_id(), 1);
@@ -59,7 +47,7 @@ fn btp_packet_js_response() {
 
 #[test]
 fn btp_packet_js_message() {
-    let bytes = unhex(JS_MESSAGE);
+    let bytes = unhex(BTP_JS_MESSAGE);
     let message = Message::parse(&bytes).unwrap();
     assert_eq!(message.request_id(), 1);
     assert_js_entries(message.protocol_data());
@@ -74,7 +62,7 @@ fn btp_packet_js_message() {
 
 #[test]
 fn btp_packet_js_transfer() {
-    let bytes = unhex(JS_TRANSFER);
+    let bytes = unhex(BTP_JS_TRANSFER);
     assert_eq!(bytes.len(), 51);
     let transfer = Transfer::parse(&bytes).unwrap();
     assert_eq!(transfer.request_id(), 1);
@@ -87,7 +75,7 @@ fn btp_packet_js_transfer() {
 
 #[test]
 fn btp_packet_js_error() {
-    let bytes = unhex(JS_ERROR);
+    let bytes = unhex(BTP_JS_ERROR);
     assert_eq!(bytes.len(), 80);
     let error = ErrorPacket::parse(&bytes).unwrap();
     assert_eq!(error.request_id(), 1);
@@ -118,7 +106,7 @@ fn btp_packet_js_error() {
 
 #[test]
 fn interledger_rs_message() {
-    let bytes = unhex("060000000217010204746573740002ffff0474657874010568656c6c6f");
+    let bytes = unhex(BTP_RS_MESSAGE);
     let message = Message::parse(&bytes).unwrap();
     assert_eq!(message.request_id(), 2);
     let entries = [
@@ -134,7 +122,7 @@ fn interledger_rs_message() {
 
 #[test]
 fn interledger_rs_response() {
-    let bytes = unhex("01000000811b010113736f6d65206f746865722070726f746f636f6c0003aaaaaa");
+    let bytes = unhex(BTP_RS_RESPONSE);
     let response = Response::parse(&bytes).unwrap();
     assert_eq!(response.request_id(), 129);
     let entries = [ProtocolDataEntry::octets(
@@ -150,7 +138,7 @@ fn interledger_rs_response() {
 
 #[test]
 fn interledger_rs_error() {
-    let bytes = unhex("02000001f52f54303010556e726561636861626c654572726f721332303138303833313032353332342e3839395a046f6f70730100");
+    let bytes = unhex(BTP_RS_ERROR);
     let error = ErrorPacket::parse(&bytes).unwrap();
     assert_eq!(error.request_id(), 501);
     assert_eq!(error.code(), btp::ErrorCode::T00_UNREACHABLE);
@@ -203,7 +191,7 @@ fn interledger_rs_fuzz_inputs_that_round_trip() {
 
 #[test]
 fn auth_message_and_response() {
-    let bytes = unhex("0600000001310103046175746800000d617574685f757365726e616d650105616c6963650a617574685f746f6b656e0106736563726574");
+    let bytes = unhex(BTP_AUTH);
     assert_eq!(auth_message(1, "alice", "secret"), bytes);
     let message = Message::parse(&bytes).unwrap();
     let names: Vec<_> = message.protocol_data().iter().map(|e| e.name).collect();
@@ -212,7 +200,7 @@ fn auth_message_and_response() {
     assert_eq!(auth.username, Some("alice"));
     assert_eq!(auth.token, "secret");
 
-    let response = unhex("0100000001020100");
+    let response = unhex(BTP_AUTH_RESPONSE);
     assert_eq!(Response::new(1, ProtocolData::EMPTY).to_bytes(), response);
     let parsed = Response::parse(&response).unwrap();
     assert_eq!(parsed.request_id(), 1);
@@ -281,6 +269,8 @@ fn prepare_in_message_and_fulfill_in_response() {
         message_bytes
     );
 
+    assert_eq!(btp::ilp_message(123, &prepare), message_bytes);
+
     let mut response_bytes = unhex("010000007b4b010103696c700043");
     response_bytes.extend_from_slice(&fulfill);
     let response = Response::parse(&response_bytes).unwrap();
@@ -291,6 +281,7 @@ fn prepare_in_message_and_fulfill_in_response() {
         Response::new(123, ProtocolData::new(&entries).unwrap()).to_bytes(),
         response_bytes
     );
+    assert_eq!(btp::ilp_response(123, &fulfill), response_bytes);
 }
 
 #[test]
@@ -338,8 +329,240 @@ fn btp_timestamps_written_long_read_in_every_form() {
     }
 }
 
+#[test]
+fn interledger_rs_fuzz_inputs_that_must_fail() {
+    for (name, bytes) in BTP_RS_FUZZ_MUST_FAIL {
+        let err = btp::Packet::parse(bytes).expect_err(name);
+        // The message names the layer and the offset.
+        let text = err.to_string();
+        assert!(text.starts_with("invalid BTP packet: "), "{name}: {text}");
+        assert!(
+            text.ends_with(&format!("at offset {}", err.offset)),
+            "{name}: {text}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // ILP (§1.7): ilp-packet test/data/*/valid/example01.json
 
-const ILP_PREPARE: &str = "0c68000000000000006b323031373132323330313231343035343974e1136dc71c9e5f283bec83461cbf1261c4014f72d48f8dd65453a0b84e7de10d6578616d706c652e616c696365205db343fdc41898f6df4202329139dc242dd0f558a811b46b28918fdab37c6cb0";
-const ILP_FULFILL: &str = "0d41c3866b48749ccf113b2e15c25d2407fbfc14476fe7296bb1bf1bcd9e6e41665020673febd78a33b28e1c0db14c9a06251a05fa831ed4ed91ebcd150e7249c2e600";
+#[test]
+fn ilp_packet_js_prepare() {
+    let bytes = unhex(ILP_PREPARE);
+    // 2 bytes of envelope + 0x68 of contents (the notes' "108 B" heading is off by two; their
+    // BTP vector carries it as "<106-byte prepare>").
+    assert_eq!(bytes.len(), 106);
+    let prepare = ilp::Prepare::parse(&bytes).unwrap();
+    assert_eq!(prepare.amount(), 107);
+    assert_eq!(
+        prepare.expires_at().to_iso8601(),
+        "2017-12-23T01:21:40.549Z"
+    );
+    assert_eq!(
+        prepare.execution_condition()[..],
+        unhex(ILP_PREPARE_CONDITION)
+    );
+    assert_eq!(prepare.destination(), "example.alice");
+    assert_eq!(prepare.data(), unhex(ILP_PREPARE_DATA));
+    assert_eq!(prepare.to_bytes(), bytes);
+    let condition: [u8; 32] = unhex(ILP_PREPARE_CONDITION).try_into().unwrap();
+    let data = unhex(ILP_PREPARE_DATA);
+    let built = ilp::PrepareBuilder {
+        amount: 107,
+        expires_at: Timestamp::parse_ilp(b"20171223012140549").unwrap(),
+        execution_condition: &condition,
+        destination: "example.alice",
+        data: &data,
+    }
+    .build()
+    .unwrap();
+    assert_eq!(built, prepare);
+    assert_eq!(built.to_bytes(), bytes);
+    assert_eq!(built.encoded_len(), bytes.len());
+    assert_eq!(
+        ilp::Packet::parse(&bytes).unwrap(),
+        ilp::Packet::Prepare(prepare)
+    );
+}
+
+#[test]
+fn ilp_packet_js_fulfill() {
+    let bytes = unhex(ILP_FULFILL);
+    assert_eq!(bytes.len(), 67);
+    let fulfill = ilp::Fulfill::parse(&bytes).unwrap();
+    assert_eq!(fulfill.fulfillment()[..], unhex(ILP_FULFILLMENT));
+    assert_eq!(fulfill.data(), unhex(ILP_FULFILL_DATA));
+    // The vectors are independent: this fulfillment is not the Prepare's preimage.
+    let condition: [u8; 32] = unhex(ILP_PREPARE_CONDITION).try_into().unwrap();
+    assert!(!fulfill.fulfills(&condition));
+    assert!(fulfill.fulfills(&ilp::condition_of(fulfill.fulfillment())));
+    let fulfillment: [u8; 32] = unhex(ILP_FULFILLMENT).try_into().unwrap();
+    let data = unhex(ILP_FULFILL_DATA);
+    let built = ilp::FulfillBuilder {
+        fulfillment: &fulfillment,
+        data: &data,
+    }
+    .build()
+    .unwrap();
+    assert_eq!(built.to_bytes(), bytes);
+}
+
+#[test]
+fn ilp_packet_js_reject() {
+    let bytes = unhex(ILP_REJECT);
+    assert_eq!(bytes.len(), 67);
+    let reject = ilp::Reject::parse(&bytes).unwrap();
+    assert_eq!(reject.code(), ilp::ErrorCode::F01_INVALID_PACKET);
+    assert_eq!(reject.triggered_by(), "example.us.bob");
+    assert_eq!(reject.message(), "missing destination. ledger=example.us.");
+    assert_eq!(reject.data(), [0, 0, 0, 4, 0x10, 0x41]);
+    let built = ilp::RejectBuilder {
+        code: ilp::ErrorCode::F01_INVALID_PACKET,
+        triggered_by: "example.us.bob",
+        message: "missing destination. ledger=example.us.",
+        data: &[0, 0, 0, 4, 0x10, 0x41],
+    }
+    .build()
+    .unwrap();
+    assert_eq!(built.to_bytes(), bytes);
+}
+
+#[test]
+fn interledger_rs_reject_with_empty_triggered_by() {
+    let bytes = unhex(ILP_REJECT_EMPTY_TRIGGERED_BY);
+    let reject = ilp::Reject::parse(&bytes).unwrap();
+    assert_eq!(reject.code(), ilp::ErrorCode::F02_UNREACHABLE);
+    assert_eq!(reject.triggered_by(), "");
+    assert_eq!(reject.message(), "x");
+    assert_eq!(reject.data(), b"");
+    let built = ilp::RejectBuilder {
+        code: ilp::ErrorCode::F02_UNREACHABLE,
+        triggered_by: "",
+        message: "x",
+        data: b"",
+    }
+    .build()
+    .unwrap();
+    assert_eq!(built.to_bytes(), bytes);
+}
+
+/// interledger-rs fixtures: long-form (`82 01 xx`) envelope and data lengths.
+#[test]
+fn interledger_rs_long_form_packets() {
+    let condition: [u8; 32] = unhex(RS_CONDITION).try_into().unwrap();
+    let data = unhex(RS_DATA);
+    assert_eq!(data.len(), 257);
+
+    let bytes = rs_prepare();
+    assert_eq!(bytes.len(), 335);
+    assert_eq!(bytes[..4], [0x0c, 0x82, 0x01, 0x4b]);
+    let prepare = ilp::Prepare::parse(&bytes).unwrap();
+    assert_eq!(prepare.amount(), 107);
+    assert_eq!(
+        prepare.expires_at().to_iso8601(),
+        "2018-06-07T20:48:42.483Z"
+    );
+    assert_eq!(prepare.destination(), "example.alice");
+    assert_eq!(prepare.data(), data);
+    let built = ilp::PrepareBuilder {
+        amount: 107,
+        expires_at: Timestamp::parse_ilp(RS_EXPIRES_AT.as_bytes()).unwrap(),
+        execution_condition: &condition,
+        destination: "example.alice",
+        data: &data,
+    }
+    .build()
+    .unwrap();
+    assert_eq!(built.to_bytes(), bytes);
+
+    let bytes = rs_fulfill();
+    assert_eq!(bytes.len(), 296);
+    assert_eq!(bytes[..4], [0x0d, 0x82, 0x01, 0x24]);
+    let fulfill = ilp::Fulfill::parse(&bytes).unwrap();
+    assert_eq!(fulfill.fulfillment(), &condition);
+    assert_eq!(fulfill.data(), data);
+    let built = ilp::FulfillBuilder {
+        fulfillment: &condition,
+        data: &data,
+    }
+    .build()
+    .unwrap();
+    assert_eq!(built.to_bytes(), bytes);
+
+    let bytes = rs_reject();
+    assert_eq!(bytes.len(), 296);
+    let reject = ilp::Reject::parse(&bytes).unwrap();
+    assert_eq!(reject.code(), ilp::ErrorCode::F99_APPLICATION_ERROR);
+    assert_eq!(reject.triggered_by(), "example.connector");
+    assert_eq!(reject.message(), "Some error");
+    assert_eq!(reject.data(), data);
+    let built = ilp::RejectBuilder {
+        code: ilp::ErrorCode::F99_APPLICATION_ERROR,
+        triggered_by: "example.connector",
+        message: "Some error",
+        data: &data,
+    }
+    .build()
+    .unwrap();
+    assert_eq!(built.to_bytes(), bytes);
+}
+
+// ---------------------------------------------------------------------------------------------
+// IL-DCP (§4): ilp-protocol-ildcp test/index.test.ts
+
+#[test]
+fn ildcp_request() {
+    let bytes = unhex(ILDCP_REQUEST);
+    let prepare = ilp::Prepare::parse(&bytes).unwrap();
+    assert!(ilp::ildcp::is_request(&prepare));
+    assert_eq!(prepare.amount(), 0);
+    assert_eq!(prepare.destination(), "peer.config");
+    assert_eq!(
+        prepare.expires_at().to_iso8601(),
+        "2015-06-16T00:01:00.000Z"
+    );
+    assert_eq!(
+        ilp::ildcp::request(Timestamp::parse_ilp(b"20150616000100000").unwrap()),
+        bytes
+    );
+    // The condition is SHA-256 of the 32 zero bytes a Fulfill answers with.
+    assert_eq!(
+        ilp::condition_of(&ilp::ildcp::PEER_PROTOCOL_FULFILLMENT),
+        ilp::ildcp::PEER_PROTOCOL_CONDITION
+    );
+}
+
+#[test]
+fn ildcp_response() {
+    let bytes = unhex(ILDCP_RESPONSE);
+    let response = ilp::ildcp::IldcpResponse::from_reply(&bytes).unwrap();
+    assert_eq!(response.client_address.as_str(), "example.client");
+    assert_eq!(response.asset_scale, 13);
+    assert_eq!(response.asset_code, "XAM");
+    assert_eq!(response.to_fulfill_bytes(), bytes);
+}
+
+#[test]
+fn ildcp_rejects_from_serve() {
+    for (hex_text, message) in [
+        (
+            ILDCP_REJECT_THREW,
+            "something bad occurred in the neighborhood.",
+        ),
+        (ILDCP_REJECT_UNEXPECTED, "unexpected error."),
+    ] {
+        let bytes = unhex(hex_text);
+        let reject = ilp::Reject::parse(&bytes).unwrap();
+        assert_eq!(reject.code(), ilp::ErrorCode::F00_BAD_REQUEST);
+        assert_eq!(reject.triggered_by(), "example.server");
+        assert_eq!(reject.message(), message);
+        assert_eq!(reject.to_bytes(), bytes);
+        assert_eq!(
+            ilp::ildcp::IldcpResponse::from_reply(&bytes),
+            Err(ilp::ildcp::IldcpError::Rejected {
+                code: "F00".into(),
+                message: message.into()
+            })
+        );
+    }
+}

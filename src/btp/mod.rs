@@ -36,8 +36,9 @@ pub mod uri;
 pub use error::{BuildError, ParseError, ParseErrorKind};
 pub use error_code::ErrorCode;
 pub use packet::{
-    auth_entries, auth_message, AuthError, AuthRequest, ErrorPacket, ErrorPacketBuilder, Message,
-    Packet, PacketType, Response, Transfer, AUTH, AUTH_TOKEN, AUTH_USERNAME, MAX_ERROR_DATA_LEN,
+    auth_entries, auth_message, ilp_message, ilp_response, AuthError, AuthRequest, ErrorPacket,
+    ErrorPacketBuilder, Message, Packet, PacketType, Response, Transfer, AUTH, AUTH_TOKEN,
+    AUTH_USERNAME, MAX_ERROR_DATA_LEN,
 };
 pub use protocol_data::{ContentType, ProtocolData, ProtocolDataEntry, ILP};
 

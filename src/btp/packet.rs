@@ -15,7 +15,7 @@
 
 use super::error::{BuildError, ParseError, ParseErrorKind};
 use super::error_code::ErrorCode;
-use super::protocol_data::{ProtocolData, ProtocolDataEntry};
+use super::protocol_data::{ProtocolData, ProtocolDataEntry, ILP};
 use crate::ilp::oer::{self, Reader};
 use crate::ilp::Timestamp;
 
@@ -572,6 +572,19 @@ impl<'a> From<Transfer<'a>> for Packet<'a> {
     fn from(p: Transfer<'a>) -> Self {
         Packet::Transfer(p)
     }
+}
+
+/// The serialized Message that carries an ILP packet (a Prepare) to the peer: one `ilp` entry.
+pub fn ilp_message(request_id: u32, ilp_packet: &[u8]) -> Vec<u8> {
+    let entries = [ProtocolDataEntry::octets(ILP, ilp_packet)];
+    Message::new(request_id, ProtocolData::trusted(&entries)).to_bytes()
+}
+
+/// The serialized Response that answers request `request_id` with an ILP packet (a Fulfill or
+/// Reject): one `ilp` entry.
+pub fn ilp_response(request_id: u32, ilp_packet: &[u8]) -> Vec<u8> {
+    let entries = [ProtocolDataEntry::octets(ILP, ilp_packet)];
+    Response::new(request_id, ProtocolData::trusted(&entries)).to_bytes()
 }
 
 /// The protocol data of the auth message, in the order the JS client sends it: `auth`
