@@ -906,8 +906,10 @@ impl Reader {
                 let conn = self.conn.clone();
                 let handler = handler.clone();
                 let job = move || handler(&conn, frame);
-                // Wait for room only while nothing of ours awaits a response on this connection.
-                match pool.submit(job, || !self.conn.has_pending_requests()) {
+                // Wait for room only while nothing of ours awaits a response on this connection
+                // (and never once it is closing: shutdown must not wait on a full queue).
+                let may_wait = || self.conn.is_open() && !self.conn.has_pending_requests();
+                match pool.submit(job, may_wait) {
                     Ok(()) => {}
                     Err(SubmitError::Busy) => {
                         log::debug!(
