@@ -1071,3 +1071,94 @@ fn client_for_interop() {
     client.disconnect();
     println!("rust disconnected");
 }
+
+#[test]
+fn disconnect_cuts_a_hanging_reconnect_attempt_short() {
+    // The first connection is answered; the reconnect's auth never is.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (hanging_tx, hanging_rx) = bounded::<()>(1);
+    let fake = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut ws = tungstenite::accept(stream).unwrap();
+        let auth = raw_read(&mut ws).unwrap();
+        let id = Packet::parse(&auth).unwrap().request_id();
+        ws.send(WsMessage::Binary(
+            Packet::Response(Response::new(id, ProtocolData::EMPTY)).to_bytes(),
+        ))
+        .unwrap();
+        let _ = ws.get_mut().shutdown(std::net::Shutdown::Both);
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut ws = tungstenite::accept(stream).unwrap();
+        raw_read(&mut ws).expect("second auth");
+        hanging_tx.send(()).unwrap();
+        // Never answer; wait for the client to go away.
+        while raw_read(&mut ws).is_some() {}
+    });
+    let long = Duration::from_secs(600);
+    let client = BtpClient::connect(
+        &uri(addr, "alice", "t"),
+        ClientConfig {
+            connect_timeout: long,
+            connection: ConnectionConfig {
+                request_timeout: long,
+                ..ConnectionConfig::default()
+            },
+            ..quick_client_config()
+        },
+        client_echo_handler(),
+    )
+    .unwrap();
+    hanging_rx
+        .recv_timeout(DEADLINE)
+        .expect("client never retried");
+    let (done_tx, done_rx) = bounded(1);
+    thread::scope(|s| {
+        s.spawn(|| {
+            client.disconnect();
+            done_tx.send(()).unwrap();
+        });
+        done_rx
+            .recv_timeout(DEADLINE)
+            .expect("disconnect waited for the hanging auth");
+    });
+    fake.join().unwrap();
+}
+
+#[test]
+fn random_frames_never_break_the_connection() {
+    let server = start_server(ServerConfig::default());
+    let mut ws = raw_client(server.local_addr());
+    raw_auth(&mut ws, "alice", "t");
+    // xorshift: reproducible garbage, biased towards plausible type bytes and short lengths.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..500 {
+        let len = (next() % 40) as usize;
+        let mut frame: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if let Some(t) = frame.first_mut() {
+            *t = [1, 2, 6, 7, 3, 0xff][(next() % 6) as usize];
+        }
+        ws.send(WsMessage::Binary(frame)).unwrap();
+    }
+    let entries = ilp(b"after the noise");
+    let message = Packet::Message(Message::new(0xABCD, ProtocolData::new(&entries).unwrap()));
+    ws.send(WsMessage::Binary(message.to_bytes())).unwrap();
+    loop {
+        let frame = raw_read(&mut ws).expect("connection survives");
+        if let Ok(Packet::Response(r)) = Packet::parse(&frame) {
+            if r.request_id() == 0xABCD {
+                assert_eq!(r.protocol_data().ilp(), Some(&b"alice:after the noise"[..]));
+                break;
+            }
+        }
+    }
+    server.shutdown();
+}

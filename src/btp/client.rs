@@ -122,6 +122,9 @@ enum AttemptError {
 pub struct BtpClient {
     peer: String,
     current: Arc<Mutex<Option<Connection>>>,
+    /// The socket of the attempt in progress, cut by `disconnect()` so that a handshake or an
+    /// auth wait does not delay it.
+    attempting: Arc<Mutex<Option<TcpStream>>>,
     stop: Mutex<Option<Sender<()>>>,
     supervisor: Mutex<Option<JoinHandle<()>>>,
     pool: Arc<HandlerPool>,
@@ -159,6 +162,7 @@ impl BtpClient {
             .map_err(|e| ClientError::Spawn(e.to_string()))?,
         );
         let current = Arc::new(Mutex::new(None));
+        let attempting = Arc::new(Mutex::new(None));
         let (stop_tx, stop_rx) = bounded::<()>(0);
         let (ready_tx, ready_rx) = bounded::<Result<(), AttemptError>>(1);
         let (events_tx, events_rx) = bounded(EVENT_QUEUE);
@@ -166,6 +170,7 @@ impl BtpClient {
             uri,
             config: config.clone(),
             current: current.clone(),
+            attempting: attempting.clone(),
             pool: pool.clone(),
             handler,
             stop: stop_rx,
@@ -181,6 +186,7 @@ impl BtpClient {
         let client = BtpClient {
             peer,
             current,
+            attempting,
             stop: Mutex::new(Some(stop_tx)),
             supervisor: Mutex::new(Some(handle)),
             pool,
@@ -247,6 +253,9 @@ impl BtpClient {
     /// client started. Idempotent.
     pub fn disconnect(&self) {
         drop(self.stop.lock().take());
+        if let Some(socket) = self.attempting.lock().take() {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
         let supervisor = self.supervisor.lock().take();
         if let Some(h) = supervisor {
             let _ = h.join();
@@ -265,6 +274,7 @@ struct Supervisor {
     uri: BtpUri,
     config: ClientConfig,
     current: Arc<Mutex<Option<Connection>>>,
+    attempting: Arc<Mutex<Option<TcpStream>>>,
     pool: Arc<HandlerPool>,
     handler: Arc<dyn RequestHandler>,
     stop: Receiver<()>,
@@ -301,7 +311,19 @@ impl Supervisor {
                 return;
             }
             tries += 1;
-            match self.attempt() {
+            let attempt = self.attempt();
+            self.attempting.lock().take();
+            // disconnect() may have cut this attempt short: the stop signal says so.
+            if !matches!(
+                self.stop.try_recv(),
+                Err(crossbeam_channel::TryRecvError::Empty)
+            ) {
+                if let Ok(conn) = attempt {
+                    conn.close();
+                }
+                return;
+            }
+            match attempt {
                 Ok(conn) => {
                     let connected_at = Instant::now();
                     *self.current.lock() = Some(conn.clone());
@@ -363,6 +385,17 @@ impl Supervisor {
             }
         }
         let stream = stream.ok_or(AttemptError::Other(last))?;
+        if let Ok(clone) = stream.try_clone() {
+            *self.attempting.lock() = Some(clone);
+        }
+        // disconnect() drops the stop sender before it looks for this socket: if it has been
+        // dropped already, the socket may have been missed, so stop here.
+        if !matches!(
+            self.stop.try_recv(),
+            Err(crossbeam_channel::TryRecvError::Empty)
+        ) {
+            return Err(AttemptError::Other("stopped".into()));
+        }
         let (io, prepared) = Prepared::new(stream, Role::Client, cfg)
             .map_err(|e| AttemptError::Other(format!("socket setup: {e}")))?;
         let (ws, _) = tungstenite::client::client_with_config(

@@ -4,7 +4,7 @@
 //! # Why a reader WebSocket and a frame writer
 //! A tungstenite `WebSocket` cannot be shared by a reading and a writing thread, and its reader
 //! queues pong and close replies of its own (tungstenite issues 178 and 311). So the TCP stream
-//! is cloned: the reader thread owns a `WebSocket` over [`ReaderIo`], whose *writes* (the
+//! is cloned: the reader thread owns a `WebSocket` over `ReaderIo`, whose *writes* (the
 //! automatic pongs and close replies) are handed whole to the shared `FrameWriter`; every
 //! other frame (requests, replies, pings, our close) is encoded with tungstenite's `Frame` into
 //! the writer's buffer and written under the same lock. Every byte written to the socket passes
@@ -355,8 +355,8 @@ impl FrameWriter {
 }
 
 /// The stream under the reader's WebSocket: reads from the socket, writes through the shared
-/// [`FrameWriter`].
-pub struct ReaderIo {
+/// `FrameWriter`.
+pub(crate) struct ReaderIo {
     stream: TcpStream,
     writer: Arc<FrameWriter>,
     /// While set (handshake and auth), no read may end after it: a peer trickling one byte at
@@ -906,8 +906,10 @@ impl Reader {
                 let conn = self.conn.clone();
                 let handler = handler.clone();
                 let job = move || handler(&conn, frame);
-                // Wait for room only while nothing of ours awaits a response on this connection.
-                match pool.submit(job, || !self.conn.has_pending_requests()) {
+                // Wait for room only while nothing of ours awaits a response on this connection
+                // (and never once it is closing: shutdown must not wait on a full queue).
+                let may_wait = || self.conn.is_open() && !self.conn.has_pending_requests();
+                match pool.submit(job, may_wait) {
                     Ok(()) => {}
                     Err(SubmitError::Busy) => {
                         log::debug!(
