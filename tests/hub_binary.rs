@@ -117,3 +117,51 @@ fn the_store_binds_an_account_to_its_first_token_across_restarts() {
     drop(hub);
     std::fs::remove_dir_all(&store).unwrap();
 }
+
+/// With `--lnd-dir` as `ilp-lightning sim` writes it, the hub reaches the node at start and names
+/// it; a wrong macaroon stops it with a clear error before it listens.
+#[cfg(feature = "sim")]
+#[test]
+fn the_hub_reaches_its_lnd_at_start_and_refuses_a_wrong_macaroon() {
+    use ilp_plugin_lightning::lnd::sim::SimNetwork;
+
+    let net = SimNetwork::builder().node("hub").start().unwrap();
+    let node = net.node("hub").unwrap();
+    let dir = std::env::temp_dir().join(format!("hub-lnd-{}", std::process::id()));
+    node.write_files(&dir).unwrap();
+
+    let mut child = Command::new(BIN)
+        .args(["server", "--listen", "127.0.0.1:0", "--address", "test.hub"])
+        .args(["--credit-limit", "10", "--lnd-dir", dir.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        line.contains(&format!("\"lnd_pubkey\":\"{}\"", node.pubkey_hex())),
+        "{line}"
+    );
+
+    std::fs::write(dir.join("admin.macaroon"), b"not the node's macaroon").unwrap();
+    let out = Command::new(BIN)
+        .args(["server", "--listen", "127.0.0.1:0", "--address", "test.hub"])
+        .args(["--credit-limit", "10", "--lnd-dir", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot use LND"), "{stderr}");
+    assert!(stdout_is_empty(&out.stdout), "it must not listen");
+}
+
+fn stdout_is_empty(stdout: &[u8]) -> bool {
+    stdout.iter().all(u8::is_ascii_whitespace)
+}

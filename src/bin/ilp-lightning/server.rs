@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use ilp_plugin_lightning::btp::auth::FileTokenStore;
 use ilp_plugin_lightning::ilp::Address;
+use ilp_plugin_lightning::lnd::grpc::GrpcLightning;
+use ilp_plugin_lightning::lnd::{Lightning, NodeInfo};
 use ilp_plugin_lightning::plugin::{route_between_clients, LightningPlugin, PluginEvent};
 
 use crate::flags::{FlagError, Flags};
@@ -33,8 +35,9 @@ const FLAGS: &[&str] = &[
 /// LND's default gRPC port.
 const DEFAULT_LND_PORT: u16 = 10009;
 
-/// Where the hub's LND is and how to authenticate to it. Checked (the files exist) but not used
-/// until the LND client is part of the build.
+/// Where the hub's LND is and how to authenticate to it. The hub connects at start (one GetInfo),
+/// so a wrong certificate, macaroon or address stops it with a clear error; settling over it
+/// comes with the settlement work.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LndLocation {
     /// A directory as `ilp-lightning sim` writes it: tls.cert, admin.macaroon, node.json.
@@ -192,6 +195,69 @@ pub fn start(options: &ServerOptions) -> Result<Arc<LightningPlugin>, ServerErro
     Ok(hub)
 }
 
+/// Connects to the hub's LND and asks who it is: the check that its address, certificate and
+/// macaroon are right, made before the hub accepts anyone.
+pub fn connect_lnd(location: &LndLocation) -> Result<NodeInfo, ServerError> {
+    let builder = match location {
+        LndLocation::Dir(dir) => {
+            let node_json = dir.join("node.json");
+            let text = std::fs::read_to_string(&node_json).map_err(|e| {
+                ServerError::Start(format!(
+                    "--lnd-dir: cannot read {}: {e}",
+                    node_json.display()
+                ))
+            })?;
+            let grpc = json_string_field(&text, "grpc").ok_or_else(|| {
+                ServerError::Start(format!(
+                    "--lnd-dir: {} has no \"grpc\": \"host:port\" field",
+                    node_json.display()
+                ))
+            })?;
+            let (host, port) = grpc
+                .rsplit_once(':')
+                .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
+                .ok_or_else(|| {
+                    ServerError::Start(format!(
+                        "--lnd-dir: {}: \"grpc\" is {grpc:?}, not host:port",
+                        node_json.display()
+                    ))
+                })?;
+            GrpcLightning::builder()
+                .host(host)
+                .port(port)
+                .tls_cert_path(dir.join("tls.cert"))
+                .macaroon_path(dir.join("admin.macaroon"))
+        }
+        LndLocation::Node {
+            host,
+            port,
+            tls_cert,
+            macaroon,
+        } => GrpcLightning::builder()
+            .host(host.as_str())
+            .port(*port)
+            .tls_cert_path(tls_cert)
+            .macaroon_path(macaroon),
+    };
+    let node = builder
+        .connect()
+        .map_err(|e| ServerError::Start(format!("cannot use LND: {e}")))?;
+    node.node_info()
+        .map_err(|e| ServerError::Start(format!("cannot use LND: {e}")))
+}
+
+/// The string value of `"key"` in a flat JSON object such as `node.json`, which the simulator
+/// writes; `None` when absent, not a string, or escaped (a host:port never needs escapes).
+fn json_string_field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let quoted_key = format!("\"{key}\"");
+    let after_key = &text[text.find(&quoted_key)? + quoted_key.len()..];
+    let value = after_key.trim_start().strip_prefix(':')?.trim_start();
+    let value = value.strip_prefix('"')?;
+    let end = value.find('"')?;
+    let value = &value[..end];
+    (!value.contains('\\')).then_some(value)
+}
+
 /// `ilp-lightning server ...`: exit code 2 for bad flags, 1 when it cannot start.
 pub fn run(args: &[String]) -> std::process::ExitCode {
     let options = match parse(args) {
@@ -202,12 +268,23 @@ pub fn run(args: &[String]) -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    if options.lnd.is_some() {
-        eprintln!(
-            "ilp-lightning server: LND settings checked, but this build does not settle over \
-             LND yet"
-        );
-    }
+    let lnd_identity = match &options.lnd {
+        None => None,
+        Some(location) => match connect_lnd(location) {
+            Ok(info) => {
+                eprintln!(
+                    "ilp-lightning server: LND {} ({}, {}) reached; this build does not settle \
+                     over it yet",
+                    info.pubkey, info.network, info.version
+                );
+                Some(info)
+            }
+            Err(e) => {
+                eprintln!("ilp-lightning server: {e}");
+                return std::process::ExitCode::from(1);
+            }
+        },
+    };
     eprintln!(
         "ilp-lightning server: running WITHOUT settlement: each client may owe up to {} sat, \
          which nothing collects",
@@ -221,8 +298,11 @@ pub fn run(args: &[String]) -> std::process::ExitCode {
         }
     };
     let listen = hub.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let lnd_pubkey = lnd_identity
+        .map(|info| format!("\"{}\"", info.pubkey))
+        .unwrap_or_else(|| "null".to_owned());
     println!(
-        "{{\"event\":\"listening\",\"listen\":\"{listen}\",\"address\":\"{}\",\"credit_limit\":{},\"settlement\":false}}",
+        "{{\"event\":\"listening\",\"listen\":\"{listen}\",\"address\":\"{}\",\"credit_limit\":{},\"settlement\":false,\"lnd_pubkey\":{lnd_pubkey}}}",
         options.address, options.credit_limit
     );
     // Serve until the process is killed; the plugin's threads do the work.
