@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod btp;
+pub mod encoding;
 pub mod ilp;
 pub mod lnd;
 pub mod plugin;
