@@ -1,6 +1,8 @@
 //! `LightningPlugin` in both roles over loopback: data both ways, IL-DCP, raw BTP that skips the
 //! client's own checks, and settlement hooks. (Adapted from H4's first plugin tests.)
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,8 +12,7 @@ use ilp_plugin_lightning::btp::{
 };
 use ilp_plugin_lightning::ilp::ildcp::{self, IldcpResponse};
 use ilp_plugin_lightning::ilp::{
-    condition_of, Address, ErrorCode, Fulfill, FulfillBuilder, Packet, PrepareBuilder, Reject,
-    Timestamp,
+    Address, ErrorCode, Fulfill, FulfillBuilder, Packet, Reject, Timestamp,
 };
 use ilp_plugin_lightning::plugin::{
     CreditRefused, HandlerError, LightningPlugin, PluginError, SettlementHooks,
@@ -21,29 +22,12 @@ use parking_lot::Mutex;
 const FULFILLMENT: [u8; 32] = [5; 32];
 
 fn prepare(destination: &str, amount: u64, expires_in_ms: i64) -> Vec<u8> {
-    PrepareBuilder {
-        amount,
-        expires_at: Timestamp::now().add_millis(expires_in_ms),
-        execution_condition: &condition_of(&FULFILLMENT),
-        destination,
-        data: b"",
-    }
-    .build()
-    .unwrap()
-    .to_bytes()
+    common::ilp::prepare(&FULFILLMENT, destination, amount, expires_in_ms, b"")
 }
 
 /// Fulfils with `tag` as data.
 fn fulfilling(tag: &'static [u8]) -> impl Fn(&[u8]) -> Result<Vec<u8>, HandlerError> {
-    move |_| {
-        Ok(FulfillBuilder {
-            fulfillment: &FULFILLMENT,
-            data: tag,
-        }
-        .build()
-        .unwrap()
-        .to_bytes())
-    }
+    move |_| Ok(common::ilp::fulfill(&FULFILLMENT, tag))
 }
 
 fn hub() -> LightningPlugin {

@@ -3,24 +3,15 @@
 //! disturb.
 #![cfg(all(feature = "sim", target_os = "linux"))]
 
+mod common;
+
 use std::time::Duration;
 
 use ilp_plugin_lightning::lnd::sim::SimNetwork;
 
 /// The names of this process's threads that belong to the simulator.
 fn sim_threads() -> Vec<String> {
-    let mut names = Vec::new();
-    for task in std::fs::read_dir("/proc/self/task").unwrap() {
-        let comm = task.unwrap().path().join("comm");
-        if let Ok(name) = std::fs::read_to_string(comm) {
-            let name = name.trim().to_string();
-            if name.starts_with("lnd-sim") {
-                names.push(name);
-            }
-        }
-    }
-    names.sort();
-    names
+    common::threads::named(&["lnd-sim"])
 }
 
 /// After shutdown, the simulator's threads as soon as they have gone. grpcio does not hand out
