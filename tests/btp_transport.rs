@@ -827,6 +827,15 @@ fn saturated_pool_never_deadlocks_on_callbacks_to_the_same_peer() {
     server.shutdown();
 }
 
+/// The variable `name` parsed, or `default` when it is unset or does not parse (for the
+/// ignored measurement and interop helpers below).
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Measurement, not a check: `cargo test --test btp_transport many_clients -- --ignored --nocapture`.
 /// 1,000 raw clients authenticate to one server in this process; prints threads and RSS.
 #[test]
@@ -960,14 +969,8 @@ fn pending_cap_and_no_write_after_close() {
 #[test]
 #[ignore]
 fn server_rss_with_external_clients() {
-    let n: usize = std::env::var("BTP_MEASURE_CLIENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
-    let port: u16 = std::env::var("BTP_MEASURE_PORT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(47001);
+    let n: usize = env_or("BTP_MEASURE_CLIENTS", 1000);
+    let port: u16 = env_or("BTP_MEASURE_PORT", 47001);
     let server = BtpServer::bind(
         ("127.0.0.1", port),
         ServerConfig::default(),
@@ -1017,10 +1020,7 @@ fn server_rss_with_external_clients() {
 #[test]
 #[ignore]
 fn serve_one_client_for_interop() {
-    let port: u16 = std::env::var("BTP_MEASURE_PORT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(47002);
+    let port: u16 = env_or("BTP_MEASURE_PORT", 47002);
     let server = BtpServer::bind(
         ("127.0.0.1", port),
         ServerConfig::default(),
@@ -1055,10 +1055,7 @@ fn serve_one_client_for_interop() {
 fn client_for_interop() {
     let uri =
         std::env::var("BTP_URI").unwrap_or_else(|_| "btp+ws://:secret@127.0.0.1:47003".into());
-    let hold: u64 = std::env::var("BTP_HOLD_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
+    let hold: u64 = env_or("BTP_HOLD_MS", 1000);
     let client = BtpClient::connect(&uri, quick_client_config(), client_echo_handler()).unwrap();
     println!("rust connected");
     let reply = client.request(&ilp(b"from-rust"), None, None);

@@ -178,6 +178,23 @@ fn fulfilling_handler(
     Ok(common::ilp::fulfill(&FULFILLMENT, &data))
 }
 
+/// A JS client of the hub at `port`, account `user`, that fulfils what it gets with
+/// `FULFILLMENT` and echoes its data.
+fn js_fulfiller(port: u16, user: &str) -> NodeProcess {
+    let server = format!("btp+ws://{user}:token-{user}@127.0.0.1:{port}");
+    NodeProcess::start(
+        &format!("js-client-{user}"),
+        "js-client.js",
+        &[
+            "serve",
+            "--server",
+            &server,
+            "--fulfillment",
+            &hex::encode(FULFILLMENT),
+        ],
+    )
+}
+
 fn send_with_js(port: u16, user: &str, destination: &str, amount: u64) -> Value {
     let server = format!("btp+ws://{user}:token-{user}@127.0.0.1:{port}");
     let mut js = NodeProcess::start(
@@ -213,18 +230,7 @@ fn send_with_js(port: u16, user: &str, destination: &str, amount: u64) -> Value 
 #[test]
 fn two_js_clients_exchange_packets_through_our_hub_binary() {
     let hub = start_hub(1_000);
-    let server = format!("btp+ws://bob:token-bob@127.0.0.1:{}", hub.port);
-    let mut bob = NodeProcess::start(
-        "js-client-bob",
-        "js-client.js",
-        &[
-            "serve",
-            "--server",
-            &server,
-            "--fulfillment",
-            &hex::encode(FULFILLMENT),
-        ],
-    );
+    let mut bob = js_fulfiller(hub.port, "bob");
     let ready = bob.expect("ready");
     assert_eq!(ready["clientAddress"], "test.hub.bob");
 
@@ -304,18 +310,7 @@ fn our_client_and_a_js_client_exchange_packets_both_ways_through_an_in_process_h
     assert!(ours.is_connected());
     assert_eq!(ours.own_address().unwrap().as_str(), "test.hub.rusty");
 
-    let server = format!("btp+ws://bob:token-bob@127.0.0.1:{port}");
-    let mut bob = NodeProcess::start(
-        "js-client-bob",
-        "js-client.js",
-        &[
-            "serve",
-            "--server",
-            &server,
-            "--fulfillment",
-            &hex::encode(FULFILLMENT),
-        ],
-    );
+    let mut bob = js_fulfiller(port, "bob");
     assert_eq!(bob.expect("ready")["clientAddress"], "test.hub.bob");
 
     // Rust -> hub -> JS.

@@ -11,9 +11,7 @@ use ilp_plugin_lightning::btp::{
     Reply,
 };
 use ilp_plugin_lightning::ilp::ildcp::{self, IldcpResponse};
-use ilp_plugin_lightning::ilp::{
-    Address, ErrorCode, Fulfill, FulfillBuilder, Packet, Reject, Timestamp,
-};
+use ilp_plugin_lightning::ilp::{Address, ErrorCode, Fulfill, Packet, Reject, Timestamp};
 use ilp_plugin_lightning::plugin::{
     CreditRefused, HandlerError, LightningPlugin, PluginError, SettlementHooks,
 };
@@ -119,13 +117,7 @@ fn raw_btp_past_the_clients_checks_still_gets_rejects() {
         ErrorCode::R00_TRANSFER_TIMED_OUT
     );
     // A Fulfill is not something to answer.
-    let fulfill = FulfillBuilder {
-        fulfillment: &FULFILLMENT,
-        data: b"",
-    }
-    .build()
-    .unwrap()
-    .to_bytes();
+    let fulfill = common::ilp::fulfill(&FULFILLMENT, b"");
     assert_eq!(code_of(&ask(&fulfill)), ErrorCode::F01_INVALID_PACKET);
     assert!(matches!(
         Packet::parse(&ask(&prepare("test.hub", 1, 5_000))),
