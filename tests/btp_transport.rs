@@ -1,6 +1,8 @@
 //! The BTP transport over real WebSockets on loopback: auth, token binding, requests both ways,
 //! timeouts, dying peers, reconnects, malformed frames, caps and keepalive.
 
+mod common;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::thread;
@@ -330,7 +332,7 @@ fn fake_server(
 ) -> (SocketAddr, thread::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let handle = thread::spawn(move || {
+    let handle = common::threads::spawn("fake-btp-server", move || {
         let (stream, _) = listener.accept().unwrap();
         stream.set_read_timeout(Some(DEADLINE)).unwrap();
         let mut ws = tungstenite::accept(stream).unwrap();
@@ -628,7 +630,7 @@ fn client_drops_a_silent_server_and_reconnects() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let (release_tx, release_rx) = bounded::<()>(0);
-    let fake = thread::spawn(move || {
+    let fake = common::threads::spawn("silent-server", move || {
         let (stream, _) = listener.accept().unwrap();
         let mut ws = tungstenite::accept(stream).unwrap();
         let auth = raw_read(&mut ws).unwrap();
@@ -665,7 +667,7 @@ fn client_drops_a_silent_server_and_reconnects() {
     drop(release_tx);
     let listener = fake.join().unwrap();
     // Serve the reconnect properly on the same listening socket.
-    let server_side = thread::spawn(move || {
+    let server_side = common::threads::spawn("server-side", move || {
         let (stream, _) = listener.accept().unwrap();
         stream.set_read_timeout(Some(DEADLINE)).unwrap();
         let mut ws = tungstenite::accept(stream).unwrap();
@@ -1075,7 +1077,7 @@ fn disconnect_cuts_a_hanging_reconnect_attempt_short() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let (hanging_tx, hanging_rx) = bounded::<()>(1);
-    let fake = thread::spawn(move || {
+    let fake = common::threads::spawn("hanging-server", move || {
         let (stream, _) = listener.accept().unwrap();
         stream.set_read_timeout(Some(DEADLINE)).unwrap();
         let mut ws = tungstenite::accept(stream).unwrap();

@@ -314,13 +314,15 @@ fn a_client_vanishing_mid_request_gets_the_sender_a_t01_not_a_hang() {
     let alice = Arc::new(alice);
     let sender = {
         let alice = alice.clone();
-        std::thread::spawn(move || alice.send_data(&prepare("test.hub.bob.x", 1, 20_000, b"")))
+        common::threads::spawn("sender", move || {
+            alice.send_data(&prepare("test.hub.bob.x", 1, 20_000, b""))
+        })
     };
     entered_rx
         .recv_timeout(WAIT)
         .expect("bob's handler was not reached");
     // Bob disconnects while its handler still holds the Prepare; its connection closes first.
-    let closer = std::thread::spawn(move || bob.disconnect());
+    let closer = common::threads::spawn("closer", move || bob.disconnect());
     let reply = sender.join().unwrap().unwrap();
     drop(release_tx);
     closer.join().unwrap();

@@ -19,3 +19,14 @@ pub fn named(prefixes: &[&str]) -> Vec<String> {
         .filter(|name| prefixes.iter().any(|p| name.starts_with(p)))
         .collect()
 }
+
+/// Starts a named thread (a panic message then says which helper thread failed).
+pub fn spawn<T: Send + 'static>(
+    name: &str,
+    body: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(body)
+        .expect("start a test thread")
+}
