@@ -68,6 +68,6 @@ fn disconnect_and_shutdown_join_every_thread() {
     server.shutdown();
     last.disconnect();
 
-    let after = common::threads::names();
+    let after = common::threads::settled(common::threads::names, |now| now == before);
     assert_eq!(before, after, "threads left behind");
 }

@@ -54,7 +54,10 @@ fn disconnect_joins_every_thread() {
     a.disconnect();
     b.disconnect();
     hub.disconnect();
-    assert_eq!(our_threads(), Vec::<String>::new());
+    assert_eq!(
+        common::threads::settled(our_threads, <[String]>::is_empty),
+        Vec::<String>::new()
+    );
     // Dropping after disconnect is harmless; so is a second disconnect.
     hub.disconnect();
     drop(a);

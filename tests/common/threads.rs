@@ -30,3 +30,18 @@ pub fn spawn<T: Send + 'static>(
         .spawn(body)
         .expect("start a test thread")
 }
+
+/// `list()` once `done` accepts it, or whatever it is after 10 s. A joined thread can still be
+/// listed for a moment: `join` returns when the kernel clears the thread's id, a little before
+/// it removes the thread from `/proc/self/task`, and nothing signals that removal; hence this
+/// bounded poll, after a shutdown only.
+pub fn settled(list: impl Fn() -> Vec<String>, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let now = list();
+        if done(&now) || std::time::Instant::now() > deadline {
+            return now;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
