@@ -77,13 +77,19 @@
 //!
 //! Every thread is named and joined when its owner stops (`disconnect()`, `shutdown()` or drop).
 //! Each BTP connection has one reader thread (`btp-reader-<peer>` on a client, `btp-conn-<id>`
-//! on a server), which never runs user code: incoming requests go to a fixed pool of handler
-//! threads (`btp-client-handler-<i>`, `btp-server-handler-<i>`, 8 by default), where data
-//! handlers and settlement hooks run. A client also has a connection thread (`btp-client`) that
-//! reconnects with backoff; a server has `btp-accept` and `btp-reaper`; the plugin forwards
-//! connection events on `plugin-client-events` or `plugin-server-events`. Calls such as
-//! `send_data` block the calling thread until the answer comes or the request times out. Locks
-//! are held briefly, never across I/O or a call into user code.
+//! on a server, which also runs the handshake and auth). A reader never runs user code: it hands
+//! incoming requests to a fixed pool of handler threads (`btp-client-handler-<i>` or
+//! `btp-server-handler-<i>`; [`PluginBuilder::handler_threads`](plugin::PluginBuilder::handler_threads)
+//! of them), where data handlers and the per-packet settlement hooks run. A client also has
+//! `btp-client`, which connects and reconnects with backoff; a server has `btp-accept` and
+//! `btp-reaper`. The plugin reports connects and disconnects (to the settlement hooks and the
+//! [`on_event`](plugin::PluginBuilder::on_event) handler) from `plugin-client-events` or
+//! `plugin-server-events`. Calls such as `send_data` block the calling thread until the answer
+//! comes or the request times out. Locks are held briefly, never around a call into user code.
+//!
+//! The LND client's gRPC completion-queue threads (`lnd-grpc-<i>`) are grpcio's: they stop when
+//! the last [`GrpcLightning`](lnd::grpc::GrpcLightning) handle is dropped, but grpcio does not
+//! hand out their join handles.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
