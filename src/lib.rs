@@ -87,9 +87,9 @@
 //! `plugin-server-events`. Calls such as `send_data` block the calling thread until the answer
 //! comes or the request times out. Locks are held briefly, never around a call into user code.
 //!
-//! The LND client's gRPC completion-queue threads (`lnd-grpc-<i>`) are grpcio's: they stop when
-//! the last [`GrpcLightning`](lnd::grpc::GrpcLightning) handle is dropped, but grpcio does not
-//! hand out their join handles.
+//! The LND client's gRPC completion-queue threads (`lnd-grpc-<i>`) are grpcio's: they stop once
+//! the [`GrpcLightning`](lnd::grpc::GrpcLightning) and the streams opened through it are dropped,
+//! but grpcio does not hand out their join handles.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
