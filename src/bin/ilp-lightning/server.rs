@@ -11,6 +11,7 @@ use ilp_plugin_lightning::ilp::Address;
 use ilp_plugin_lightning::plugin::{route_between_clients, LightningPlugin, PluginEvent};
 
 use crate::flags::{FlagError, Flags};
+use crate::json::Object;
 
 /// The `server` lines of the command's usage text.
 pub const USAGE: &str = "  server --listen ADDR --address ILP_ADDRESS
@@ -234,10 +235,13 @@ pub fn run(args: &[String]) -> std::process::ExitCode {
         }
     };
     let listen = hub.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    println!(
-        "{{\"event\":\"listening\",\"listen\":\"{listen}\",\"address\":\"{}\",\"credit_limit\":{},\"settlement\":false}}",
-        options.address, options.credit_limit
-    );
+    let mut line = Object::new();
+    line.string("event", "listening")
+        .string("listen", &listen)
+        .string("address", options.address.as_str())
+        .number("credit_limit", options.credit_limit)
+        .boolean("settlement", false);
+    println!("{}", line.finish());
     // Serve until the process is killed; the plugin's threads do the work.
     loop {
         std::thread::park();
