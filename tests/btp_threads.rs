@@ -1,6 +1,8 @@
 //! Disconnecting joins every thread the BTP client and server started. Alone in its own test
 //! binary so that no other test's threads come and go while it counts.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,20 +10,9 @@ use ilp_plugin_lightning::btp::{
     BtpClient, BtpServer, ClientConfig, OwnedEntry, Packet, ProtocolDataEntry, Reply, ServerConfig,
 };
 
-/// Names of this process's threads (as the kernel keeps them: at most 15 bytes).
-fn thread_names() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir("/proc/self/task")
-        .expect("/proc/self/task")
-        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
-        .map(|n| n.trim_end().to_string())
-        .collect();
-    names.sort();
-    names
-}
-
 #[test]
 fn disconnect_and_shutdown_join_every_thread() {
-    let before = thread_names();
+    let before = common::threads::names();
     assert!(!before.iter().any(|n| n.starts_with("btp-")), "{before:?}");
 
     let handler = |account: &str, _: &Packet<'_>| {
@@ -54,7 +45,7 @@ fn disconnect_and_shutdown_join_every_thread() {
             .unwrap();
         assert_eq!(reply.ilp(), Some(&b"c"[..]));
     }
-    let during = thread_names();
+    let during = common::threads::names();
     assert!(
         during
             .iter()
@@ -77,6 +68,6 @@ fn disconnect_and_shutdown_join_every_thread() {
     server.shutdown();
     last.disconnect();
 
-    let after = thread_names();
+    let after = common::threads::settled(common::threads::names, |now| now == before);
     assert_eq!(before, after, "threads left behind");
 }

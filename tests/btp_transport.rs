@@ -1,6 +1,8 @@
 //! The BTP transport over real WebSockets on loopback: auth, token binding, requests both ways,
 //! timeouts, dying peers, reconnects, malformed frames, caps and keepalive.
 
+mod common;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::thread;
@@ -330,7 +332,7 @@ fn fake_server(
 ) -> (SocketAddr, thread::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let handle = thread::spawn(move || {
+    let handle = common::threads::spawn("fake-btp-server", move || {
         let (stream, _) = listener.accept().unwrap();
         stream.set_read_timeout(Some(DEADLINE)).unwrap();
         let mut ws = tungstenite::accept(stream).unwrap();
@@ -628,7 +630,7 @@ fn client_drops_a_silent_server_and_reconnects() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let (release_tx, release_rx) = bounded::<()>(0);
-    let fake = thread::spawn(move || {
+    let fake = common::threads::spawn("silent-server", move || {
         let (stream, _) = listener.accept().unwrap();
         let mut ws = tungstenite::accept(stream).unwrap();
         let auth = raw_read(&mut ws).unwrap();
@@ -665,7 +667,7 @@ fn client_drops_a_silent_server_and_reconnects() {
     drop(release_tx);
     let listener = fake.join().unwrap();
     // Serve the reconnect properly on the same listening socket.
-    let server_side = thread::spawn(move || {
+    let server_side = common::threads::spawn("server-side", move || {
         let (stream, _) = listener.accept().unwrap();
         stream.set_read_timeout(Some(DEADLINE)).unwrap();
         let mut ws = tungstenite::accept(stream).unwrap();
@@ -827,6 +829,15 @@ fn saturated_pool_never_deadlocks_on_callbacks_to_the_same_peer() {
     server.shutdown();
 }
 
+/// The variable `name` parsed, or `default` when it is unset or does not parse (for the
+/// ignored measurement and interop helpers below).
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Measurement, not a check: `cargo test --test btp_transport many_clients -- --ignored --nocapture`.
 /// 1,000 raw clients authenticate to one server in this process; prints threads and RSS.
 #[test]
@@ -960,14 +971,8 @@ fn pending_cap_and_no_write_after_close() {
 #[test]
 #[ignore]
 fn server_rss_with_external_clients() {
-    let n: usize = std::env::var("BTP_MEASURE_CLIENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
-    let port: u16 = std::env::var("BTP_MEASURE_PORT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(47001);
+    let n: usize = env_or("BTP_MEASURE_CLIENTS", 1000);
+    let port: u16 = env_or("BTP_MEASURE_PORT", 47001);
     let server = BtpServer::bind(
         ("127.0.0.1", port),
         ServerConfig::default(),
@@ -1017,10 +1022,7 @@ fn server_rss_with_external_clients() {
 #[test]
 #[ignore]
 fn serve_one_client_for_interop() {
-    let port: u16 = std::env::var("BTP_MEASURE_PORT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(47002);
+    let port: u16 = env_or("BTP_MEASURE_PORT", 47002);
     let server = BtpServer::bind(
         ("127.0.0.1", port),
         ServerConfig::default(),
@@ -1055,10 +1057,7 @@ fn serve_one_client_for_interop() {
 fn client_for_interop() {
     let uri =
         std::env::var("BTP_URI").unwrap_or_else(|_| "btp+ws://:secret@127.0.0.1:47003".into());
-    let hold: u64 = std::env::var("BTP_HOLD_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
+    let hold: u64 = env_or("BTP_HOLD_MS", 1000);
     let client = BtpClient::connect(&uri, quick_client_config(), client_echo_handler()).unwrap();
     println!("rust connected");
     let reply = client.request(&ilp(b"from-rust"), None, None);
@@ -1078,7 +1077,7 @@ fn disconnect_cuts_a_hanging_reconnect_attempt_short() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let (hanging_tx, hanging_rx) = bounded::<()>(1);
-    let fake = thread::spawn(move || {
+    let fake = common::threads::spawn("hanging-server", move || {
         let (stream, _) = listener.accept().unwrap();
         stream.set_read_timeout(Some(DEADLINE)).unwrap();
         let mut ws = tungstenite::accept(stream).unwrap();

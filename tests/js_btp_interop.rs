@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::hub::HubProcess;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -15,8 +17,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError};
 use ilp_plugin_lightning::btp::auth::account_for_token;
 use ilp_plugin_lightning::ilp::{
-    condition_of, Address, ErrorCode, Fulfill, FulfillBuilder, Packet, PrepareBuilder, Reject,
-    Timestamp,
+    condition_of, Address, ErrorCode, Fulfill, Packet, PrepareBuilder, Reject, Timestamp,
 };
 use ilp_plugin_lightning::plugin::{route_between_clients, LightningPlugin, PluginError};
 use serde_json::Value;
@@ -138,50 +139,18 @@ impl Drop for NodeProcess {
     }
 }
 
-/// The hub binary; killed when dropped.
-struct HubProcess {
-    child: Child,
-    port: u16,
-}
-
-impl HubProcess {
-    fn start(credit_limit: u64) -> HubProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ilp-lightning"))
-            .args([
-                "server",
-                "--listen",
-                "127.0.0.1:0",
-                "--address",
-                "test.hub",
-                "--credit-limit",
-                &credit_limit.to_string(),
-                "--max-packet-amount",
-                "5000",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start ilp-lightning server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("piped"))
-            .read_line(&mut line)
-            .expect("read hub's first line");
-        let v: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("hub's first line is not JSON ({e}): {line:?}"));
-        assert_eq!(v["event"], "listening", "{v}");
-        assert_eq!(v["address"], "test.hub");
-        let listen = v["listen"].as_str().expect("listen");
-        let port = listen.rsplit(':').next().unwrap().parse().expect("port");
-        HubProcess { child, port }
-    }
-}
-
-impl Drop for HubProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The hub binary, checked to have started as asked.
+fn start_hub(credit_limit: u64) -> HubProcess {
+    let hub = HubProcess::start(&[
+        "--credit-limit",
+        &credit_limit.to_string(),
+        "--max-packet-amount",
+        "5000",
+    ]);
+    let v = &hub.first_line;
+    assert_eq!(v["event"], "listening", "{v}");
+    assert_eq!(v["address"], "test.hub");
+    hub
 }
 
 fn free_port() -> u16 {
@@ -196,16 +165,7 @@ fn condition_hex() -> String {
 }
 
 fn prepare(destination: &str, amount: u64, data: &[u8]) -> Vec<u8> {
-    PrepareBuilder {
-        amount,
-        expires_at: Timestamp::now().add_millis(30_000),
-        execution_condition: &condition_of(&FULFILLMENT),
-        destination,
-        data,
-    }
-    .build()
-    .unwrap()
-    .to_bytes()
+    common::ilp::prepare(&FULFILLMENT, destination, amount, 30_000, data)
 }
 
 fn fulfilling_handler(
@@ -215,13 +175,24 @@ fn fulfilling_handler(
         Ok(Packet::Prepare(p)) => p.data().to_vec(),
         _ => Vec::new(),
     };
-    Ok(FulfillBuilder {
-        fulfillment: &FULFILLMENT,
-        data: &data,
-    }
-    .build()
-    .unwrap()
-    .to_bytes())
+    Ok(common::ilp::fulfill(&FULFILLMENT, &data))
+}
+
+/// A JS client of the hub at `port`, account `user`, that fulfils what it gets with
+/// `FULFILLMENT` and echoes its data.
+fn js_fulfiller(port: u16, user: &str) -> NodeProcess {
+    let server = format!("btp+ws://{user}:token-{user}@127.0.0.1:{port}");
+    NodeProcess::start(
+        &format!("js-client-{user}"),
+        "js-client.js",
+        &[
+            "serve",
+            "--server",
+            &server,
+            "--fulfillment",
+            &hex::encode(FULFILLMENT),
+        ],
+    )
 }
 
 fn send_with_js(port: u16, user: &str, destination: &str, amount: u64) -> Value {
@@ -258,19 +229,8 @@ fn send_with_js(port: u16, user: &str, destination: &str, amount: u64) -> Value 
 
 #[test]
 fn two_js_clients_exchange_packets_through_our_hub_binary() {
-    let hub = HubProcess::start(1_000);
-    let server = format!("btp+ws://bob:token-bob@127.0.0.1:{}", hub.port);
-    let mut bob = NodeProcess::start(
-        "js-client-bob",
-        "js-client.js",
-        &[
-            "serve",
-            "--server",
-            &server,
-            "--fulfillment",
-            &hex::encode(FULFILLMENT),
-        ],
-    );
+    let hub = start_hub(1_000);
+    let mut bob = js_fulfiller(hub.port, "bob");
     let ready = bob.expect("ready");
     assert_eq!(ready["clientAddress"], "test.hub.bob");
 
@@ -350,18 +310,7 @@ fn our_client_and_a_js_client_exchange_packets_both_ways_through_an_in_process_h
     assert!(ours.is_connected());
     assert_eq!(ours.own_address().unwrap().as_str(), "test.hub.rusty");
 
-    let server = format!("btp+ws://bob:token-bob@127.0.0.1:{port}");
-    let mut bob = NodeProcess::start(
-        "js-client-bob",
-        "js-client.js",
-        &[
-            "serve",
-            "--server",
-            &server,
-            "--fulfillment",
-            &hex::encode(FULFILLMENT),
-        ],
-    );
+    let mut bob = js_fulfiller(port, "bob");
     assert_eq!(bob.expect("ready")["clientAddress"], "test.hub.bob");
 
     // Rust -> hub -> JS.

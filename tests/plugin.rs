@@ -1,6 +1,8 @@
 //! `LightningPlugin` in both roles over loopback: data both ways, IL-DCP, raw BTP that skips the
 //! client's own checks, and settlement hooks. (Adapted from H4's first plugin tests.)
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,10 +11,7 @@ use ilp_plugin_lightning::btp::{
     Reply,
 };
 use ilp_plugin_lightning::ilp::ildcp::{self, IldcpResponse};
-use ilp_plugin_lightning::ilp::{
-    condition_of, Address, ErrorCode, Fulfill, FulfillBuilder, Packet, PrepareBuilder, Reject,
-    Timestamp,
-};
+use ilp_plugin_lightning::ilp::{Address, ErrorCode, Fulfill, Packet, Reject, Timestamp};
 use ilp_plugin_lightning::plugin::{
     CreditRefused, HandlerError, LightningPlugin, PluginError, SettlementHooks,
 };
@@ -21,29 +20,12 @@ use parking_lot::Mutex;
 const FULFILLMENT: [u8; 32] = [5; 32];
 
 fn prepare(destination: &str, amount: u64, expires_in_ms: i64) -> Vec<u8> {
-    PrepareBuilder {
-        amount,
-        expires_at: Timestamp::now().add_millis(expires_in_ms),
-        execution_condition: &condition_of(&FULFILLMENT),
-        destination,
-        data: b"",
-    }
-    .build()
-    .unwrap()
-    .to_bytes()
+    common::ilp::prepare(&FULFILLMENT, destination, amount, expires_in_ms, b"")
 }
 
 /// Fulfils with `tag` as data.
 fn fulfilling(tag: &'static [u8]) -> impl Fn(&[u8]) -> Result<Vec<u8>, HandlerError> {
-    move |_| {
-        Ok(FulfillBuilder {
-            fulfillment: &FULFILLMENT,
-            data: tag,
-        }
-        .build()
-        .unwrap()
-        .to_bytes())
-    }
+    move |_| Ok(common::ilp::fulfill(&FULFILLMENT, tag))
 }
 
 fn hub() -> LightningPlugin {
@@ -135,13 +117,7 @@ fn raw_btp_past_the_clients_checks_still_gets_rejects() {
         ErrorCode::R00_TRANSFER_TIMED_OUT
     );
     // A Fulfill is not something to answer.
-    let fulfill = FulfillBuilder {
-        fulfillment: &FULFILLMENT,
-        data: b"",
-    }
-    .build()
-    .unwrap()
-    .to_bytes();
+    let fulfill = common::ilp::fulfill(&FULFILLMENT, b"");
     assert_eq!(code_of(&ask(&fulfill)), ErrorCode::F01_INVALID_PACKET);
     assert!(matches!(
         Packet::parse(&ask(&prepare("test.hub", 1, 5_000))),

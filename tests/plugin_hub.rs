@@ -1,13 +1,14 @@
 //! `LightningPlugin` in both roles over real WebSockets on loopback: a hub routing between two
 //! clients, every Reject the packet path makes, the RFC 24 handler rules, events, disconnects.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver};
 use ilp_plugin_lightning::ilp::{
-    condition_of, Address, ErrorCode, Fulfill, FulfillBuilder, MaxPacketAmountDetails, Packet,
-    PrepareBuilder, Reject, Timestamp,
+    Address, ErrorCode, Fulfill, MaxPacketAmountDetails, Packet, Reject,
 };
 use ilp_plugin_lightning::plugin::{
     route_between_clients, HandlerError, LightningPlugin, PluginError, PluginEvent,
@@ -17,16 +18,7 @@ const FULFILLMENT: [u8; 32] = [0x42; 32];
 const WAIT: Duration = Duration::from_secs(20);
 
 fn prepare(destination: &str, amount: u64, expires_in_ms: i64, data: &[u8]) -> Vec<u8> {
-    PrepareBuilder {
-        amount,
-        expires_at: Timestamp::now().add_millis(expires_in_ms),
-        execution_condition: &condition_of(&FULFILLMENT),
-        destination,
-        data,
-    }
-    .build()
-    .unwrap()
-    .to_bytes()
+    common::ilp::prepare(&FULFILLMENT, destination, amount, expires_in_ms, data)
 }
 
 /// Fulfils, except by the destination's last segment: `final` → F00, `internal` → T00,
@@ -41,13 +33,7 @@ fn receiver(prepare: &[u8]) -> Result<Vec<u8>, HandlerError> {
         Some("slow") => std::thread::sleep(Duration::from_millis(1500)),
         _ => {}
     }
-    Ok(FulfillBuilder {
-        fulfillment: &FULFILLMENT,
-        data: p.data(),
-    }
-    .build()
-    .unwrap()
-    .to_bytes())
+    Ok(common::ilp::fulfill(&FULFILLMENT, p.data()))
 }
 
 fn reject_of(reply: &[u8]) -> Reject<'_> {
@@ -328,13 +314,15 @@ fn a_client_vanishing_mid_request_gets_the_sender_a_t01_not_a_hang() {
     let alice = Arc::new(alice);
     let sender = {
         let alice = alice.clone();
-        std::thread::spawn(move || alice.send_data(&prepare("test.hub.bob.x", 1, 20_000, b"")))
+        common::threads::spawn("sender", move || {
+            alice.send_data(&prepare("test.hub.bob.x", 1, 20_000, b""))
+        })
     };
     entered_rx
         .recv_timeout(WAIT)
         .expect("bob's handler was not reached");
     // Bob disconnects while its handler still holds the Prepare; its connection closes first.
-    let closer = std::thread::spawn(move || bob.disconnect());
+    let closer = common::threads::spawn("closer", move || bob.disconnect());
     let reply = sender.join().unwrap().unwrap();
     drop(release_tx);
     closer.join().unwrap();

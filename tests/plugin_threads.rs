@@ -1,26 +1,16 @@
 //! `disconnect()` joins every thread the plugin and its transport started (this file holds one
 //! test, so no other test's threads run in the process while it counts).
 
+mod common;
+
 use std::sync::Arc;
 
-use ilp_plugin_lightning::ilp::{
-    condition_of, Address, Fulfill, FulfillBuilder, PrepareBuilder, Timestamp,
-};
+use ilp_plugin_lightning::ilp::{Address, Fulfill};
 use ilp_plugin_lightning::plugin::{route_between_clients, LightningPlugin};
 
 /// Names of this process's threads that the transport or the plugin started.
 fn our_threads() -> Vec<String> {
-    let mut names = Vec::new();
-    for task in std::fs::read_dir("/proc/self/task").expect("/proc/self/task") {
-        let comm = task.unwrap().path().join("comm");
-        if let Ok(name) = std::fs::read_to_string(comm) {
-            let name = name.trim().to_owned();
-            if name.starts_with("btp-") || name.starts_with("plugin-") {
-                names.push(name);
-            }
-        }
-    }
-    names
+    common::threads::named(&["btp-", "plugin-"])
 }
 
 #[test]
@@ -45,28 +35,11 @@ fn disconnect_joins_every_thread() {
     let b = LightningPlugin::client(&format!("btp+ws://b:y@127.0.0.1:{port}"))
         .build()
         .unwrap();
-    b.register_data_handler(move |_| {
-        Ok(FulfillBuilder {
-            fulfillment: &fulfillment,
-            data: b"",
-        }
-        .build()
-        .unwrap()
-        .to_bytes())
-    })
-    .unwrap();
+    b.register_data_handler(move |_| Ok(common::ilp::fulfill(&fulfillment, b"")))
+        .unwrap();
     a.connect().unwrap();
     b.connect().unwrap();
-    let prepare = PrepareBuilder {
-        amount: 1,
-        expires_at: Timestamp::now().add_millis(5_000),
-        execution_condition: &condition_of(&fulfillment),
-        destination: "test.hub.b.x",
-        data: b"",
-    }
-    .build()
-    .unwrap()
-    .to_bytes();
+    let prepare = common::ilp::prepare(&fulfillment, "test.hub.b.x", 1, 5_000, b"");
     assert!(Fulfill::parse(&a.send_data(&prepare).unwrap()).is_ok());
     let running = our_threads();
     assert!(
@@ -81,7 +54,10 @@ fn disconnect_joins_every_thread() {
     a.disconnect();
     b.disconnect();
     hub.disconnect();
-    assert_eq!(our_threads(), Vec::<String>::new());
+    assert_eq!(
+        common::threads::settled(our_threads, <[String]>::is_empty),
+        Vec::<String>::new()
+    );
     // Dropping after disconnect is harmless; so is a second disconnect.
     hub.disconnect();
     drop(a);

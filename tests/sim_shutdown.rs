@@ -3,39 +3,23 @@
 //! disturb.
 #![cfg(all(feature = "sim", target_os = "linux"))]
 
+mod common;
+
 use std::time::Duration;
 
 use ilp_plugin_lightning::lnd::sim::SimNetwork;
 
 /// The names of this process's threads that belong to the simulator.
 fn sim_threads() -> Vec<String> {
-    let mut names = Vec::new();
-    for task in std::fs::read_dir("/proc/self/task").unwrap() {
-        let comm = task.unwrap().path().join("comm");
-        if let Ok(name) = std::fs::read_to_string(comm) {
-            let name = name.trim().to_string();
-            if name.starts_with("lnd-sim") {
-                names.push(name);
-            }
-        }
-    }
-    names.sort();
-    names
+    common::threads::named(&["lnd-sim"])
 }
 
 /// After shutdown, the simulator's threads as soon as they have gone. grpcio does not hand out
 /// the join handles of its completion-queue threads, so the simulator waits for each to report
-/// it is leaving; the OS may list a thread for a moment after that, hence this bounded wait
-/// (there is no event to wait on).
+/// it is leaving; the OS may list a thread for a moment after that (see
+/// `common::threads::settled`).
 fn sim_threads_after_shutdown() -> Vec<String> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = sim_threads();
-        if left.is_empty() || std::time::Instant::now() > deadline {
-            return left;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    common::threads::settled(sim_threads, <[String]>::is_empty)
 }
 
 #[test]
@@ -62,7 +46,9 @@ fn shutdown_and_drop_leave_no_thread_behind() {
     bob.set_offline(true).unwrap();
     bob.set_offline(false).unwrap();
     net.shutdown();
-    assert!(!sim_threads().contains(&"lnd-sim-timer".to_string()));
+    let timer = "lnd-sim-timer".to_string();
+    let left = common::threads::settled(sim_threads, |now| !now.contains(&timer));
+    assert!(!left.contains(&timer));
     assert_eq!(sim_threads_after_shutdown(), Vec::<String>::new());
     assert!(net.node("alice").unwrap().set_offline(false).is_err());
     net.shutdown();

@@ -24,32 +24,7 @@ pub fn hash_token(token: &[u8]) -> TokenHash {
     sha256::Hash::hash(token).to_byte_array()
 }
 
-/// Base64url without padding (RFC 4648 §5), as btp-packet's `base64url` writes it.
-///
-/// ```
-/// use ilp_plugin_lightning::btp::auth::base64url;
-/// assert_eq!(base64url(b""), "");
-/// assert_eq!(base64url(b"f"), "Zg");
-/// assert_eq!(base64url(b"foob"), "Zm9vYg");
-/// assert_eq!(base64url(&[0xfb, 0xff]), "-_8");
-/// ```
-pub fn base64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        let chars = chunk.len() + 1;
-        for i in 0..chars {
-            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
-}
+pub use crate::encoding::base64url;
 
 /// The account a token names when the client sends no `auth_username`:
 /// `base64url(sha256(token))`, 43 characters, as mini-accounts' `tokenToAccount`.

@@ -1,3 +1,8 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests. Each test binary compiles all of them and uses a
+//! few, hence the `dead_code` allowance.
+#![allow(dead_code)]
 
+pub mod hub;
+pub mod ilp;
 pub mod js;
+pub mod threads;

@@ -25,7 +25,10 @@ pub fn decode_hex(text: &str) -> Result<String, DecodeError> {
 }
 
 fn decode_bytes(bytes: &[u8]) -> Result<Object, DecodeError> {
-    match bytes[0] {
+    let Some(&packet_type) = bytes.first() else {
+        return Err(DecodeError("no input: expected a packet in hex".into()));
+    };
+    match packet_type {
         12..=14 => ilp::Packet::parse(bytes)
             .map(ilp_json)
             .map_err(|e| DecodeError(e.to_string())),

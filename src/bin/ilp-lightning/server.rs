@@ -13,7 +13,9 @@ use ilp_plugin_lightning::lnd::{Lightning, NodeInfo};
 use ilp_plugin_lightning::plugin::{route_between_clients, LightningPlugin, PluginEvent};
 
 use crate::flags::{FlagError, Flags};
+use crate::json::Object;
 
+/// The `server` lines of the command's usage text.
 pub const USAGE: &str = "  server --listen ADDR --address ILP_ADDRESS
          (--lnd-dir DIR | --lnd-host H [--lnd-port P] --tls-cert FILE --macaroon FILE)
          [--store DIR] [--credit-limit SAT] [--max-packet-amount SAT]
@@ -58,19 +60,31 @@ pub enum LndLocation {
 /// The hub's settings, from its flags.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
+    /// `--listen`: where the BTP server listens.
     pub listen: SocketAddr,
+    /// `--address`: the hub's ILP address; clients get `<address>.<account>`.
     pub address: Address,
+    /// Where LND is, if given.
     pub lnd: Option<LndLocation>,
+    /// `--store`: the directory that keeps account-to-token bindings across restarts.
     pub store: Option<PathBuf>,
+    /// `--credit-limit`: how much a client may owe the hub (never 0 without settlement).
     pub credit_limit: u64,
+    /// `--max-packet-amount`: larger Prepares get F08.
     pub max_packet_amount: Option<u64>,
 }
 
 /// Why the hub cannot start.
 #[derive(Debug)]
 pub enum ServerError {
+    /// A flag is missing, unknown or malformed.
     Usage(FlagError),
-    NeedsSettlement { lnd_given: bool },
+    /// A credit limit of 0 without working settlement would refuse every packet.
+    NeedsSettlement {
+        /// Whether LND settings were given (this build cannot use them yet).
+        lnd_given: bool,
+    },
+    /// The plugin could not be built, or could not listen.
     Start(String),
 }
 
@@ -298,13 +312,16 @@ pub fn run(args: &[String]) -> std::process::ExitCode {
         }
     };
     let listen = hub.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    let lnd_pubkey = lnd_identity
-        .map(|info| format!("\"{}\"", info.pubkey))
-        .unwrap_or_else(|| "null".to_owned());
-    println!(
-        "{{\"event\":\"listening\",\"listen\":\"{listen}\",\"address\":\"{}\",\"credit_limit\":{},\"settlement\":false,\"lnd_pubkey\":{lnd_pubkey}}}",
-        options.address, options.credit_limit
-    );
+    let mut line = Object::new();
+    line.string("event", "listening")
+        .string("listen", &listen)
+        .string("address", options.address.as_str())
+        .number("credit_limit", options.credit_limit)
+        .boolean("settlement", false);
+    if let Some(info) = &lnd_identity {
+        line.string("lnd_pubkey", &info.pubkey.to_string());
+    }
+    println!("{}", line.finish());
     // Serve until the process is killed; the plugin's threads do the work.
     loop {
         std::thread::park();

@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::encoding;
 use crate::lnd::LndError;
 
 /// LND's default gRPC port.
@@ -238,7 +239,7 @@ fn cert_to_pem(raw: &[u8]) -> Result<Vec<u8>, LndError> {
             "the TLS certificate is neither PEM nor DER; give LND's tls.cert".into(),
         ));
     }
-    let b64 = base64_encode(raw);
+    let b64 = encoding::base64(raw);
     let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
     for line in b64.as_bytes().chunks(64) {
         pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
@@ -263,72 +264,13 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Standard base64 with padding.
-fn base64_encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(B64[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// Decodes standard or URL-safe base64, padded or not, ignoring whitespace (PEM-style line
-/// breaks). A text that already is PEM is returned unchanged.
+/// Base64 as LND's users hand it over (see [`crate::encoding::decode_base64`]), except that a
+/// text that already is PEM is returned unchanged and an empty text is refused.
 fn base64_decode(text: &str) -> Result<Vec<u8>, String> {
     if text.trim_start().starts_with("-----BEGIN") {
         return Ok(text.trim_start().as_bytes().to_vec());
     }
-    let mut out = Vec::with_capacity(text.len() / 4 * 3);
-    let mut acc: u32 = 0;
-    let mut bits = 0u32;
-    let mut padding = 0usize;
-    for (pos, c) in text.char_indices() {
-        if c.is_ascii_whitespace() {
-            continue;
-        }
-        if c == '=' {
-            padding += 1;
-            continue;
-        }
-        if padding > 0 {
-            return Err(format!("data after padding at position {pos}"));
-        }
-        let v = match c {
-            'A'..='Z' => c as u32 - 'A' as u32,
-            'a'..='z' => c as u32 - 'a' as u32 + 26,
-            '0'..='9' => c as u32 - '0' as u32 + 52,
-            '+' | '-' => 62,
-            '/' | '_' => 63,
-            _ => return Err(format!("character {c:?} at position {pos}")),
-        };
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    if padding > 2 || bits >= 6 {
-        return Err("truncated input".into());
-    }
-    if acc != 0 {
-        return Err("non-zero trailing bits".into());
-    }
+    let out = encoding::decode_base64(text).map_err(|e| e.to_string())?;
     if out.is_empty() {
         return Err("empty".into());
     }
@@ -349,7 +291,7 @@ mod tests {
     fn base64_round_trips_all_lengths() {
         for len in 0..40usize {
             let data: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
-            let enc = base64_encode(&data);
+            let enc = encoding::base64(&data);
             if len == 0 {
                 assert!(base64_decode(&enc).is_err());
             } else {
@@ -365,8 +307,8 @@ mod tests {
                 assert_eq!(base64_decode(&wrapped).unwrap(), data);
             }
         }
-        assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
-        assert_eq!(base64_encode(b"fo"), "Zm8=");
+        assert_eq!(encoding::base64(b"foobar"), "Zm9vYmFy");
+        assert_eq!(encoding::base64(b"fo"), "Zm8=");
         assert_eq!(base64_decode("Zm9vYg==").unwrap(), b"foob");
     }
 
@@ -385,7 +327,7 @@ mod tests {
         let cert = Material::Base64(PEM.into());
         for mac in [
             Material::Bytes(raw.clone()),
-            Material::Base64(base64_encode(&raw)),
+            Material::Base64(encoding::base64(&raw)),
             Material::Hex(expect.to_uppercase()),
         ] {
             let hex = opts(cert.clone(), mac).load_macaroon_hex().unwrap();
@@ -414,7 +356,7 @@ mod tests {
         );
         assert_eq!(o.load_tls_cert_pem().unwrap(), PEM.as_bytes());
         let o = opts(
-            Material::Base64(base64_encode(PEM.as_bytes())),
+            Material::Base64(encoding::base64(PEM.as_bytes())),
             Material::Hex("00".into()),
         );
         assert_eq!(o.load_tls_cert_pem().unwrap(), PEM.as_bytes());
@@ -422,7 +364,7 @@ mod tests {
         let o = opts(Material::Bytes(der.clone()), Material::Hex("00".into()));
         let pem = String::from_utf8(o.load_tls_cert_pem().unwrap()).unwrap();
         assert!(pem.starts_with("-----BEGIN CERTIFICATE-----\n"));
-        assert!(pem.contains(&base64_encode(&der)));
+        assert!(pem.contains(&encoding::base64(&der)));
         let o = opts(
             Material::Bytes(b"hello".to_vec()),
             Material::Hex("00".into()),
@@ -460,7 +402,7 @@ mod tests {
         let secret = "0201036c6e6402f801030a10";
         for mac in [
             Material::Hex(secret.into()),
-            Material::Base64(base64_encode(&hex::decode(secret).unwrap())),
+            Material::Base64(encoding::base64(&hex::decode(secret).unwrap())),
             Material::Bytes(hex::decode(secret).unwrap()),
         ] {
             let o = opts(Material::Base64(PEM.into()), mac.clone());
