@@ -172,17 +172,27 @@ impl fmt::Debug for BtpUri {
     }
 }
 
+fn hex_value(digit: u8) -> u8 {
+    match digit {
+        b'0'..=b'9' => digit - b'0',
+        b'a'..=b'f' => digit - b'a' + 10,
+        _ => digit - b'A' + 10,
+    }
+}
+
 fn percent_decode(s: &str) -> Result<String, UriError> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .ok_or(UriError::InvalidPercentEncoding)?;
-            let hex = std::str::from_utf8(hex).map_err(|_| UriError::InvalidPercentEncoding)?;
-            let b = u8::from_str_radix(hex, 16).map_err(|_| UriError::InvalidPercentEncoding)?;
+            // Two hex digits exactly: from_str_radix alone would also take "+1".
+            let b = match bytes.get(i + 1..i + 3) {
+                Some(&[high, low]) if high.is_ascii_hexdigit() && low.is_ascii_hexdigit() => {
+                    hex_value(high) << 4 | hex_value(low)
+                }
+                _ => return Err(UriError::InvalidPercentEncoding),
+            };
             out.push(b);
             i += 3;
         } else {
@@ -238,10 +248,18 @@ mod tests {
             BtpUri::parse("btp+ws://h:99999"),
             Err(UriError::InvalidPort(_))
         ));
-        assert_eq!(
-            BtpUri::parse("btp+ws://a:%zz@h"),
-            Err(UriError::InvalidPercentEncoding)
-        );
+        for bad in [
+            "btp+ws://a:%zz@h",
+            "btp+ws://a:%+1@h",
+            "btp+ws://a:%1@h",
+            "btp+ws://a:%@h",
+        ] {
+            assert_eq!(
+                BtpUri::parse(bad),
+                Err(UriError::InvalidPercentEncoding),
+                "{bad}"
+            );
+        }
         assert_eq!(
             BtpUri::parse("btp+ws://[::1"),
             Err(UriError::UnclosedBracket)

@@ -28,6 +28,9 @@ fn usage() -> String {
 }
 
 fn main() -> ExitCode {
+    // Logs go to stderr, warnings and errors only unless RUST_LOG asks for more (RUST_LOG=info
+    // shows the hub's accounts coming and going); stdout stays the commands' JSON.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("server") => server::run(&args[1..]),
