@@ -378,3 +378,74 @@ fn a_client_reconnects_when_its_hub_comes_back() {
     c.disconnect();
     second.disconnect();
 }
+
+/// Eight threads race one account's Prepares through the hub against its credit limit, half of
+/// them rejected downstream: whatever the interleaving, the hub's books equal what was actually
+/// fulfilled (no credit lost to a Reject, none granted twice), and never pass the limit.
+#[test]
+fn racing_prepares_never_break_the_books_or_the_credit_limit() {
+    const LIMIT: u64 = 300;
+    const THREADS: usize = 8;
+    const PER_THREAD: usize = 100;
+    let (hub, hub_events) = hub(LIMIT, 10);
+    let alice = Arc::new(client(&hub, "alice"));
+    let bob = client(&hub, "bob");
+    bob.register_data_handler(receiver).unwrap();
+    alice.connect().unwrap();
+    bob.connect().unwrap();
+    wait_for(&hub_events, &PluginEvent::AccountConnected("bob".into()));
+
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let alice = Arc::clone(&alice);
+            common::threads::spawn(&format!("racer-{t}"), move || {
+                let (mut fulfilled, mut rejected_downstream, mut refused) = (0u64, 0u64, 0u64);
+                for i in 0..PER_THREAD {
+                    // Odd packets are refused by bob's handler (F00), even ones fulfilled.
+                    let destination = if i % 2 == 0 {
+                        "test.hub.bob.ok"
+                    } else {
+                        "test.hub.bob.final"
+                    };
+                    let reply = alice
+                        .send_data(&prepare(destination, 1, 10_000, b""))
+                        .unwrap();
+                    match Packet::parse(&reply).unwrap() {
+                        Packet::Fulfill(_) => fulfilled += 1,
+                        Packet::Reject(r) if r.code() == ErrorCode::F00_BAD_REQUEST => {
+                            rejected_downstream += 1
+                        }
+                        Packet::Reject(r) if r.code() == ErrorCode::T04_INSUFFICIENT_LIQUIDITY => {
+                            refused += 1
+                        }
+                        other => panic!("unexpected reply {other:?}"),
+                    }
+                }
+                (fulfilled, rejected_downstream, refused)
+            })
+        })
+        .collect();
+    let (mut fulfilled, mut rejected, mut refused) = (0, 0, 0);
+    for worker in workers {
+        let (f, r, t) = worker.join().unwrap();
+        fulfilled += f;
+        rejected += r;
+        refused += t;
+    }
+    assert_eq!(
+        fulfilled + rejected + refused,
+        (THREADS * PER_THREAD) as u64
+    );
+    assert_eq!(
+        fulfilled, LIMIT,
+        "the limit is reached exactly, never passed"
+    );
+    assert!(refused > 0);
+    let balances = hub.balances().unwrap();
+    assert_eq!(u128::from(fulfilled), balances.balance("alice").receivable);
+    assert_eq!(u128::from(fulfilled), balances.balance("bob").payable);
+
+    bob.disconnect();
+    alice.disconnect();
+    hub.disconnect();
+}
