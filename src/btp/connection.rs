@@ -56,7 +56,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use tungstenite::protocol::frame::coding::{CloseCode, Data as OpData, OpCode};
 use tungstenite::protocol::frame::Frame;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -202,8 +202,8 @@ impl std::error::Error for TransportError {}
 fn random_u32() -> u32 {
     let mut b = [0u8; 4];
     if getrandom::getrandom(&mut b).is_err() {
-        // The OS RNG does not fail on supported platforms; a clock-derived id is still unique
-        // enough, since duplicates in flight are checked anyway.
+        // The OS RNG does not fail on supported platforms; a clock-derived start is still
+        // fine, since ids only need to be unique among the requests in flight.
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -211,6 +211,51 @@ fn random_u32() -> u32 {
         return nanos;
     }
     u32::from_be_bytes(b)
+}
+
+/// Where the reader leaves the answer to one request, and its waiter sleeps until it does.
+/// (A crossbeam channel per request would cost an allocation more and spin before sleeping.)
+struct ReplySlot {
+    state: Mutex<SlotState>,
+    ready: Condvar,
+}
+
+enum SlotState {
+    Waiting,
+    Answered(Vec<u8>),
+    Closed,
+}
+
+impl ReplySlot {
+    fn new() -> Arc<ReplySlot> {
+        Arc::new(ReplySlot {
+            state: Mutex::new(SlotState::Waiting),
+            ready: Condvar::new(),
+        })
+    }
+
+    fn settle(&self, outcome: SlotState) {
+        let mut state = self.state.lock();
+        if matches!(*state, SlotState::Waiting) {
+            *state = outcome;
+        }
+        drop(state);
+        self.ready.notify_one();
+    }
+
+    /// Waits until `deadline`; `Waiting` back means it passed.
+    fn wait(&self, deadline: Instant) -> SlotState {
+        let mut state = self.state.lock();
+        while matches!(*state, SlotState::Waiting) {
+            if self.ready.wait_until(&mut state, deadline).timed_out() {
+                break;
+            }
+        }
+        match *state {
+            SlotState::Waiting => SlotState::Waiting,
+            _ => std::mem::replace(&mut *state, SlotState::Closed),
+        }
+    }
 }
 
 struct WriteHalf {
@@ -431,7 +476,10 @@ impl Prepared {
 }
 
 struct Pending {
-    waiting: HashMap<u32, Sender<Vec<u8>>>,
+    waiting: HashMap<u32, Arc<ReplySlot>>,
+    /// The next requestId to try: RFC 23 allows sequential ids; starting at a random value
+    /// keeps ids from one connection to the next apart, with no system call per request.
+    next_id: u32,
     closed: Option<CloseReason>,
 }
 
@@ -496,6 +544,7 @@ impl Connection {
                 socket: prepared.socket,
                 pending: Mutex::new(Pending {
                     waiting: HashMap::new(),
+                    next_id: random_u32(),
                     closed: None,
                 }),
                 reader: Mutex::new(None),
@@ -558,10 +607,8 @@ impl Connection {
         timeout: Option<Duration>,
     ) -> Result<Vec<u8>, TransportError> {
         let timeout = timeout.unwrap_or(self.inner.config.request_timeout);
-        let (tx, rx) = bounded(1);
-        // Drawn before taking the lock: getrandom is a system call.
-        let mut request_id = random_u32();
-        {
+        let slot = ReplySlot::new();
+        let request_id = {
             let mut pending = self.inner.pending.lock();
             if let Some(reason) = &pending.closed {
                 return Err(TransportError::Closed(reason.clone()));
@@ -570,33 +617,38 @@ impl Connection {
             if pending.waiting.len() >= max {
                 return Err(TransportError::TooManyPending { max });
             }
-            // A collision is rare; stepping on from a random start keeps ids unique and
-            // unpredictable enough without another system call under the lock.
+            let mut request_id = pending.next_id;
             while pending.waiting.contains_key(&request_id) {
                 request_id = request_id.wrapping_add(1);
             }
-            pending.waiting.insert(request_id, tx);
-        }
+            pending.next_id = request_id.wrapping_add(1);
+            pending.waiting.insert(request_id, slot.clone());
+            request_id
+        };
         if let Err(e) = self.send_frame(encode(request_id)) {
             self.inner.pending.lock().waiting.remove(&request_id);
             return Err(e);
         }
-        match rx.recv_timeout(timeout) {
-            Ok(frame) => Ok(frame),
-            Err(RecvTimeoutError::Timeout) => {
+        let deadline = Instant::now() + timeout;
+        match slot.wait(deadline) {
+            SlotState::Answered(frame) => Ok(frame),
+            SlotState::Closed => Err(TransportError::Closed(
+                self.close_reason().unwrap_or(CloseReason::Local),
+            )),
+            SlotState::Waiting => {
                 self.inner.pending.lock().waiting.remove(&request_id);
                 // The reply may have landed between the timeout and the removal.
-                match rx.try_recv() {
-                    Ok(frame) => Ok(frame),
-                    Err(_) => Err(TransportError::Timeout {
+                match slot.wait(Instant::now()) {
+                    SlotState::Answered(frame) => Ok(frame),
+                    SlotState::Closed => Err(TransportError::Closed(
+                        self.close_reason().unwrap_or(CloseReason::Local),
+                    )),
+                    SlotState::Waiting => Err(TransportError::Timeout {
                         request_id,
                         after: timeout,
                     }),
                 }
             }
-            Err(RecvTimeoutError::Disconnected) => Err(TransportError::Closed(
-                self.close_reason().unwrap_or(CloseReason::Local),
-            )),
         }
     }
 
@@ -610,8 +662,9 @@ impl Connection {
             }
             std::mem::take(&mut pending.waiting)
         };
-        // Dropping the senders wakes every waiter with `Disconnected`.
-        drop(waiting);
+        for slot in waiting.into_values() {
+            slot.settle(SlotState::Closed);
+        }
     }
 
     /// Closes without waiting: sends a close frame, fails pending requests, cuts the socket.
@@ -684,9 +737,7 @@ impl Connection {
     fn deliver_reply(&self, request_id: u32, frame: Vec<u8>) {
         let waiter = self.inner.pending.lock().waiting.remove(&request_id);
         match waiter {
-            Some(tx) => {
-                let _ = tx.try_send(frame);
-            }
+            Some(slot) => slot.settle(SlotState::Answered(frame)),
             None => log::debug!(
                 "BTP {}: reply to unknown or answered request {request_id}, ignored",
                 self.inner.peer
