@@ -489,7 +489,8 @@ struct Inner {
     writer: Arc<FrameWriter>,
     socket: TcpStream,
     pending: Mutex<Pending>,
-    reader: Mutex<Option<JoinHandle<()>>>,
+    /// The threads that read this connection (one, plus a partner once requests arrive).
+    readers: Mutex<ReaderThreads>,
     /// Never sent on: it disconnects when the reader thread ends.
     reader_done: Receiver<()>,
 }
@@ -522,6 +523,17 @@ pub(crate) struct Reader {
     ws: WebSocket<ReaderIo>,
     conn: Connection,
     done: Option<Sender<()>>,
+    /// Keepalive state; it lives here because reading moves between threads.
+    next_ping: Instant,
+    ping_sent_at: Option<Instant>,
+    /// The keepalive event the socket's read timeout is armed for.
+    armed: Option<Instant>,
+}
+
+struct ReaderThreads {
+    handles: Vec<JoinHandle<()>>,
+    /// Set by `join`: no partner thread is started after it.
+    joined: bool,
 }
 
 impl Connection {
@@ -547,7 +559,10 @@ impl Connection {
                     next_id: random_u32(),
                     closed: None,
                 }),
-                reader: Mutex::new(None),
+                readers: Mutex::new(ReaderThreads {
+                    handles: Vec::new(),
+                    joined: false,
+                }),
                 reader_done: done_rx,
             }),
         };
@@ -555,6 +570,9 @@ impl Connection {
             ws,
             conn: conn.clone(),
             done: Some(done_tx),
+            next_ping: Instant::now() + conn.inner.config.ping_interval,
+            ping_sent_at: None,
+            armed: None,
         };
         (conn, reader)
     }
@@ -688,18 +706,22 @@ impl Connection {
         self.join();
     }
 
-    /// Waits for the reader thread to end (it ends when the connection does) and joins it.
-    /// Does nothing when called from the reader thread itself.
+    /// Waits for the threads reading this connection to end (they end when the connection
+    /// does, once a handler one of them runs has returned) and joins them. The calling thread
+    /// itself, if it is one of them, is skipped and left for a later `join`.
     pub fn join(&self) {
-        let handle = {
-            let mut reader = self.inner.reader.lock();
-            match reader.as_ref() {
-                Some(h) if h.thread().id() == thread::current().id() => return,
-                _ => reader.take(),
-            }
+        let handles = {
+            let mut readers = self.inner.readers.lock();
+            readers.joined = true;
+            std::mem::take(&mut readers.handles)
         };
-        if let Some(h) = handle {
-            let _ = h.join();
+        let me = thread::current().id();
+        for h in handles {
+            if h.thread().id() == me {
+                self.inner.readers.lock().handles.push(h);
+            } else {
+                let _ = h.join();
+            }
         }
     }
 
@@ -839,7 +861,8 @@ impl Reader {
         }
     }
 
-    /// Starts the reader on its own named thread (`btp-reader-<peer>`).
+    /// Starts the reader on its own named thread (`btp-reader-<peer>`); its partner, if
+    /// requests arrive, gets the same stack size.
     pub(crate) fn spawn(
         self,
         stack_size: usize,
@@ -849,78 +872,110 @@ impl Reader {
     ) -> io::Result<()> {
         let conn = self.conn.clone();
         let name = format!("btp-reader-{}", conn.inner.peer);
+        let mut readers = conn.inner.readers.lock();
         let handle = thread::Builder::new()
             .name(name)
             .stack_size(stack_size)
-            .spawn(move || self.run(pool, handler, on_close))?;
-        *conn.inner.reader.lock() = Some(handle);
+            .spawn(move || self.run(pool, handler, on_close, stack_size))?;
+        readers.handles.push(handle);
         Ok(())
     }
 
-    /// The read loop: dispatches frames until the connection ends, then fails every pending
-    /// request, cuts the socket and calls `on_close`.
-    pub(crate) fn run(mut self, pool: PoolHandle, handler: FrameHandler, on_close: OnClose) {
-        let reason = self.read_loop(&pool, &handler);
-        log::debug!("BTP {}: connection ended: {reason}", self.conn.inner.peer);
-        self.conn.fail_all(reason.clone());
-        self.conn.inner.writer.shutdown();
-        drop(pool);
-        on_close(&reason);
-        drop(self.done.take());
+    /// Reads and dispatches frames on this thread (taking turns with a partner thread of
+    /// `stack_size` once requests arrive, see the module docs) until the connection ends; then
+    /// fails every pending request, cuts the socket and calls `on_close`. Handlers may run on
+    /// this thread, so its stack must suit them.
+    pub(crate) fn run(
+        self,
+        pool: PoolHandle,
+        handler: FrameHandler,
+        on_close: OnClose,
+        stack_size: usize,
+    ) {
+        let turns = Arc::new(Turns {
+            conn: self.conn.clone(),
+            seat: Mutex::new(Seat {
+                parked: None,
+                partner_idle: false,
+                ended: false,
+                partner_started: false,
+                requests_seen: 0,
+                on_close: Some(on_close),
+            }),
+            turn: Condvar::new(),
+            pool,
+            handler,
+            stack_size,
+        });
+        take_turns(&turns, Some(self));
     }
 
-    fn read_loop(&mut self, pool: &PoolHandle, handler: &FrameHandler) -> CloseReason {
-        let config = self.conn.inner.config.clone();
-        let mut next_ping = Instant::now() + config.ping_interval;
-        let mut ping_sent_at: Option<Instant> = None;
-        let mut armed = None;
+    /// Reads until a request (Message, Transfer, or anything not a reply) arrives or the
+    /// connection ends; delivers replies, sends keepalive pings on the way.
+    fn read_request(&mut self) -> Turn {
+        let conn = self.conn.clone();
+        let config = &conn.inner.config;
         loop {
             let now = Instant::now();
-            if let Some(sent) = ping_sent_at {
+            if let Some(sent) = self.ping_sent_at {
                 if now >= sent + config.pong_timeout {
                     self.conn
                         .inner
                         .writer
                         .close(CloseCode::Away, "ping timeout");
-                    return CloseReason::PongTimeout;
+                    return Turn::Ended(CloseReason::PongTimeout);
                 }
             }
-            if now >= next_ping {
+            if now >= self.next_ping {
                 if let Err(e) = self.conn.inner.writer.send(Frame::ping(Vec::new())) {
-                    return self.conn.close_reason().unwrap_or(e);
+                    return Turn::Ended(self.conn.close_reason().unwrap_or(e));
                 }
-                ping_sent_at.get_or_insert(now);
-                next_ping = now + config.ping_interval;
+                self.ping_sent_at.get_or_insert(now);
+                self.next_ping = now + config.ping_interval;
             }
             // Re-arm the read timeout for the next keepalive event only when it changes.
-            let next_event = match ping_sent_at {
-                Some(sent) => next_ping.min(sent + config.pong_timeout),
-                None => next_ping,
+            let next_event = match self.ping_sent_at {
+                Some(sent) => self.next_ping.min(sent + config.pong_timeout),
+                None => self.next_ping,
             };
-            if armed != Some(next_event) {
+            if self.armed != Some(next_event) {
                 let wait = next_event
                     .saturating_duration_since(now)
                     .max(Duration::from_millis(1));
                 if let Err(e) = self.conn.inner.socket.set_read_timeout(Some(wait)) {
-                    return CloseReason::Io(e.to_string());
+                    return Turn::Ended(CloseReason::Io(e.to_string()));
                 }
-                armed = Some(next_event);
+                self.armed = Some(next_event);
             }
             let message = match self.ws.read() {
                 Ok(m) => m,
                 Err(e) => match self.classify(e) {
                     None => {
                         // The timeout fired: next pass re-arms it.
-                        armed = None;
+                        self.armed = None;
                         continue;
                     }
-                    Some(reason) => return reason,
+                    Some(reason) => return Turn::Ended(reason),
                 },
             };
             // Anything from the peer proves it alive.
-            ping_sent_at = None;
+            self.ping_sent_at = None;
             match message {
-                Message::Binary(frame) => self.dispatch(frame, pool, handler),
+                Message::Binary(frame) => {
+                    if frame.len() < 5 {
+                        log::debug!(
+                            "BTP {}: {}-byte frame has no requestId, dropped",
+                            self.conn.inner.peer,
+                            frame.len()
+                        );
+                        continue;
+                    }
+                    let request_id = u32::from_be_bytes([frame[1], frame[2], frame[3], frame[4]]);
+                    match frame[0] {
+                        TYPE_RESPONSE | TYPE_ERROR => self.conn.deliver_reply(request_id, frame),
+                        _ => return Turn::Request(frame),
+                    }
+                }
                 Message::Text(_) => {
                     log::debug!(
                         "BTP {}: text frame ignored (BTP is binary)",
@@ -931,50 +986,168 @@ impl Reader {
                 Message::Close(_) => {
                     // Push out tungstenite's close reply before the socket is cut.
                     let _ = self.ws.flush();
-                    return if self.conn.close_reason().is_some() {
+                    return Turn::Ended(if self.conn.close_reason().is_some() {
                         CloseReason::Local
                     } else {
                         CloseReason::PeerClosed
-                    };
+                    });
                 }
             }
         }
     }
 
-    fn dispatch(&self, frame: Vec<u8>, pool: &PoolHandle, handler: &FrameHandler) {
-        if frame.len() < 5 {
-            log::debug!(
-                "BTP {}: {}-byte frame has no requestId, dropped",
-                self.conn.inner.peer,
-                frame.len()
-            );
-            return;
-        }
+    /// Queues a request for the handler pool (today's path when no partner is free).
+    fn submit(&self, frame: Vec<u8>, pool: &PoolHandle, handler: &FrameHandler) {
         let request_id = u32::from_be_bytes([frame[1], frame[2], frame[3], frame[4]]);
-        match frame[0] {
-            TYPE_RESPONSE | TYPE_ERROR => self.conn.deliver_reply(request_id, frame),
-            _ => {
-                let conn = self.conn.clone();
-                let handler = handler.clone();
-                let job = move || handler(&conn, frame);
-                // Wait for room only while nothing of ours awaits a response on this connection
-                // (and never once it is closing: shutdown must not wait on a full queue).
-                let may_wait = || self.conn.is_open() && !self.conn.has_pending_requests();
-                match pool.submit(job, may_wait) {
-                    Ok(()) => {}
-                    Err(SubmitError::Busy) => {
-                        log::debug!(
-                            "BTP {}: handler pool full, request {request_id} refused",
-                            self.conn.inner.peer
-                        );
-                        let busy = ErrorReply::unreachable("busy: request handlers saturated");
-                        let _ = self.conn.send_frame(busy.to_frame(request_id));
-                    }
-                    Err(SubmitError::Closed) => {
-                        log::debug!("BTP {}: handler pool is shut down", self.conn.inner.peer)
-                    }
-                }
+        let conn = self.conn.clone();
+        let handler = handler.clone();
+        let job = move || handler(&conn, frame);
+        // Wait for room only while nothing of ours awaits a response on this connection
+        // (and never once it is closing: shutdown must not wait on a full queue).
+        let may_wait = || self.conn.is_open() && !self.conn.has_pending_requests();
+        match pool.submit(job, may_wait) {
+            Ok(()) => {}
+            Err(SubmitError::Busy) => {
+                log::debug!(
+                    "BTP {}: handler pool full, request {request_id} refused",
+                    self.conn.inner.peer
+                );
+                let busy = ErrorReply::unreachable("busy: request handlers saturated");
+                let _ = self.conn.send_frame(busy.to_frame(request_id));
+            }
+            Err(SubmitError::Closed) => {
+                log::debug!("BTP {}: handler pool is shut down", self.conn.inner.peer)
             }
         }
     }
+}
+
+/// What one turn of reading ended with.
+enum Turn {
+    Request(Vec<u8>),
+    Ended(CloseReason),
+}
+
+/// The threads reading one connection take turns: whoever holds the [`Reader`] reads; when it
+/// reads a request while its partner waits idle, it parks the reader for the partner and runs
+/// the handler itself, with the frame still hot in its cache and no thread woken on the
+/// request's path. Someone is therefore always reading while a handler runs on either thread.
+struct Turns {
+    conn: Connection,
+    seat: Mutex<Seat>,
+    /// Signalled when the reader is parked or the connection has ended.
+    turn: Condvar,
+    pool: PoolHandle,
+    handler: FrameHandler,
+    stack_size: usize,
+}
+
+struct Seat {
+    /// The reader, while no thread holds it.
+    parked: Option<Reader>,
+    /// The thread not reading waits for the reader (and is not running a handler).
+    partner_idle: bool,
+    ended: bool,
+    partner_started: bool,
+    requests_seen: u32,
+    on_close: Option<OnClose>,
+}
+
+/// Requests a connection must have sent before it gets a second thread: a connection that
+/// only ever sends its IL-DCP request keeps one.
+const PARTNER_AFTER_REQUESTS: u32 = 2;
+
+/// The loop each thread reading a connection runs: `reader` is `Some` for the first thread.
+fn take_turns(turns: &Arc<Turns>, mut reader: Option<Reader>) {
+    loop {
+        let mut current = match reader.take() {
+            Some(r) => r,
+            None => {
+                let mut seat = turns.seat.lock();
+                loop {
+                    if seat.ended {
+                        return;
+                    }
+                    if let Some(r) = seat.parked.take() {
+                        break r;
+                    }
+                    seat.partner_idle = true;
+                    turns.turn.wait(&mut seat);
+                }
+            }
+        };
+        loop {
+            let frame = match current.read_request() {
+                Turn::Request(frame) => frame,
+                Turn::Ended(reason) => {
+                    finish(turns, current, reason);
+                    return;
+                }
+            };
+            let mut seat = turns.seat.lock();
+            if seat.partner_idle {
+                seat.partner_idle = false;
+                seat.parked = Some(current);
+                drop(seat);
+                turns.turn.notify_one();
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    (turns.handler)(&turns.conn, frame)
+                }))
+                .is_err()
+                {
+                    log::error!("a BTP request handler panicked");
+                }
+                break;
+            }
+            seat.requests_seen = seat.requests_seen.saturating_add(1);
+            let start_partner =
+                !seat.partner_started && seat.requests_seen >= PARTNER_AFTER_REQUESTS;
+            seat.partner_started |= start_partner;
+            drop(seat);
+            if start_partner {
+                start_partner_thread(turns);
+            }
+            current.submit(frame, &turns.pool, &turns.handler);
+        }
+    }
+}
+
+/// Starts the second thread of a connection (`btp-turn-<peer>`), unless it is being joined.
+fn start_partner_thread(turns: &Arc<Turns>) {
+    let conn = &turns.conn;
+    // Held across the spawn so that `join` cannot miss the new thread.
+    let mut readers = conn.inner.readers.lock();
+    if readers.joined {
+        return;
+    }
+    let partner = turns.clone();
+    let spawned = thread::Builder::new()
+        .name(format!("btp-turn-{}", conn.inner.peer))
+        .stack_size(turns.stack_size)
+        .spawn(move || take_turns(&partner, None));
+    match spawned {
+        Ok(h) => readers.handles.push(h),
+        Err(e) => log::warn!(
+            "BTP {}: no second reading thread ({e}); requests go to the pool",
+            conn.inner.peer
+        ),
+    }
+}
+
+/// The end of a connection, on the thread that saw it: fail pending requests, cut the socket,
+/// wake the partner (it ends), call `on_close`, signal `reader_done`.
+fn finish(turns: &Turns, mut reader: Reader, reason: CloseReason) {
+    log::debug!("BTP {}: connection ended: {reason}", reader.conn.inner.peer);
+    reader.conn.fail_all(reason.clone());
+    reader.conn.inner.writer.shutdown();
+    let on_close = {
+        let mut seat = turns.seat.lock();
+        seat.ended = true;
+        seat.on_close.take()
+    };
+    turns.turn.notify_all();
+    if let Some(on_close) = on_close {
+        on_close(&reason);
+    }
+    drop(reader.done.take());
 }
