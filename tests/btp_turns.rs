@@ -1,0 +1,210 @@
+//! The threads reading a connection take turns and run handlers themselves (see the docs of
+//! `btp::connection`): handlers that call back the same peer must not deadlock, concurrent
+//! requests in both directions must each get their own answer.
+
+use std::sync::{Arc, OnceLock, Weak};
+use std::thread;
+use std::time::Duration;
+
+use ilp_plugin_lightning::btp::{
+    BtpClient, BtpServer, ClientConfig, OwnedEntry, Packet, ProtocolDataEntry, Reply,
+    RequestHandler, ServerConfig,
+};
+
+/// Long enough for a loaded 2-core machine; only reached when something is broken.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn client_config() -> ClientConfig {
+    ClientConfig {
+        connect_timeout: DEADLINE,
+        ..ClientConfig::default()
+    }
+}
+
+fn ilp_of(request: &Packet<'_>) -> Vec<u8> {
+    request.protocol_data().ilp().unwrap_or(b"none").to_vec()
+}
+
+fn ask(entries_data: &[u8]) -> [ProtocolDataEntry<'_>; 1] {
+    [ProtocolDataEntry::octets("ilp", entries_data)]
+}
+
+/// Server handler: asks the same client back before answering, so it waits for a response on
+/// the very connection its request came in on. The client's handler, for requests marked
+/// `deep`, asks the server once more from inside its own handler.
+#[test]
+fn handlers_that_call_back_the_same_peer_do_not_deadlock() {
+    let server_slot: Arc<OnceLock<Weak<BtpServer>>> = Arc::new(OnceLock::new());
+    let server_handler = {
+        let slot = server_slot.clone();
+        move |account: &str, request: &Packet<'_>| {
+            let data = ilp_of(request);
+            if data.starts_with(b"inner-") {
+                let mut out = b"server-inner:".to_vec();
+                out.extend_from_slice(&data);
+                return Reply::Response(vec![OwnedEntry::ilp(out)]);
+            }
+            let server = slot.get().and_then(Weak::upgrade).expect("server is up");
+            let mut back = b"back-".to_vec();
+            back.extend_from_slice(&data);
+            let answer = server
+                .request(account, &ask(&back), None, Some(DEADLINE))
+                .expect("the client answers the call-back");
+            let mut out = b"server:".to_vec();
+            out.extend_from_slice(answer.ilp().unwrap());
+            Reply::Response(vec![OwnedEntry::ilp(out)])
+        }
+    };
+    let server = Arc::new(
+        BtpServer::bind(
+            "127.0.0.1:0",
+            ServerConfig {
+                handler_threads: 2,
+                ..ServerConfig::default()
+            },
+            Arc::new(server_handler),
+        )
+        .unwrap(),
+    );
+    server_slot.set(Arc::downgrade(&server)).unwrap();
+
+    let client_slot: Arc<OnceLock<Weak<BtpClient>>> = Arc::new(OnceLock::new());
+    let client_handler: Arc<dyn RequestHandler> = {
+        let slot = client_slot.clone();
+        Arc::new(move |request: &Packet<'_>| {
+            let data = ilp_of(request);
+            let mut out = b"client:".to_vec();
+            if data.ends_with(b"-deep") {
+                let client = slot.get().and_then(Weak::upgrade).expect("client is up");
+                let mut inner = b"inner-".to_vec();
+                inner.extend_from_slice(&data);
+                let answer = client
+                    .request(&ask(&inner), None, Some(DEADLINE))
+                    .expect("the server answers the nested request");
+                out.extend_from_slice(answer.ilp().unwrap());
+            } else {
+                out.extend_from_slice(&data);
+            }
+            Reply::Response(vec![OwnedEntry::ilp(out)])
+        })
+    };
+    let client = Arc::new(
+        BtpClient::connect(
+            &format!("btp+ws://alice:t@{}", server.local_addr()),
+            client_config(),
+            client_handler,
+        )
+        .unwrap(),
+    );
+    client_slot.set(Arc::downgrade(&client)).unwrap();
+
+    // Sequential requests: after the first two the connection's second thread exists and
+    // handlers run on the reading threads.
+    for i in 0..200 {
+        let data = if i % 3 == 0 {
+            format!("p{i}-deep")
+        } else {
+            format!("p{i}")
+        };
+        let reply = client
+            .request(&ask(data.as_bytes()), None, Some(DEADLINE))
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
+        let expected = if i % 3 == 0 {
+            format!("server:client:server-inner:inner-back-{data}")
+        } else {
+            format!("server:client:back-{data}")
+        };
+        assert_eq!(
+            String::from_utf8_lossy(reply.ilp().unwrap()),
+            expected,
+            "request {i}"
+        );
+    }
+    // And the same from several threads at once.
+    let senders: Vec<_> = (0..4)
+        .map(|t| {
+            let client = client.clone();
+            thread::spawn(move || {
+                for i in 0..50 {
+                    let data = format!("t{t}-{i}");
+                    let reply = client
+                        .request(&ask(data.as_bytes()), None, Some(DEADLINE))
+                        .unwrap_or_else(|e| panic!("thread {t} request {i}: {e}"));
+                    assert_eq!(
+                        String::from_utf8_lossy(reply.ilp().unwrap()),
+                        format!("server:client:back-{data}")
+                    );
+                }
+            })
+        })
+        .collect();
+    for s in senders {
+        s.join().unwrap();
+    }
+    client.disconnect();
+    server.shutdown();
+}
+
+#[test]
+fn concurrent_requests_both_ways_each_get_their_own_answer() {
+    let server = Arc::new(
+        BtpServer::bind(
+            "127.0.0.1:0",
+            ServerConfig::default(),
+            Arc::new(|account: &str, request: &Packet<'_>| {
+                let mut out = format!("{account}:").into_bytes();
+                out.extend_from_slice(&ilp_of(request));
+                Reply::Response(vec![OwnedEntry::ilp(out)])
+            }),
+        )
+        .unwrap(),
+    );
+    let client = Arc::new(
+        BtpClient::connect(
+            &format!("btp+ws://bob:t@{}", server.local_addr()),
+            client_config(),
+            Arc::new(|request: &Packet<'_>| {
+                let mut out = b"client:".to_vec();
+                out.extend_from_slice(&ilp_of(request));
+                Reply::Response(vec![OwnedEntry::ilp(out)])
+            }),
+        )
+        .unwrap(),
+    );
+    let mut workers = Vec::new();
+    for t in 0..16 {
+        let client = client.clone();
+        workers.push(thread::spawn(move || {
+            for i in 0..150 {
+                let data = format!("c{t}-{i}");
+                let reply = client
+                    .request(&ask(data.as_bytes()), None, Some(DEADLINE))
+                    .unwrap_or_else(|e| panic!("client thread {t} request {i}: {e}"));
+                assert_eq!(
+                    String::from_utf8_lossy(reply.ilp().unwrap()),
+                    format!("bob:{data}")
+                );
+            }
+        }));
+    }
+    for t in 0..4 {
+        let server = server.clone();
+        workers.push(thread::spawn(move || {
+            for i in 0..150 {
+                let data = format!("s{t}-{i}");
+                let reply = server
+                    .request("bob", &ask(data.as_bytes()), None, Some(DEADLINE))
+                    .unwrap_or_else(|e| panic!("server thread {t} request {i}: {e}"));
+                assert_eq!(
+                    String::from_utf8_lossy(reply.ilp().unwrap()),
+                    format!("client:{data}")
+                );
+            }
+        }));
+    }
+    for w in workers {
+        w.join().unwrap();
+    }
+    client.disconnect();
+    server.shutdown();
+}
