@@ -56,7 +56,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use tungstenite::protocol::frame::coding::{CloseCode, Data as OpData, OpCode};
 use tungstenite::protocol::frame::Frame;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -258,11 +258,14 @@ impl ReplySlot {
     }
 }
 
-struct WriteHalf {
-    stream: TcpStream,
-    role: Role,
-    /// One frame is encoded here, then written with one call (one TCP segment when small).
-    buf: Vec<u8>,
+/// Frames waiting to be written, and who writes them.
+struct Outbox {
+    /// Whole encoded frames not yet handed to the socket, in order.
+    queued: Vec<u8>,
+    /// The writing thread's buffer, kept between turns for its capacity.
+    spare: Vec<u8>,
+    /// A thread is writing; it writes everything queued before it lets go.
+    writing: bool,
     /// xorshift64* state for client masking keys (RFC 6455 asks for unpredictable keys, not
     /// secret ones); seeded from the OS.
     mask_state: u64,
@@ -270,10 +273,14 @@ struct WriteHalf {
     closed: Option<CloseReason>,
 }
 
-/// Above this, the encode buffer is given back after the write rather than kept.
+/// Above this, a write buffer is given back after the write rather than kept.
 const KEEP_BUFFER: usize = 64 * 1024;
 
-impl WriteHalf {
+/// While this much waits behind a blocked write, further writers wait too (instead of
+/// queueing without bound behind a peer that stopped reading).
+const QUEUE_CAP: usize = 4 << 20;
+
+impl Outbox {
     fn next_mask(&mut self) -> [u8; 4] {
         let mut x = self.mask_state;
         x ^= x >> 12;
@@ -289,26 +296,28 @@ impl WriteHalf {
         ]
     }
 
-    fn write_frame(&mut self, mut frame: Frame) -> io::Result<()> {
-        if self.role == Role::Client {
+    fn encode(&mut self, mut frame: Frame, role: Role) {
+        if role == Role::Client {
             frame.header_mut().mask = Some(self.next_mask());
         }
-        self.buf.clear();
-        frame
-            .format(&mut self.buf)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-        let result = self.stream.write_all(&self.buf);
-        if self.buf.capacity() > KEEP_BUFFER {
-            self.buf = Vec::new();
-        }
-        result
+        // Writing into a Vec cannot fail.
+        let _ = frame.format(&mut self.queued);
     }
 }
 
 /// The one place bytes are written to a connection's socket.
+///
+/// Writers combine: a thread queues its encoded frame under a short lock; if no other thread is
+/// writing, it becomes the writer and writes everything queued (its own frame and any that
+/// other threads queue meanwhile) with one system call per batch, outside the lock. A thread
+/// that finds a writer at work returns at once: its frame goes out in that writer's next batch.
+/// A failed write closes the connection, which fails every pending request.
 pub(crate) struct FrameWriter {
-    half: Mutex<WriteHalf>,
-    /// A clone kept outside the lock, so the socket can be shut down while a write blocks.
+    outbox: Mutex<Outbox>,
+    /// Signalled after each batch, for threads waiting on a full queue.
+    drained: Condvar,
+    role: Role,
+    /// Written only by the thread that set `writing`; shut down by anyone.
     socket: TcpStream,
 }
 
@@ -322,79 +331,113 @@ impl FrameWriter {
             .to_be_bytes();
         }
         Ok(FrameWriter {
-            half: Mutex::new(WriteHalf {
-                stream: stream.try_clone()?,
-                role,
-                buf: Vec::new(),
+            outbox: Mutex::new(Outbox {
+                queued: Vec::new(),
+                spare: Vec::new(),
+                writing: false,
                 // xorshift must not start at zero.
                 mask_state: u64::from_be_bytes(seed) | 1,
                 closed: None,
             }),
+            drained: Condvar::new(),
+            role,
             socket: stream.try_clone()?,
         })
+    }
+
+    /// Waits while a full queue sits behind a blocked write; the outbox, ready to queue on,
+    /// or why the connection is closed.
+    fn room(&self) -> Result<MutexGuard<'_, Outbox>, CloseReason> {
+        let mut out = self.outbox.lock();
+        while out.closed.is_none() && out.writing && out.queued.len() >= QUEUE_CAP {
+            self.drained.wait(&mut out);
+        }
+        match &out.closed {
+            Some(reason) => Err(reason.clone()),
+            None => Ok(out),
+        }
+    }
+
+    /// Writes what is queued unless another thread is already at it (see the type's docs).
+    fn write_queued(&self, mut out: MutexGuard<'_, Outbox>) -> Result<(), CloseReason> {
+        if out.writing {
+            return Ok(());
+        }
+        out.writing = true;
+        loop {
+            let mut batch = std::mem::take(&mut out.spare);
+            std::mem::swap(&mut batch, &mut out.queued);
+            let result = MutexGuard::unlocked(&mut out, || (&self.socket).write_all(&batch));
+            batch.clear();
+            if batch.capacity() <= KEEP_BUFFER {
+                out.spare = batch;
+            }
+            self.drained.notify_all();
+            if let Err(e) = result {
+                let reason = out
+                    .closed
+                    .get_or_insert(CloseReason::Io(format!("write: {e}")))
+                    .clone();
+                out.writing = false;
+                out.queued = Vec::new();
+                drop(out);
+                self.drained.notify_all();
+                let _ = self.socket.shutdown(Shutdown::Both);
+                return Err(reason);
+            }
+            if out.queued.is_empty() {
+                out.writing = false;
+                return Ok(());
+            }
+        }
     }
 
     /// Writes bytes the reader's WebSocket produced (handshake, pongs, close replies): always
     /// whole frames, since tungstenite hands over its whole output buffer at once.
     fn write_raw(&self, bytes: &[u8]) -> io::Result<()> {
-        let mut half = self.half.lock();
-        if half.closed.is_some() {
+        let mut out = match self.room() {
+            Ok(out) => out,
             // The connection is closing: a late pong or close reply has nowhere to go.
-            return Ok(());
-        }
-        match half.stream.write_all(bytes) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                half.closed = Some(CloseReason::Io(format!("write: {e}")));
-                drop(half);
-                let _ = self.socket.shutdown(Shutdown::Both);
-                // Not WouldBlock: tungstenite must treat it as fatal, not retry a half frame.
-                Err(io::Error::new(io::ErrorKind::BrokenPipe, e))
-            }
-        }
+            Err(_) => return Ok(()),
+        };
+        out.queued.extend_from_slice(bytes);
+        self.write_queued(out)
+            // Not WouldBlock: tungstenite must treat it as fatal, not retry a half frame.
+            .map_err(|e| io::Error::new(io::ErrorKind::BrokenPipe, e.to_string()))
     }
 
-    /// Writes one whole frame, or declares the connection dead (a half-written frame cannot
-    /// be taken back).
+    /// Writes one whole frame (or queues it for the thread writing now), or declares the
+    /// connection dead (a half-written frame cannot be taken back).
     fn send(&self, frame: Frame) -> Result<(), CloseReason> {
-        let mut half = self.half.lock();
-        if let Some(reason) = &half.closed {
-            return Err(reason.clone());
-        }
-        match half.write_frame(frame) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let reason = CloseReason::Io(format!("write: {e}"));
-                half.closed = Some(reason.clone());
-                drop(half);
-                let _ = self.socket.shutdown(Shutdown::Both);
-                Err(reason)
-            }
-        }
+        let mut out = self.room()?;
+        out.encode(frame, self.role);
+        self.write_queued(out)
     }
 
     /// Sends a close frame (once) and refuses every later write.
     fn close(&self, code: CloseCode, reason: &str) {
-        let mut half = self.half.lock();
-        if half.closed.is_some() {
+        let mut out = self.outbox.lock();
+        if out.closed.is_some() {
             return;
         }
-        half.closed = Some(CloseReason::Local);
+        out.closed = Some(CloseReason::Local);
         let frame = Frame::close(Some(CloseFrame {
             code,
             reason: reason.into(),
         }));
-        if let Err(e) = half.write_frame(frame) {
+        out.encode(frame, self.role);
+        if let Err(e) = self.write_queued(out) {
             log::debug!("close frame not sent: {e}");
         }
     }
 
     fn is_closed(&self) -> bool {
-        self.half.lock().closed.is_some()
+        self.outbox.lock().closed.is_some()
     }
 
     fn shutdown(&self) {
-        self.half.lock().closed.get_or_insert(CloseReason::Local);
+        self.outbox.lock().closed.get_or_insert(CloseReason::Local);
+        self.drained.notify_all();
         let _ = self.socket.shutdown(Shutdown::Both);
     }
 }
