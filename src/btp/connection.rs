@@ -1,28 +1,59 @@
-//! One BTP connection over a blocking tungstenite WebSocket: a reader thread, serialised
-//! writes, requests matched to responses by requestId, keepalive pings, and a clean close.
+//! One BTP connection over a blocking tungstenite WebSocket: reading threads that take turns,
+//! combined writes, requests matched to responses by requestId, keepalive pings, and a clean
+//! close.
 //!
 //! # Why a reader WebSocket and a frame writer
 //! A tungstenite `WebSocket` cannot be shared by a reading and a writing thread, and its reader
 //! queues pong and close replies of its own (tungstenite issues 178 and 311). So the TCP stream
-//! is cloned: the reader thread owns a `WebSocket` over `ReaderIo`, whose *writes* (the
-//! automatic pongs and close replies) are handed whole to the shared `FrameWriter`; every
-//! other frame (requests, replies, pings, our close) is encoded with tungstenite's `Frame` into
-//! the writer's buffer and written under the same lock. Every byte written to the socket passes
-//! that one lock, a whole frame at a time, so frames never interleave, and no thread polls. (A
-//! second `WebSocket` for writing would also work, but would keep an unused read buffer per
-//! connection.)
+//! is cloned: the [`Reader`] owns a `WebSocket` over `ReaderIo`, whose *writes* (the automatic
+//! pongs and close replies) are handed whole to the shared `FrameWriter`; every other frame
+//! (requests, replies, pings, our close) is encoded with tungstenite's `Frame` and goes through
+//! the same writer. Every byte written to the socket passes that one writer, a whole frame at
+//! a time, so frames never interleave, and no thread polls. (A second `WebSocket` for writing
+//! would also work, but would keep an unused read buffer per connection.)
+//!
+//! # Combined writes
+//! A thread that sends a frame encodes it into the writer's queue under a short lock. If no
+//! other thread is writing, it becomes the writer: it takes the whole queue, writes it with one
+//! system call outside the lock, and repeats until the queue is empty. A thread that finds a
+//! writer at work returns at once; its frame goes out in that writer's next batch, in order.
+//! Under load, many frames leave in one `sendto`, and no thread waits on another's write unless
+//! 4 MB are queued behind a write that blocks (a peer that stopped reading), which then holds
+//! the queue's growth. A failed write closes the connection, failing every pending request.
+//!
+//! # Reading threads that take turns
+//! The [`Reader`] (the WebSocket and the keepalive state) moves between at most two threads per
+//! connection: the one the connection started with, and a partner started once the peer has
+//! sent a second request (a client that only sends its IL-DCP request keeps one thread).
+//! Whoever holds the `Reader` reads. Replies go to their waiting request. When a request
+//! (Message, Transfer) arrives and the partner is idle, the holder parks the `Reader` for the
+//! partner, wakes it, and runs the handler itself with the frame still hot in its cache: the
+//! request reaches its handler without a thread wakeup on its path. When the partner is busy
+//! (running a handler) the request goes to the shared [`HandlerPool`](super::pool::HandlerPool)
+//! as before. Either way someone is always reading while a handler runs, so a handler that waits
+//! for a response from the same peer cannot deadlock. The threads hand the `Reader` over under
+//! one short lock; only its holder touches the socket's read side. Both threads are joined by
+//! [`Connection::join`] (and so by `close`); a thread asked to join itself is skipped and left
+//! for a later join. Since handlers run on these threads, they get the handlers' stack size.
+//!
+//! # Waiting for a reply
+//! A request registers a slot under its requestId before its frame is written, so a fast reply
+//! always finds it, then sleeps on the slot's condvar until the reader fills it, the
+//! connection fails, or the timeout passes. Ids come from a per-connection counter started at
+//! a random value (RFC 23 allows sequential ids; one in flight is never reused), so no system
+//! call is spent per request.
 //!
 //! # Liveness
-//! The reader's socket carries a read timeout that is re-armed for the next keepalive event
-//! only when it fires, so an idle connection wakes once per ping interval and a busy one never.
-//! A ping is sent every `ping_interval`; if nothing at all arrives within `pong_timeout` after
-//! it, the peer is dropped. Writes carry `write_timeout`, so a peer that stops reading cannot
-//! wedge the write lock: the connection is declared dead instead.
+//! The socket carries a read timeout that is re-armed for the next keepalive event only when it
+//! fires, so an idle connection wakes once per ping interval and a busy one never. A ping is
+//! sent every `ping_interval`; if nothing at all arrives within `pong_timeout` after it, the
+//! peer is dropped. Writes carry `write_timeout`, so a peer that stops reading cannot wedge the
+//! writer: the connection is declared dead instead.
 //!
 //! # RFC 23 flow
 //! Responses and Errors are matched to the waiting request by requestId; one with an unknown or
-//! already answered id gets no response. Requests (Message, Transfer) go to the
-//! [`HandlerPool`](super::pool::HandlerPool), never run on the reader thread.
+//! already answered id gets no response. Requests (Message, Transfer) run on a reading thread
+//! whose partner then reads, or on the handler pool; never on the only thread reading.
 //!
 //! Unreadable packets: RFC 23 says they get no response (to avoid feedback loops), the JS plugin
 //! closes the socket. We keep the connection and answer `F01 InvalidFieldsError` when the frame
@@ -33,19 +64,20 @@
 //! ignored (BTP is binary; interledger-rs does the same before auth).
 //!
 //! # Backpressure
-//! When every handler thread is busy and the pool's queue is full, the reader waits for room
-//! before it reads on, so the peer is slowed down by TCP instead of filling our memory — but
-//! only while none of our requests awaits a response on this connection. Otherwise waiting
+//! When every handler thread is busy and the pool's queue is full, the reading thread waits for
+//! room before it reads on, so the peer is slowed down by TCP instead of filling our memory —
+//! but only while none of our requests awaits a response on this connection. Otherwise waiting
 //! would leave that response unread behind the blocked reader while a handler waits for it (a
 //! deadlock until the request timeout), so the request is refused at once with BTP Error
 //! `T00` "busy" and reading goes on.
 //!
 //! # Closing
 //! [`Connection::close`] sends a close frame, fails pending requests at once, waits up to
-//! `close_timeout` for the peer's reply, cuts the socket and joins the reader. A connection that
-//! dies on its own (peer gone, pong deadline, write timeout, oversized frame) fails every
-//! pending request at once with [`TransportError::Closed`]. Writes after that return the same
-//! typed error instead of touching the socket.
+//! `close_timeout` for the peer's reply, cuts the socket and joins the reading threads (after
+//! any handler running on them returns). A connection that dies on its own (peer gone, pong
+//! deadline, write timeout, oversized frame) fails every pending request at once with
+//! [`TransportError::Closed`]. Writes after that return the same typed error instead of
+//! touching the socket.
 
 use std::collections::HashMap;
 use std::fmt;
