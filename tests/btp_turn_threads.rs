@@ -20,6 +20,20 @@ fn thread_names() -> Vec<String> {
     names
 }
 
+/// A joined thread can linger in /proc for a moment after `join` returns (the kernel reaps it
+/// just after it wakes the joiner), so the listing is read again until `done` holds or a
+/// generous deadline passes; the last listing is returned.
+fn settled<T>(read: impl Fn() -> T, done: impl Fn(&T) -> bool) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let now = read();
+        if done(&now) || std::time::Instant::now() >= deadline {
+            return now;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn turn_threads_start_with_traffic_and_are_joined() {
     assert!(!thread_names().iter().any(|n| n.starts_with("btp-")));
@@ -60,9 +74,11 @@ fn turn_threads_start_with_traffic_and_are_joined() {
         let reply = server.request("carol", &entries, None, None).unwrap();
         assert_eq!(reply.ilp(), Some(&data[..]));
     }
-    let during = thread_names();
+    // A new thread has its creator's name until it runs: wait for it to take its own.
+    let turns = |names: &Vec<String>| names.iter().filter(|n| n.starts_with("btp-turn")).count();
+    let during = settled(thread_names, |names| turns(names) >= 2);
     assert!(
-        during.iter().filter(|n| n.starts_with("btp-turn")).count() >= 2,
+        turns(&during) >= 2,
         "a second reading thread on each side: {during:?}"
     );
 
@@ -88,7 +104,7 @@ fn turn_threads_start_with_traffic_and_are_joined() {
     client.disconnect();
     drop(client);
 
-    let after = thread_names();
+    let after = settled(thread_names, |t| !t.iter().any(|n| n.starts_with("btp-")));
     assert!(
         !after.iter().any(|n| n.starts_with("btp-")),
         "threads left behind: {after:?}"
