@@ -208,3 +208,67 @@ fn concurrent_requests_both_ways_each_get_their_own_answer() {
     client.disconnect();
     server.shutdown();
 }
+
+/// A handler still running on the threads of a connection that ended does not hold up the
+/// reconnect; disconnect then waits for it.
+#[test]
+fn reconnect_does_not_wait_for_a_handler_of_the_old_connection() {
+    use crossbeam_channel::bounded;
+    use ilp_plugin_lightning::btp::ClientEvent;
+
+    let server = Arc::new(
+        BtpServer::bind(
+            "127.0.0.1:0",
+            ServerConfig::default(),
+            Arc::new(|_: &str, r: &Packet<'_>| Reply::Response(vec![OwnedEntry::ilp(ilp_of(r))])),
+        )
+        .unwrap(),
+    );
+    let (entered_tx, entered_rx) = bounded::<()>(1);
+    let (release_tx, release_rx) = bounded::<()>(1);
+    let client = BtpClient::connect(
+        &format!("btp+ws://dave:t@{}", server.local_addr()),
+        ClientConfig {
+            reconnect_delays: vec![Duration::ZERO],
+            ..client_config()
+        },
+        Arc::new(move |r: &Packet<'_>| {
+            let data = ilp_of(r);
+            if data == b"hold" {
+                let _ = entered_tx.send(());
+                let _ = release_rx.recv_timeout(DEADLINE);
+            }
+            Reply::Response(vec![OwnedEntry::ilp(data)])
+        }),
+    )
+    .unwrap();
+    let events = client.events();
+    for i in 0..5u8 {
+        let reply = server.request("dave", &ask(&[i]), None, None).unwrap();
+        assert_eq!(reply.ilp(), Some(&[i][..]));
+    }
+    let held = {
+        let server = server.clone();
+        thread::spawn(move || server.request("dave", &ask(b"hold"), None, Some(DEADLINE)))
+    };
+    entered_rx.recv_timeout(DEADLINE).expect("the handler runs");
+    server.disconnect_account("dave");
+    // Reconnected while the old connection's handler is still held.
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let mut disconnected = false;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match events.recv_timeout(left) {
+            Ok(ClientEvent::Disconnected(_)) => disconnected = true,
+            Ok(ClientEvent::Connected) if disconnected => break,
+            Ok(_) => {}
+            Err(_) => panic!("no reconnect while a handler of the old connection runs"),
+        }
+    }
+    let reply = client.request(&ask(b"after"), None, None).unwrap();
+    assert_eq!(reply.ilp(), Some(&b"after"[..]));
+    assert!(held.join().unwrap().is_err(), "its connection was closed");
+    release_tx.send(()).unwrap();
+    client.disconnect();
+    server.shutdown();
+}

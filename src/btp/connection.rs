@@ -800,6 +800,23 @@ impl Connection {
         }
     }
 
+    /// Joins those of the connection's threads that have finished, without waiting; true once
+    /// none is left. (A thread may outlive the connection while a handler it runs returns.)
+    pub fn join_finished(&self) -> bool {
+        let mut readers = self.inner.readers.lock();
+        readers.joined = true;
+        let (finished, running): (Vec<_>, Vec<_>) = std::mem::take(&mut readers.handles)
+            .into_iter()
+            .partition(JoinHandle::is_finished);
+        readers.handles = running;
+        let all_done = readers.handles.is_empty();
+        drop(readers);
+        for h in finished {
+            let _ = h.join();
+        }
+        all_done
+    }
+
     /// A receiver that disconnects when the connection has ended, to `select!` on.
     pub fn closed_signal(&self) -> Receiver<()> {
         self.inner.reader_done.clone()
