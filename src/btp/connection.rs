@@ -1078,7 +1078,10 @@ impl Reader {
                 Message::Close(_) => {
                     // Push out tungstenite's close reply before the socket is cut.
                     let _ = self.ws.flush();
-                    return Turn::Ended(if self.conn.close_reason().is_some() {
+                    // Our own close frame went out first when the writer is closed: `close()`
+                    // may not have recorded its reason yet.
+                    let ours = self.conn.inner.writer.is_closed();
+                    return Turn::Ended(if ours || self.conn.close_reason().is_some() {
                         CloseReason::Local
                     } else {
                         CloseReason::PeerClosed
