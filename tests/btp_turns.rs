@@ -272,3 +272,102 @@ fn reconnect_does_not_wait_for_a_handler_of_the_old_connection() {
     client.disconnect();
     server.shutdown();
 }
+
+/// A handler (likely running on the connection's own reading thread, once requests flow) that
+/// disconnects its own client, or shuts its own server down, returns: nothing waits for the
+/// thread that is waiting for it.
+#[test]
+fn handlers_may_stop_their_own_client_or_server() {
+    use crossbeam_channel::bounded;
+
+    // The client side: after warm-up requests, "stop" makes the client's handler disconnect it.
+    let server = Arc::new(
+        BtpServer::bind(
+            "127.0.0.1:0",
+            ServerConfig::default(),
+            Arc::new(|_: &str, r: &Packet<'_>| Reply::Response(vec![OwnedEntry::ilp(ilp_of(r))])),
+        )
+        .unwrap(),
+    );
+    let client_slot: Arc<OnceLock<Weak<BtpClient>>> = Arc::new(OnceLock::new());
+    let (stopped_tx, stopped_rx) = bounded::<()>(1);
+    let client = {
+        let slot = client_slot.clone();
+        Arc::new(
+            BtpClient::connect(
+                &format!("btp+ws://erin:t@{}", server.local_addr()),
+                client_config(),
+                Arc::new(move |r: &Packet<'_>| {
+                    let data = ilp_of(r);
+                    if data == b"stop" {
+                        if let Some(client) = slot.get().and_then(Weak::upgrade) {
+                            client.disconnect();
+                        }
+                        let _ = stopped_tx.send(());
+                    }
+                    Reply::Response(vec![OwnedEntry::ilp(data)])
+                }),
+            )
+            .unwrap(),
+        )
+    };
+    client_slot.set(Arc::downgrade(&client)).unwrap();
+    for i in 0..5u8 {
+        server.request("erin", &ask(&[i]), None, None).unwrap();
+    }
+    let stop = {
+        let server = server.clone();
+        thread::spawn(move || server.request("erin", &ask(b"stop"), None, Some(DEADLINE)))
+    };
+    stopped_rx
+        .recv_timeout(DEADLINE)
+        .expect("disconnect() from the client's own handler returns");
+    assert!(stop.join().unwrap().is_err(), "the client went away");
+    assert!(!client.is_connected());
+    drop(client);
+    server.shutdown();
+
+    // The server side: "stop" makes the server's handler shut its own server down.
+    let server_slot: Arc<OnceLock<Weak<BtpServer>>> = Arc::new(OnceLock::new());
+    let (shut_tx, shut_rx) = bounded::<()>(1);
+    let server = {
+        let slot = server_slot.clone();
+        Arc::new(
+            BtpServer::bind(
+                "127.0.0.1:0",
+                ServerConfig::default(),
+                Arc::new(move |_: &str, r: &Packet<'_>| {
+                    let data = ilp_of(r);
+                    if data == b"stop" {
+                        if let Some(server) = slot.get().and_then(Weak::upgrade) {
+                            server.shutdown();
+                        }
+                        let _ = shut_tx.send(());
+                    }
+                    Reply::Response(vec![OwnedEntry::ilp(data)])
+                }),
+            )
+            .unwrap(),
+        )
+    };
+    server_slot.set(Arc::downgrade(&server)).unwrap();
+    let client = BtpClient::connect(
+        &format!("btp+ws://frank:t@{}", server.local_addr()),
+        client_config(),
+        Arc::new(|r: &Packet<'_>| Reply::Response(vec![OwnedEntry::ilp(ilp_of(r))])),
+    )
+    .unwrap();
+    for i in 0..5u8 {
+        client.request(&ask(&[i]), None, None).unwrap();
+    }
+    let stop = thread::spawn(move || {
+        let reply = client.request(&ask(b"stop"), None, Some(DEADLINE));
+        client.disconnect();
+        reply
+    });
+    shut_rx
+        .recv_timeout(DEADLINE)
+        .expect("shutdown() from the server's own handler returns");
+    assert!(stop.join().unwrap().is_err(), "the server went away");
+    drop(server);
+}

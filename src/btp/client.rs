@@ -253,6 +253,11 @@ impl BtpClient {
     /// Closes the connection (close frame), stops reconnecting, and joins every thread the
     /// client started. Idempotent.
     pub fn disconnect(&self) {
+        // Called by a handler running on the connection's own thread: the supervisor must
+        // not wait for this thread while it waits for the supervisor.
+        if let Some(conn) = self.connection() {
+            conn.detach_current_thread();
+        }
         drop(self.stop.lock().take());
         if let Some(socket) = self.attempting.lock().take() {
             let _ = socket.shutdown(std::net::Shutdown::Both);

@@ -800,6 +800,19 @@ impl Connection {
         }
     }
 
+    /// Lets the calling thread, if it is one of this connection's (a handler running on it is
+    /// shutting things down), go unjoined: whoever joins the connection then does not wait for
+    /// the very thread that waits for them. Like a pool thread that shuts its own pool down,
+    /// it ends on its own once the handler returns.
+    pub(crate) fn detach_current_thread(&self) {
+        let me = thread::current().id();
+        self.inner
+            .readers
+            .lock()
+            .handles
+            .retain(|h| h.thread().id() != me);
+    }
+
     /// Joins those of the connection's threads that have finished, without waiting; true once
     /// none is left. (A thread may outlive the connection while a handler it runs returns.)
     pub fn join_finished(&self) -> bool {

@@ -326,6 +326,13 @@ impl BtpServer {
         let slots: Vec<Slot> = std::mem::take(&mut *shared.slots.lock())
             .into_values()
             .collect();
+        // Called by a handler running on a connection's own thread: nobody may wait for it.
+        let me = thread::current().id();
+        for slot in &slots {
+            if let Some(conn) = &slot.conn {
+                conn.detach_current_thread();
+            }
+        }
         for slot in &slots {
             match &slot.conn {
                 Some(conn) => conn.begin_close(),
@@ -343,7 +350,9 @@ impl BtpServer {
         }
         for slot in slots {
             if let Some(h) = slot.handle {
-                let _ = h.join();
+                if h.thread().id() != me {
+                    let _ = h.join();
+                }
             }
         }
         drop(self.reaper_stop.lock().take());
