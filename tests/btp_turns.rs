@@ -29,6 +29,18 @@ fn ask(entries_data: &[u8]) -> [ProtocolDataEntry<'_>; 1] {
     [ProtocolDataEntry::octets("ilp", entries_data)]
 }
 
+/// The server registers an account just after it answers the auth message: wait for it
+/// before sending the account requests.
+fn wait_account(server: &BtpServer, account: &str) {
+    let events = server.events();
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while !server.is_connected(account) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        assert!(!left.is_zero(), "{account} never registered");
+        let _ = events.recv_timeout(left.min(Duration::from_millis(100)));
+    }
+}
+
 /// Server handler: asks the same client back before answering, so it waits for a response on
 /// the very connection its request came in on. The client's handler, for requests marked
 /// `deep`, asks the server once more from inside its own handler.
@@ -97,6 +109,7 @@ fn handlers_that_call_back_the_same_peer_do_not_deadlock() {
         .unwrap(),
     );
     client_slot.set(Arc::downgrade(&client)).unwrap();
+    wait_account(&server, "alice");
 
     // Sequential requests: after the first two the connection's second thread exists and
     // handlers run on the reading threads.
@@ -171,6 +184,7 @@ fn concurrent_requests_both_ways_each_get_their_own_answer() {
         )
         .unwrap(),
     );
+    wait_account(&server, "bob");
     let mut workers = Vec::new();
     for t in 0..16 {
         let client = client.clone();
@@ -243,6 +257,7 @@ fn reconnect_does_not_wait_for_a_handler_of_the_old_connection() {
     )
     .unwrap();
     let events = client.events();
+    wait_account(&server, "dave");
     for i in 0..5u8 {
         let reply = server.request("dave", &ask(&[i]), None, None).unwrap();
         assert_eq!(reply.ilp(), Some(&[i][..]));
@@ -312,6 +327,7 @@ fn handlers_may_stop_their_own_client_or_server() {
         )
     };
     client_slot.set(Arc::downgrade(&client)).unwrap();
+    wait_account(&server, "erin");
     for i in 0..5u8 {
         server.request("erin", &ask(&[i]), None, None).unwrap();
     }
