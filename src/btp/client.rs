@@ -177,6 +177,7 @@ impl BtpClient {
             events: events_tx,
             ready: Some(ready_tx),
             last_error: Arc::new(Mutex::new(String::from("no attempt finished"))),
+            retired: Vec::new(),
         };
         let last_error = supervisor.last_error.clone();
         let handle = thread::Builder::new()
@@ -252,6 +253,11 @@ impl BtpClient {
     /// Closes the connection (close frame), stops reconnecting, and joins every thread the
     /// client started. Idempotent.
     pub fn disconnect(&self) {
+        // Called by a handler running on the connection's own thread: the supervisor must
+        // not wait for this thread while it waits for the supervisor.
+        if let Some(conn) = self.connection() {
+            conn.detach_current_thread();
+        }
         drop(self.stop.lock().take());
         if let Some(socket) = self.attempting.lock().take() {
             let _ = socket.shutdown(std::net::Shutdown::Both);
@@ -281,6 +287,9 @@ struct Supervisor {
     events: Sender<ClientEvent>,
     ready: Option<Sender<Result<(), AttemptError>>>,
     last_error: Arc<Mutex<String>>,
+    /// Ended connections whose threads still run a handler: joined once finished, or on stop
+    /// (a reconnect does not wait for them).
+    retired: Vec<Connection>,
 }
 
 impl Supervisor {
@@ -299,6 +308,13 @@ impl Supervisor {
     }
 
     fn run(mut self) {
+        self.keep_connected();
+        for conn in std::mem::take(&mut self.retired) {
+            conn.join();
+        }
+    }
+
+    fn keep_connected(&mut self) {
         let delays = if self.config.reconnect_delays.is_empty() {
             vec![Duration::ZERO]
         } else {
@@ -342,7 +358,10 @@ impl Supervisor {
                         conn.close();
                         return;
                     }
-                    conn.join();
+                    self.retired.retain(|old| !old.join_finished());
+                    if !conn.join_finished() {
+                        self.retired.push(conn.clone());
+                    }
                     let reason = conn.close_reason().unwrap_or(CloseReason::PeerClosed);
                     log::info!("BTP client disconnected from {}: {reason}", conn.peer());
                     self.emit(ClientEvent::Disconnected(reason));

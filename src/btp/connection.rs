@@ -1,28 +1,59 @@
-//! One BTP connection over a blocking tungstenite WebSocket: a reader thread, serialised
-//! writes, requests matched to responses by requestId, keepalive pings, and a clean close.
+//! One BTP connection over a blocking tungstenite WebSocket: reading threads that take turns,
+//! combined writes, requests matched to responses by requestId, keepalive pings, and a clean
+//! close.
 //!
 //! # Why a reader WebSocket and a frame writer
 //! A tungstenite `WebSocket` cannot be shared by a reading and a writing thread, and its reader
 //! queues pong and close replies of its own (tungstenite issues 178 and 311). So the TCP stream
-//! is cloned: the reader thread owns a `WebSocket` over `ReaderIo`, whose *writes* (the
-//! automatic pongs and close replies) are handed whole to the shared `FrameWriter`; every
-//! other frame (requests, replies, pings, our close) is encoded with tungstenite's `Frame` into
-//! the writer's buffer and written under the same lock. Every byte written to the socket passes
-//! that one lock, a whole frame at a time, so frames never interleave, and no thread polls. (A
-//! second `WebSocket` for writing would also work, but would keep an unused read buffer per
-//! connection.)
+//! is cloned: the [`Reader`] owns a `WebSocket` over `ReaderIo`, whose *writes* (the automatic
+//! pongs and close replies) are handed whole to the shared `FrameWriter`; every other frame
+//! (requests, replies, pings, our close) is encoded with tungstenite's `Frame` and goes through
+//! the same writer. Every byte written to the socket passes that one writer, a whole frame at
+//! a time, so frames never interleave, and no thread polls. (A second `WebSocket` for writing
+//! would also work, but would keep an unused read buffer per connection.)
+//!
+//! # Combined writes
+//! A thread that sends a frame encodes it into the writer's queue under a short lock. If no
+//! other thread is writing, it becomes the writer: it takes the whole queue, writes it with one
+//! system call outside the lock, and repeats until the queue is empty. A thread that finds a
+//! writer at work returns at once; its frame goes out in that writer's next batch, in order.
+//! Under load, many frames leave in one `sendto`, and no thread waits on another's write unless
+//! 4 MB are queued behind a write that blocks (a peer that stopped reading), which then holds
+//! the queue's growth. A failed write closes the connection, failing every pending request.
+//!
+//! # Reading threads that take turns
+//! The [`Reader`] (the WebSocket and the keepalive state) moves between at most two threads per
+//! connection: the one the connection started with, and a partner started once the peer has
+//! sent a second request (a client that only sends its IL-DCP request keeps one thread).
+//! Whoever holds the `Reader` reads. Replies go to their waiting request. When a request
+//! (Message, Transfer) arrives and the partner is idle, the holder parks the `Reader` for the
+//! partner, wakes it, and runs the handler itself with the frame still hot in its cache: the
+//! request reaches its handler without a thread wakeup on its path. When the partner is busy
+//! (running a handler) the request goes to the shared [`HandlerPool`](super::pool::HandlerPool)
+//! as before. Either way someone is always reading while a handler runs, so a handler that waits
+//! for a response from the same peer cannot deadlock. The threads hand the `Reader` over under
+//! one short lock; only its holder touches the socket's read side. Both threads are joined by
+//! [`Connection::join`] (and so by `close`); a thread asked to join itself is skipped and left
+//! for a later join. Since handlers run on these threads, they get the handlers' stack size.
+//!
+//! # Waiting for a reply
+//! A request registers a slot under its requestId before its frame is written, so a fast reply
+//! always finds it, then sleeps on the slot's condvar until the reader fills it, the
+//! connection fails, or the timeout passes. Ids come from a per-connection counter started at
+//! a random value (RFC 23 allows sequential ids; one in flight is never reused), so no system
+//! call is spent per request.
 //!
 //! # Liveness
-//! The reader's socket carries a read timeout that is re-armed for the next keepalive event
-//! only when it fires, so an idle connection wakes once per ping interval and a busy one never.
-//! A ping is sent every `ping_interval`; if nothing at all arrives within `pong_timeout` after
-//! it, the peer is dropped. Writes carry `write_timeout`, so a peer that stops reading cannot
-//! wedge the write lock: the connection is declared dead instead.
+//! The socket carries a read timeout that is re-armed for the next keepalive event only when it
+//! fires, so an idle connection wakes once per ping interval and a busy one never. A ping is
+//! sent every `ping_interval`; if nothing at all arrives within `pong_timeout` after it, the
+//! peer is dropped. Writes carry `write_timeout`, so a peer that stops reading cannot wedge the
+//! writer: the connection is declared dead instead.
 //!
 //! # RFC 23 flow
 //! Responses and Errors are matched to the waiting request by requestId; one with an unknown or
-//! already answered id gets no response. Requests (Message, Transfer) go to the
-//! [`HandlerPool`](super::pool::HandlerPool), never run on the reader thread.
+//! already answered id gets no response. Requests (Message, Transfer) run on a reading thread
+//! whose partner then reads, or on the handler pool; never on the only thread reading.
 //!
 //! Unreadable packets: RFC 23 says they get no response (to avoid feedback loops), the JS plugin
 //! closes the socket. We keep the connection and answer `F01 InvalidFieldsError` when the frame
@@ -33,19 +64,20 @@
 //! ignored (BTP is binary; interledger-rs does the same before auth).
 //!
 //! # Backpressure
-//! When every handler thread is busy and the pool's queue is full, the reader waits for room
-//! before it reads on, so the peer is slowed down by TCP instead of filling our memory — but
-//! only while none of our requests awaits a response on this connection. Otherwise waiting
+//! When every handler thread is busy and the pool's queue is full, the reading thread waits for
+//! room before it reads on, so the peer is slowed down by TCP instead of filling our memory —
+//! but only while none of our requests awaits a response on this connection. Otherwise waiting
 //! would leave that response unread behind the blocked reader while a handler waits for it (a
 //! deadlock until the request timeout), so the request is refused at once with BTP Error
 //! `T00` "busy" and reading goes on.
 //!
 //! # Closing
 //! [`Connection::close`] sends a close frame, fails pending requests at once, waits up to
-//! `close_timeout` for the peer's reply, cuts the socket and joins the reader. A connection that
-//! dies on its own (peer gone, pong deadline, write timeout, oversized frame) fails every
-//! pending request at once with [`TransportError::Closed`]. Writes after that return the same
-//! typed error instead of touching the socket.
+//! `close_timeout` for the peer's reply, cuts the socket and joins the reading threads (after
+//! any handler running on them returns). A connection that dies on its own (peer gone, pong
+//! deadline, write timeout, oversized frame) fails every pending request at once with
+//! [`TransportError::Closed`]. Writes after that return the same typed error instead of
+//! touching the socket.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -56,7 +88,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use tungstenite::protocol::frame::coding::{CloseCode, Data as OpData, OpCode};
 use tungstenite::protocol::frame::Frame;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -202,8 +234,8 @@ impl std::error::Error for TransportError {}
 fn random_u32() -> u32 {
     let mut b = [0u8; 4];
     if getrandom::getrandom(&mut b).is_err() {
-        // The OS RNG does not fail on supported platforms; a clock-derived id is still unique
-        // enough, since duplicates in flight are checked anyway.
+        // The OS RNG does not fail on supported platforms; a clock-derived start is still
+        // fine, since ids only need to be unique among the requests in flight.
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -213,11 +245,59 @@ fn random_u32() -> u32 {
     u32::from_be_bytes(b)
 }
 
-struct WriteHalf {
-    stream: TcpStream,
-    role: Role,
-    /// One frame is encoded here, then written with one call (one TCP segment when small).
-    buf: Vec<u8>,
+/// Where the reader leaves the answer to one request, and its waiter sleeps until it does.
+/// (A crossbeam channel per request would cost an allocation more and spin before sleeping.)
+struct ReplySlot {
+    state: Mutex<SlotState>,
+    ready: Condvar,
+}
+
+enum SlotState {
+    Waiting,
+    Answered(Vec<u8>),
+    Closed,
+}
+
+impl ReplySlot {
+    fn new() -> Arc<ReplySlot> {
+        Arc::new(ReplySlot {
+            state: Mutex::new(SlotState::Waiting),
+            ready: Condvar::new(),
+        })
+    }
+
+    fn settle(&self, outcome: SlotState) {
+        let mut state = self.state.lock();
+        if matches!(*state, SlotState::Waiting) {
+            *state = outcome;
+        }
+        drop(state);
+        self.ready.notify_one();
+    }
+
+    /// Waits until `deadline`; `Waiting` back means it passed.
+    fn wait(&self, deadline: Instant) -> SlotState {
+        let mut state = self.state.lock();
+        while matches!(*state, SlotState::Waiting) {
+            if self.ready.wait_until(&mut state, deadline).timed_out() {
+                break;
+            }
+        }
+        match *state {
+            SlotState::Waiting => SlotState::Waiting,
+            _ => std::mem::replace(&mut *state, SlotState::Closed),
+        }
+    }
+}
+
+/// Frames waiting to be written, and who writes them.
+struct Outbox {
+    /// Whole encoded frames not yet handed to the socket, in order.
+    queued: Vec<u8>,
+    /// The writing thread's buffer, kept between turns for its capacity.
+    spare: Vec<u8>,
+    /// A thread is writing; it writes everything queued before it lets go.
+    writing: bool,
     /// xorshift64* state for client masking keys (RFC 6455 asks for unpredictable keys, not
     /// secret ones); seeded from the OS.
     mask_state: u64,
@@ -225,10 +305,14 @@ struct WriteHalf {
     closed: Option<CloseReason>,
 }
 
-/// Above this, the encode buffer is given back after the write rather than kept.
+/// Above this, a write buffer is given back after the write rather than kept.
 const KEEP_BUFFER: usize = 64 * 1024;
 
-impl WriteHalf {
+/// While this much waits behind a blocked write, further writers wait too (instead of
+/// queueing without bound behind a peer that stopped reading).
+const QUEUE_CAP: usize = 4 << 20;
+
+impl Outbox {
     fn next_mask(&mut self) -> [u8; 4] {
         let mut x = self.mask_state;
         x ^= x >> 12;
@@ -244,26 +328,28 @@ impl WriteHalf {
         ]
     }
 
-    fn write_frame(&mut self, mut frame: Frame) -> io::Result<()> {
-        if self.role == Role::Client {
+    fn encode(&mut self, mut frame: Frame, role: Role) {
+        if role == Role::Client {
             frame.header_mut().mask = Some(self.next_mask());
         }
-        self.buf.clear();
-        frame
-            .format(&mut self.buf)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-        let result = self.stream.write_all(&self.buf);
-        if self.buf.capacity() > KEEP_BUFFER {
-            self.buf = Vec::new();
-        }
-        result
+        // Writing into a Vec cannot fail.
+        let _ = frame.format(&mut self.queued);
     }
 }
 
 /// The one place bytes are written to a connection's socket.
+///
+/// Writers combine: a thread queues its encoded frame under a short lock; if no other thread is
+/// writing, it becomes the writer and writes everything queued (its own frame and any that
+/// other threads queue meanwhile) with one system call per batch, outside the lock. A thread
+/// that finds a writer at work returns at once: its frame goes out in that writer's next batch.
+/// A failed write closes the connection, which fails every pending request.
 pub(crate) struct FrameWriter {
-    half: Mutex<WriteHalf>,
-    /// A clone kept outside the lock, so the socket can be shut down while a write blocks.
+    outbox: Mutex<Outbox>,
+    /// Signalled after each batch, for threads waiting on a full queue.
+    drained: Condvar,
+    role: Role,
+    /// Written only by the thread that set `writing`; shut down by anyone.
     socket: TcpStream,
 }
 
@@ -277,79 +363,113 @@ impl FrameWriter {
             .to_be_bytes();
         }
         Ok(FrameWriter {
-            half: Mutex::new(WriteHalf {
-                stream: stream.try_clone()?,
-                role,
-                buf: Vec::new(),
+            outbox: Mutex::new(Outbox {
+                queued: Vec::new(),
+                spare: Vec::new(),
+                writing: false,
                 // xorshift must not start at zero.
                 mask_state: u64::from_be_bytes(seed) | 1,
                 closed: None,
             }),
+            drained: Condvar::new(),
+            role,
             socket: stream.try_clone()?,
         })
+    }
+
+    /// Waits while a full queue sits behind a blocked write; the outbox, ready to queue on,
+    /// or why the connection is closed.
+    fn room(&self) -> Result<MutexGuard<'_, Outbox>, CloseReason> {
+        let mut out = self.outbox.lock();
+        while out.closed.is_none() && out.writing && out.queued.len() >= QUEUE_CAP {
+            self.drained.wait(&mut out);
+        }
+        match &out.closed {
+            Some(reason) => Err(reason.clone()),
+            None => Ok(out),
+        }
+    }
+
+    /// Writes what is queued unless another thread is already at it (see the type's docs).
+    fn write_queued(&self, mut out: MutexGuard<'_, Outbox>) -> Result<(), CloseReason> {
+        if out.writing {
+            return Ok(());
+        }
+        out.writing = true;
+        loop {
+            let mut batch = std::mem::take(&mut out.spare);
+            std::mem::swap(&mut batch, &mut out.queued);
+            let result = MutexGuard::unlocked(&mut out, || (&self.socket).write_all(&batch));
+            batch.clear();
+            if batch.capacity() <= KEEP_BUFFER {
+                out.spare = batch;
+            }
+            self.drained.notify_all();
+            if let Err(e) = result {
+                let reason = out
+                    .closed
+                    .get_or_insert(CloseReason::Io(format!("write: {e}")))
+                    .clone();
+                out.writing = false;
+                out.queued = Vec::new();
+                drop(out);
+                self.drained.notify_all();
+                let _ = self.socket.shutdown(Shutdown::Both);
+                return Err(reason);
+            }
+            if out.queued.is_empty() {
+                out.writing = false;
+                return Ok(());
+            }
+        }
     }
 
     /// Writes bytes the reader's WebSocket produced (handshake, pongs, close replies): always
     /// whole frames, since tungstenite hands over its whole output buffer at once.
     fn write_raw(&self, bytes: &[u8]) -> io::Result<()> {
-        let mut half = self.half.lock();
-        if half.closed.is_some() {
+        let mut out = match self.room() {
+            Ok(out) => out,
             // The connection is closing: a late pong or close reply has nowhere to go.
-            return Ok(());
-        }
-        match half.stream.write_all(bytes) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                half.closed = Some(CloseReason::Io(format!("write: {e}")));
-                drop(half);
-                let _ = self.socket.shutdown(Shutdown::Both);
-                // Not WouldBlock: tungstenite must treat it as fatal, not retry a half frame.
-                Err(io::Error::new(io::ErrorKind::BrokenPipe, e))
-            }
-        }
+            Err(_) => return Ok(()),
+        };
+        out.queued.extend_from_slice(bytes);
+        self.write_queued(out)
+            // Not WouldBlock: tungstenite must treat it as fatal, not retry a half frame.
+            .map_err(|e| io::Error::new(io::ErrorKind::BrokenPipe, e.to_string()))
     }
 
-    /// Writes one whole frame, or declares the connection dead (a half-written frame cannot
-    /// be taken back).
+    /// Writes one whole frame (or queues it for the thread writing now), or declares the
+    /// connection dead (a half-written frame cannot be taken back).
     fn send(&self, frame: Frame) -> Result<(), CloseReason> {
-        let mut half = self.half.lock();
-        if let Some(reason) = &half.closed {
-            return Err(reason.clone());
-        }
-        match half.write_frame(frame) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let reason = CloseReason::Io(format!("write: {e}"));
-                half.closed = Some(reason.clone());
-                drop(half);
-                let _ = self.socket.shutdown(Shutdown::Both);
-                Err(reason)
-            }
-        }
+        let mut out = self.room()?;
+        out.encode(frame, self.role);
+        self.write_queued(out)
     }
 
     /// Sends a close frame (once) and refuses every later write.
     fn close(&self, code: CloseCode, reason: &str) {
-        let mut half = self.half.lock();
-        if half.closed.is_some() {
+        let mut out = self.outbox.lock();
+        if out.closed.is_some() {
             return;
         }
-        half.closed = Some(CloseReason::Local);
+        out.closed = Some(CloseReason::Local);
         let frame = Frame::close(Some(CloseFrame {
             code,
             reason: reason.into(),
         }));
-        if let Err(e) = half.write_frame(frame) {
+        out.encode(frame, self.role);
+        if let Err(e) = self.write_queued(out) {
             log::debug!("close frame not sent: {e}");
         }
     }
 
     fn is_closed(&self) -> bool {
-        self.half.lock().closed.is_some()
+        self.outbox.lock().closed.is_some()
     }
 
     fn shutdown(&self) {
-        self.half.lock().closed.get_or_insert(CloseReason::Local);
+        self.outbox.lock().closed.get_or_insert(CloseReason::Local);
+        self.drained.notify_all();
         let _ = self.socket.shutdown(Shutdown::Both);
     }
 }
@@ -431,7 +551,10 @@ impl Prepared {
 }
 
 struct Pending {
-    waiting: HashMap<u32, Sender<Vec<u8>>>,
+    waiting: HashMap<u32, Arc<ReplySlot>>,
+    /// The next requestId to try: RFC 23 allows sequential ids; starting at a random value
+    /// keeps ids from one connection to the next apart, with no system call per request.
+    next_id: u32,
     closed: Option<CloseReason>,
 }
 
@@ -441,7 +564,8 @@ struct Inner {
     writer: Arc<FrameWriter>,
     socket: TcpStream,
     pending: Mutex<Pending>,
-    reader: Mutex<Option<JoinHandle<()>>>,
+    /// The threads that read this connection (one, plus a partner once requests arrive).
+    readers: Mutex<ReaderThreads>,
     /// Never sent on: it disconnects when the reader thread ends.
     reader_done: Receiver<()>,
 }
@@ -474,6 +598,17 @@ pub(crate) struct Reader {
     ws: WebSocket<ReaderIo>,
     conn: Connection,
     done: Option<Sender<()>>,
+    /// Keepalive state; it lives here because reading moves between threads.
+    next_ping: Instant,
+    ping_sent_at: Option<Instant>,
+    /// The keepalive event the socket's read timeout is armed for.
+    armed: Option<Instant>,
+}
+
+struct ReaderThreads {
+    handles: Vec<JoinHandle<()>>,
+    /// Set by `join`: no partner thread is started after it.
+    joined: bool,
 }
 
 impl Connection {
@@ -496,9 +631,13 @@ impl Connection {
                 socket: prepared.socket,
                 pending: Mutex::new(Pending {
                     waiting: HashMap::new(),
+                    next_id: random_u32(),
                     closed: None,
                 }),
-                reader: Mutex::new(None),
+                readers: Mutex::new(ReaderThreads {
+                    handles: Vec::new(),
+                    joined: false,
+                }),
                 reader_done: done_rx,
             }),
         };
@@ -506,6 +645,9 @@ impl Connection {
             ws,
             conn: conn.clone(),
             done: Some(done_tx),
+            next_ping: Instant::now() + conn.inner.config.ping_interval,
+            ping_sent_at: None,
+            armed: None,
         };
         (conn, reader)
     }
@@ -558,10 +700,8 @@ impl Connection {
         timeout: Option<Duration>,
     ) -> Result<Vec<u8>, TransportError> {
         let timeout = timeout.unwrap_or(self.inner.config.request_timeout);
-        let (tx, rx) = bounded(1);
-        // Drawn before taking the lock: getrandom is a system call.
-        let mut request_id = random_u32();
-        {
+        let slot = ReplySlot::new();
+        let request_id = {
             let mut pending = self.inner.pending.lock();
             if let Some(reason) = &pending.closed {
                 return Err(TransportError::Closed(reason.clone()));
@@ -570,33 +710,38 @@ impl Connection {
             if pending.waiting.len() >= max {
                 return Err(TransportError::TooManyPending { max });
             }
-            // A collision is rare; stepping on from a random start keeps ids unique and
-            // unpredictable enough without another system call under the lock.
+            let mut request_id = pending.next_id;
             while pending.waiting.contains_key(&request_id) {
                 request_id = request_id.wrapping_add(1);
             }
-            pending.waiting.insert(request_id, tx);
-        }
+            pending.next_id = request_id.wrapping_add(1);
+            pending.waiting.insert(request_id, slot.clone());
+            request_id
+        };
         if let Err(e) = self.send_frame(encode(request_id)) {
             self.inner.pending.lock().waiting.remove(&request_id);
             return Err(e);
         }
-        match rx.recv_timeout(timeout) {
-            Ok(frame) => Ok(frame),
-            Err(RecvTimeoutError::Timeout) => {
+        let deadline = Instant::now() + timeout;
+        match slot.wait(deadline) {
+            SlotState::Answered(frame) => Ok(frame),
+            SlotState::Closed => Err(TransportError::Closed(
+                self.close_reason().unwrap_or(CloseReason::Local),
+            )),
+            SlotState::Waiting => {
                 self.inner.pending.lock().waiting.remove(&request_id);
                 // The reply may have landed between the timeout and the removal.
-                match rx.try_recv() {
-                    Ok(frame) => Ok(frame),
-                    Err(_) => Err(TransportError::Timeout {
+                match slot.wait(Instant::now()) {
+                    SlotState::Answered(frame) => Ok(frame),
+                    SlotState::Closed => Err(TransportError::Closed(
+                        self.close_reason().unwrap_or(CloseReason::Local),
+                    )),
+                    SlotState::Waiting => Err(TransportError::Timeout {
                         request_id,
                         after: timeout,
                     }),
                 }
             }
-            Err(RecvTimeoutError::Disconnected) => Err(TransportError::Closed(
-                self.close_reason().unwrap_or(CloseReason::Local),
-            )),
         }
     }
 
@@ -610,8 +755,9 @@ impl Connection {
             }
             std::mem::take(&mut pending.waiting)
         };
-        // Dropping the senders wakes every waiter with `Disconnected`.
-        drop(waiting);
+        for slot in waiting.into_values() {
+            slot.settle(SlotState::Closed);
+        }
     }
 
     /// Closes without waiting: sends a close frame, fails pending requests, cuts the socket.
@@ -635,19 +781,53 @@ impl Connection {
         self.join();
     }
 
-    /// Waits for the reader thread to end (it ends when the connection does) and joins it.
-    /// Does nothing when called from the reader thread itself.
+    /// Waits for the threads reading this connection to end (they end when the connection
+    /// does, once a handler one of them runs has returned) and joins them. The calling thread
+    /// itself, if it is one of them, is skipped and left for a later `join`.
     pub fn join(&self) {
-        let handle = {
-            let mut reader = self.inner.reader.lock();
-            match reader.as_ref() {
-                Some(h) if h.thread().id() == thread::current().id() => return,
-                _ => reader.take(),
-            }
+        let handles = {
+            let mut readers = self.inner.readers.lock();
+            readers.joined = true;
+            std::mem::take(&mut readers.handles)
         };
-        if let Some(h) = handle {
+        let me = thread::current().id();
+        for h in handles {
+            if h.thread().id() == me {
+                self.inner.readers.lock().handles.push(h);
+            } else {
+                let _ = h.join();
+            }
+        }
+    }
+
+    /// Lets the calling thread, if it is one of this connection's (a handler running on it is
+    /// shutting things down), go unjoined: whoever joins the connection then does not wait for
+    /// the very thread that waits for them. Like a pool thread that shuts its own pool down,
+    /// it ends on its own once the handler returns.
+    pub(crate) fn detach_current_thread(&self) {
+        let me = thread::current().id();
+        self.inner
+            .readers
+            .lock()
+            .handles
+            .retain(|h| h.thread().id() != me);
+    }
+
+    /// Joins those of the connection's threads that have finished, without waiting; true once
+    /// none is left. (A thread may outlive the connection while a handler it runs returns.)
+    pub fn join_finished(&self) -> bool {
+        let mut readers = self.inner.readers.lock();
+        readers.joined = true;
+        let (finished, running): (Vec<_>, Vec<_>) = std::mem::take(&mut readers.handles)
+            .into_iter()
+            .partition(JoinHandle::is_finished);
+        readers.handles = running;
+        let all_done = readers.handles.is_empty();
+        drop(readers);
+        for h in finished {
             let _ = h.join();
         }
+        all_done
     }
 
     /// A receiver that disconnects when the connection has ended, to `select!` on.
@@ -684,9 +864,7 @@ impl Connection {
     fn deliver_reply(&self, request_id: u32, frame: Vec<u8>) {
         let waiter = self.inner.pending.lock().waiting.remove(&request_id);
         match waiter {
-            Some(tx) => {
-                let _ = tx.try_send(frame);
-            }
+            Some(slot) => slot.settle(SlotState::Answered(frame)),
             None => log::debug!(
                 "BTP {}: reply to unknown or answered request {request_id}, ignored",
                 self.inner.peer
@@ -788,7 +966,8 @@ impl Reader {
         }
     }
 
-    /// Starts the reader on its own named thread (`btp-reader-<peer>`).
+    /// Starts the reader on its own named thread (`btp-reader-<peer>`); its partner, if
+    /// requests arrive, gets the same stack size.
     pub(crate) fn spawn(
         self,
         stack_size: usize,
@@ -798,78 +977,110 @@ impl Reader {
     ) -> io::Result<()> {
         let conn = self.conn.clone();
         let name = format!("btp-reader-{}", conn.inner.peer);
+        let mut readers = conn.inner.readers.lock();
         let handle = thread::Builder::new()
             .name(name)
             .stack_size(stack_size)
-            .spawn(move || self.run(pool, handler, on_close))?;
-        *conn.inner.reader.lock() = Some(handle);
+            .spawn(move || self.run(pool, handler, on_close, stack_size))?;
+        readers.handles.push(handle);
         Ok(())
     }
 
-    /// The read loop: dispatches frames until the connection ends, then fails every pending
-    /// request, cuts the socket and calls `on_close`.
-    pub(crate) fn run(mut self, pool: PoolHandle, handler: FrameHandler, on_close: OnClose) {
-        let reason = self.read_loop(&pool, &handler);
-        log::debug!("BTP {}: connection ended: {reason}", self.conn.inner.peer);
-        self.conn.fail_all(reason.clone());
-        self.conn.inner.writer.shutdown();
-        drop(pool);
-        on_close(&reason);
-        drop(self.done.take());
+    /// Reads and dispatches frames on this thread (taking turns with a partner thread of
+    /// `stack_size` once requests arrive, see the module docs) until the connection ends; then
+    /// fails every pending request, cuts the socket and calls `on_close`. Handlers may run on
+    /// this thread, so its stack must suit them.
+    pub(crate) fn run(
+        self,
+        pool: PoolHandle,
+        handler: FrameHandler,
+        on_close: OnClose,
+        stack_size: usize,
+    ) {
+        let turns = Arc::new(Turns {
+            conn: self.conn.clone(),
+            seat: Mutex::new(Seat {
+                parked: None,
+                partner_idle: false,
+                ended: false,
+                partner_started: false,
+                requests_seen: 0,
+                on_close: Some(on_close),
+            }),
+            turn: Condvar::new(),
+            pool,
+            handler,
+            stack_size,
+        });
+        take_turns(&turns, Some(self));
     }
 
-    fn read_loop(&mut self, pool: &PoolHandle, handler: &FrameHandler) -> CloseReason {
-        let config = self.conn.inner.config.clone();
-        let mut next_ping = Instant::now() + config.ping_interval;
-        let mut ping_sent_at: Option<Instant> = None;
-        let mut armed = None;
+    /// Reads until a request (Message, Transfer, or anything not a reply) arrives or the
+    /// connection ends; delivers replies, sends keepalive pings on the way.
+    fn read_request(&mut self) -> Turn {
+        let conn = self.conn.clone();
+        let config = &conn.inner.config;
         loop {
             let now = Instant::now();
-            if let Some(sent) = ping_sent_at {
+            if let Some(sent) = self.ping_sent_at {
                 if now >= sent + config.pong_timeout {
                     self.conn
                         .inner
                         .writer
                         .close(CloseCode::Away, "ping timeout");
-                    return CloseReason::PongTimeout;
+                    return Turn::Ended(CloseReason::PongTimeout);
                 }
             }
-            if now >= next_ping {
+            if now >= self.next_ping {
                 if let Err(e) = self.conn.inner.writer.send(Frame::ping(Vec::new())) {
-                    return self.conn.close_reason().unwrap_or(e);
+                    return Turn::Ended(self.conn.close_reason().unwrap_or(e));
                 }
-                ping_sent_at.get_or_insert(now);
-                next_ping = now + config.ping_interval;
+                self.ping_sent_at.get_or_insert(now);
+                self.next_ping = now + config.ping_interval;
             }
             // Re-arm the read timeout for the next keepalive event only when it changes.
-            let next_event = match ping_sent_at {
-                Some(sent) => next_ping.min(sent + config.pong_timeout),
-                None => next_ping,
+            let next_event = match self.ping_sent_at {
+                Some(sent) => self.next_ping.min(sent + config.pong_timeout),
+                None => self.next_ping,
             };
-            if armed != Some(next_event) {
+            if self.armed != Some(next_event) {
                 let wait = next_event
                     .saturating_duration_since(now)
                     .max(Duration::from_millis(1));
                 if let Err(e) = self.conn.inner.socket.set_read_timeout(Some(wait)) {
-                    return CloseReason::Io(e.to_string());
+                    return Turn::Ended(CloseReason::Io(e.to_string()));
                 }
-                armed = Some(next_event);
+                self.armed = Some(next_event);
             }
             let message = match self.ws.read() {
                 Ok(m) => m,
                 Err(e) => match self.classify(e) {
                     None => {
                         // The timeout fired: next pass re-arms it.
-                        armed = None;
+                        self.armed = None;
                         continue;
                     }
-                    Some(reason) => return reason,
+                    Some(reason) => return Turn::Ended(reason),
                 },
             };
             // Anything from the peer proves it alive.
-            ping_sent_at = None;
+            self.ping_sent_at = None;
             match message {
-                Message::Binary(frame) => self.dispatch(frame, pool, handler),
+                Message::Binary(frame) => {
+                    if frame.len() < 5 {
+                        log::debug!(
+                            "BTP {}: {}-byte frame has no requestId, dropped",
+                            self.conn.inner.peer,
+                            frame.len()
+                        );
+                        continue;
+                    }
+                    let request_id = u32::from_be_bytes([frame[1], frame[2], frame[3], frame[4]]);
+                    match frame[0] {
+                        TYPE_RESPONSE | TYPE_ERROR => self.conn.deliver_reply(request_id, frame),
+                        _ => return Turn::Request(frame),
+                    }
+                }
                 Message::Text(_) => {
                     log::debug!(
                         "BTP {}: text frame ignored (BTP is binary)",
@@ -880,50 +1091,171 @@ impl Reader {
                 Message::Close(_) => {
                     // Push out tungstenite's close reply before the socket is cut.
                     let _ = self.ws.flush();
-                    return if self.conn.close_reason().is_some() {
+                    // Our own close frame went out first when the writer is closed: `close()`
+                    // may not have recorded its reason yet.
+                    let ours = self.conn.inner.writer.is_closed();
+                    return Turn::Ended(if ours || self.conn.close_reason().is_some() {
                         CloseReason::Local
                     } else {
                         CloseReason::PeerClosed
-                    };
+                    });
                 }
             }
         }
     }
 
-    fn dispatch(&self, frame: Vec<u8>, pool: &PoolHandle, handler: &FrameHandler) {
-        if frame.len() < 5 {
-            log::debug!(
-                "BTP {}: {}-byte frame has no requestId, dropped",
-                self.conn.inner.peer,
-                frame.len()
-            );
-            return;
-        }
+    /// Queues a request for the handler pool (today's path when no partner is free).
+    fn submit(&self, frame: Vec<u8>, pool: &PoolHandle, handler: &FrameHandler) {
         let request_id = u32::from_be_bytes([frame[1], frame[2], frame[3], frame[4]]);
-        match frame[0] {
-            TYPE_RESPONSE | TYPE_ERROR => self.conn.deliver_reply(request_id, frame),
-            _ => {
-                let conn = self.conn.clone();
-                let handler = handler.clone();
-                let job = move || handler(&conn, frame);
-                // Wait for room only while nothing of ours awaits a response on this connection
-                // (and never once it is closing: shutdown must not wait on a full queue).
-                let may_wait = || self.conn.is_open() && !self.conn.has_pending_requests();
-                match pool.submit(job, may_wait) {
-                    Ok(()) => {}
-                    Err(SubmitError::Busy) => {
-                        log::debug!(
-                            "BTP {}: handler pool full, request {request_id} refused",
-                            self.conn.inner.peer
-                        );
-                        let busy = ErrorReply::unreachable("busy: request handlers saturated");
-                        let _ = self.conn.send_frame(busy.to_frame(request_id));
-                    }
-                    Err(SubmitError::Closed) => {
-                        log::debug!("BTP {}: handler pool is shut down", self.conn.inner.peer)
-                    }
-                }
+        let conn = self.conn.clone();
+        let handler = handler.clone();
+        let job = move || handler(&conn, frame);
+        // Wait for room only while nothing of ours awaits a response on this connection
+        // (and never once it is closing: shutdown must not wait on a full queue).
+        let may_wait = || self.conn.is_open() && !self.conn.has_pending_requests();
+        match pool.submit(job, may_wait) {
+            Ok(()) => {}
+            Err(SubmitError::Busy) => {
+                log::debug!(
+                    "BTP {}: handler pool full, request {request_id} refused",
+                    self.conn.inner.peer
+                );
+                let busy = ErrorReply::unreachable("busy: request handlers saturated");
+                let _ = self.conn.send_frame(busy.to_frame(request_id));
+            }
+            Err(SubmitError::Closed) => {
+                log::debug!("BTP {}: handler pool is shut down", self.conn.inner.peer)
             }
         }
     }
+}
+
+/// What one turn of reading ended with.
+enum Turn {
+    Request(Vec<u8>),
+    Ended(CloseReason),
+}
+
+/// The threads reading one connection take turns: whoever holds the [`Reader`] reads; when it
+/// reads a request while its partner waits idle, it parks the reader for the partner and runs
+/// the handler itself, with the frame still hot in its cache and no thread woken on the
+/// request's path. Someone is therefore always reading while a handler runs on either thread.
+struct Turns {
+    conn: Connection,
+    seat: Mutex<Seat>,
+    /// Signalled when the reader is parked or the connection has ended.
+    turn: Condvar,
+    pool: PoolHandle,
+    handler: FrameHandler,
+    stack_size: usize,
+}
+
+struct Seat {
+    /// The reader, while no thread holds it.
+    parked: Option<Reader>,
+    /// The thread not reading waits for the reader (and is not running a handler).
+    partner_idle: bool,
+    ended: bool,
+    partner_started: bool,
+    requests_seen: u32,
+    on_close: Option<OnClose>,
+}
+
+/// Requests a connection must have sent before it gets a second thread: a connection that
+/// only ever sends its IL-DCP request keeps one.
+const PARTNER_AFTER_REQUESTS: u32 = 2;
+
+/// The loop each thread reading a connection runs: `reader` is `Some` for the first thread.
+fn take_turns(turns: &Arc<Turns>, mut reader: Option<Reader>) {
+    loop {
+        let mut current = match reader.take() {
+            Some(r) => r,
+            None => {
+                let mut seat = turns.seat.lock();
+                loop {
+                    if seat.ended {
+                        return;
+                    }
+                    if let Some(r) = seat.parked.take() {
+                        break r;
+                    }
+                    seat.partner_idle = true;
+                    turns.turn.wait(&mut seat);
+                }
+            }
+        };
+        loop {
+            let frame = match current.read_request() {
+                Turn::Request(frame) => frame,
+                Turn::Ended(reason) => {
+                    finish(turns, current, reason);
+                    return;
+                }
+            };
+            let mut seat = turns.seat.lock();
+            if seat.partner_idle {
+                seat.partner_idle = false;
+                seat.parked = Some(current);
+                drop(seat);
+                turns.turn.notify_one();
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    (turns.handler)(&turns.conn, frame)
+                }))
+                .is_err()
+                {
+                    log::error!("a BTP request handler panicked");
+                }
+                break;
+            }
+            seat.requests_seen = seat.requests_seen.saturating_add(1);
+            let start_partner =
+                !seat.partner_started && seat.requests_seen >= PARTNER_AFTER_REQUESTS;
+            seat.partner_started |= start_partner;
+            drop(seat);
+            if start_partner {
+                start_partner_thread(turns);
+            }
+            current.submit(frame, &turns.pool, &turns.handler);
+        }
+    }
+}
+
+/// Starts the second thread of a connection (`btp-turn-<peer>`), unless it is being joined.
+fn start_partner_thread(turns: &Arc<Turns>) {
+    let conn = &turns.conn;
+    // Held across the spawn so that `join` cannot miss the new thread.
+    let mut readers = conn.inner.readers.lock();
+    if readers.joined {
+        return;
+    }
+    let partner = turns.clone();
+    let spawned = thread::Builder::new()
+        .name(format!("btp-turn-{}", conn.inner.peer))
+        .stack_size(turns.stack_size)
+        .spawn(move || take_turns(&partner, None));
+    match spawned {
+        Ok(h) => readers.handles.push(h),
+        Err(e) => log::warn!(
+            "BTP {}: no second reading thread ({e}); requests go to the pool",
+            conn.inner.peer
+        ),
+    }
+}
+
+/// The end of a connection, on the thread that saw it: fail pending requests, cut the socket,
+/// wake the partner (it ends), call `on_close`, signal `reader_done`.
+fn finish(turns: &Turns, mut reader: Reader, reason: CloseReason) {
+    log::debug!("BTP {}: connection ended: {reason}", reader.conn.inner.peer);
+    reader.conn.fail_all(reason.clone());
+    reader.conn.inner.writer.shutdown();
+    let on_close = {
+        let mut seat = turns.seat.lock();
+        seat.ended = true;
+        seat.on_close.take()
+    };
+    turns.turn.notify_all();
+    if let Some(on_close) = on_close {
+        on_close(&reason);
+    }
+    drop(reader.done.take());
 }

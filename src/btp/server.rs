@@ -47,7 +47,8 @@ pub struct ServerConfig {
     pub auth_timeout: Duration,
     /// Most sockets at once; more are closed on accept.
     pub max_connections: usize,
-    /// Stack size of each connection's reader thread (small: a server may hold thousands).
+    /// Stack size of each connection's reader threads. They also run request handlers, so
+    /// they get at least `handler_stack_size`.
     pub reader_stack_size: usize,
     /// Threads answering incoming requests, shared by all connections.
     pub handler_threads: usize,
@@ -325,6 +326,13 @@ impl BtpServer {
         let slots: Vec<Slot> = std::mem::take(&mut *shared.slots.lock())
             .into_values()
             .collect();
+        // Called by a handler running on a connection's own thread: nobody may wait for it.
+        let me = thread::current().id();
+        for slot in &slots {
+            if let Some(conn) = &slot.conn {
+                conn.detach_current_thread();
+            }
+        }
         for slot in &slots {
             match &slot.conn {
                 Some(conn) => conn.begin_close(),
@@ -342,7 +350,9 @@ impl BtpServer {
         }
         for slot in slots {
             if let Some(h) = slot.handle {
-                let _ = h.join();
+                if h.thread().id() != me {
+                    let _ = h.join();
+                }
             }
         }
         drop(self.reaper_stop.lock().take());
@@ -425,7 +435,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
         let worker = shared.clone();
         let spawned = thread::Builder::new()
             .name(format!("btp-conn-{id}"))
-            .stack_size(shared.config.reader_stack_size)
+            .stack_size(connection_stack_size(&shared.config))
             .spawn(move || {
                 serve(&worker, id, stream);
                 let _ = worker.exits.send(id);
@@ -608,5 +618,18 @@ fn serve(shared: &Arc<Shared>, id: u64, stream: TcpStream) {
             }
         })
     };
-    reader.run(shared.pool.handle(), frame_handler(handler), on_close);
+    reader.run(
+        shared.pool.handle(),
+        frame_handler(handler),
+        on_close,
+        connection_stack_size(&shared.config),
+    );
+    // The partner thread, if the connection had one.
+    conn.join();
+}
+
+/// Connection threads run request handlers too (see [`Connection`]'s docs), so they get the
+/// larger of the two stacks. Only the pages a thread touches count towards memory.
+fn connection_stack_size(config: &ServerConfig) -> usize {
+    config.reader_stack_size.max(config.handler_stack_size)
 }
