@@ -259,7 +259,8 @@ impl BtpClient {
             conn.detach_current_thread();
         }
         drop(self.stop.lock().take());
-        if let Some(socket) = self.attempting.lock().take() {
+        let attempting = self.attempting.lock().take();
+        if let Some(socket) = attempting {
             let _ = socket.shutdown(std::net::Shutdown::Both);
         }
         let supervisor = self.supervisor.lock().take();

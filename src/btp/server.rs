@@ -320,7 +320,8 @@ impl BtpServer {
             });
         }
         let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
-        if let Some(h) = self.accept.lock().take() {
+        let accept = self.accept.lock().take();
+        if let Some(h) = accept {
             let _ = h.join();
         }
         let slots: Vec<Slot> = std::mem::take(&mut *shared.slots.lock())
@@ -356,7 +357,8 @@ impl BtpServer {
             }
         }
         drop(self.reaper_stop.lock().take());
-        if let Some(h) = self.reaper.lock().take() {
+        let reaper = self.reaper.lock().take();
+        if let Some(h) = reaper {
             let _ = h.join();
         }
         shared.accounts.lock().clear();
@@ -391,6 +393,9 @@ fn reap(shared: &Shared, exits: Receiver<u64>, stop: Receiver<()>) {
     }
 }
 
+/// How long the accept loop rests after `accept` fails.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
 fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
     for stream in listener.incoming() {
         if shared.stopping.load(Ordering::SeqCst) {
@@ -399,7 +404,10 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
         let stream = match stream {
             Ok(s) => s,
             Err(e) => {
+                // Errors such as EMFILE last until connections close: pause instead of spinning
+                // on them, a core at full speed and a log line each turn.
                 log::warn!("BTP accept failed: {e}");
+                thread::sleep(ACCEPT_ERROR_PAUSE);
                 continue;
             }
         };

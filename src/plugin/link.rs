@@ -331,7 +331,9 @@ impl Link {
             Transport::Server { server, .. } => server.shutdown(),
         }
         drop(self.stop_events.lock().take());
-        if let Some(thread) = self.event_thread.lock().take() {
+        // Taken out first: the lock must not be held while the join waits.
+        let event_thread = self.event_thread.lock().take();
+        if let Some(thread) = event_thread {
             let _ = thread.join();
         }
     }
