@@ -76,11 +76,14 @@
 //! ## Threads
 //!
 //! Every thread is named and joined when its owner stops (`disconnect()`, `shutdown()` or drop).
-//! Each BTP connection has one reader thread (`btp-reader-<peer>` on a client, `btp-conn-<id>`
-//! on a server, which also runs the handshake and auth). A reader never runs user code: it hands
-//! incoming requests to a fixed pool of handler threads (`btp-client-handler-<i>` or
-//! `btp-server-handler-<i>`; [`PluginBuilder::handler_threads`](plugin::PluginBuilder::handler_threads)
-//! of them), where data handlers and the per-packet settlement hooks run. A client also has
+//! Each BTP connection has a reading thread (`btp-reader-<peer>` on a client, `btp-conn-<id>`
+//! on a server, which also runs the handshake and auth) and, once the peer sends requests, a
+//! partner (`btp-turn-<peer>`): the two take turns reading, and the one that reads a request runs
+//! its handler while the other reads on, so someone always reads and a handler that waits for
+//! the same peer cannot deadlock. When both are busy, requests go to a fixed pool of handler
+//! threads (`btp-client-handler-<i>` or `btp-server-handler-<i>`;
+//! [`PluginBuilder::handler_threads`](plugin::PluginBuilder::handler_threads) of them). Data
+//! handlers and the per-packet settlement hooks run on those threads. A client also has
 //! `btp-client`, which connects and reconnects with backoff; a server has `btp-accept` and
 //! `btp-reaper`. The plugin reports connects and disconnects (to the settlement hooks and the
 //! [`on_event`](plugin::PluginBuilder::on_event) handler) from `plugin-client-events` or
