@@ -5,7 +5,7 @@
 //! # Why a reader WebSocket and a frame writer
 //! A tungstenite `WebSocket` cannot be shared by a reading and a writing thread, and its reader
 //! queues pong and close replies of its own (tungstenite issues 178 and 311). So the TCP stream
-//! is cloned: the [`Reader`] owns a `WebSocket` over `ReaderIo`, whose *writes* (the automatic
+//! is cloned: the `Reader` owns a `WebSocket` over `ReaderIo`, whose *writes* (the automatic
 //! pongs and close replies) are handed whole to the shared `FrameWriter`; every other frame
 //! (requests, replies, pings, our close) is encoded with tungstenite's `Frame` and goes through
 //! the same writer. Every byte written to the socket passes that one writer, a whole frame at
@@ -22,7 +22,7 @@
 //! the queue's growth. A failed write closes the connection, failing every pending request.
 //!
 //! # Reading threads that take turns
-//! The [`Reader`] (the WebSocket and the keepalive state) moves between at most two threads per
+//! The `Reader` (the WebSocket and the keepalive state) moves between at most two threads per
 //! connection: the one the connection started with, and a partner started once the peer has
 //! sent a second request (a client that only sends its IL-DCP request keeps one thread).
 //! Whoever holds the `Reader` reads. Replies go to their waiting request. When a request
