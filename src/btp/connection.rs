@@ -568,6 +568,10 @@ struct Inner {
     readers: Mutex<ReaderThreads>,
     /// Never sent on: it disconnects when the reader thread ends.
     reader_done: Receiver<()>,
+    /// Signalled when a request of ours is registered or the connection fails: a reader held
+    /// back by a full handler pool must then ask again whether it may keep waiting.
+    recheck_tx: Sender<()>,
+    recheck_rx: Receiver<()>,
 }
 
 /// What runs an incoming request frame (a Message, a Transfer, or anything not a reply): called
@@ -623,6 +627,7 @@ impl Connection {
         let mut ws = ws;
         ws.get_mut().set_deadline(None);
         let (done_tx, done_rx) = bounded(0);
+        let (recheck_tx, recheck_rx) = bounded(1);
         let conn = Connection {
             inner: Arc::new(Inner {
                 peer,
@@ -639,6 +644,8 @@ impl Connection {
                     joined: false,
                 }),
                 reader_done: done_rx,
+                recheck_tx,
+                recheck_rx,
             }),
         };
         let reader = Reader {
@@ -718,6 +725,8 @@ impl Connection {
             pending.waiting.insert(request_id, slot.clone());
             request_id
         };
+        // Full means a signal is already waiting to be read: one is enough.
+        let _ = self.inner.recheck_tx.try_send(());
         if let Err(e) = self.send_frame(encode(request_id)) {
             self.inner.pending.lock().waiting.remove(&request_id);
             return Err(e);
@@ -755,6 +764,7 @@ impl Connection {
             }
             std::mem::take(&mut pending.waiting)
         };
+        let _ = self.inner.recheck_tx.try_send(());
         for slot in waiting.into_values() {
             slot.settle(SlotState::Closed);
         }
@@ -1113,7 +1123,7 @@ impl Reader {
         // Wait for room only while nothing of ours awaits a response on this connection
         // (and never once it is closing: shutdown must not wait on a full queue).
         let may_wait = || self.conn.is_open() && !self.conn.has_pending_requests();
-        match pool.submit(job, may_wait) {
+        match pool.submit(job, may_wait, &self.conn.inner.recheck_rx) {
             Ok(()) => {}
             Err(SubmitError::Busy) => {
                 log::debug!(

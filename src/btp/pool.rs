@@ -1,11 +1,12 @@
-//! A fixed pool of named threads that run incoming BTP requests, so that a handler never runs
-//! on a reader thread (it would deadlock as soon as it waited for a response from the same peer).
+//! A fixed pool of named threads that run incoming BTP requests when both of a connection's
+//! reading threads are busy: a handler must never run on the only thread reading (it would
+//! deadlock as soon as it waited for a response from the same peer).
 
 use std::thread::{self, JoinHandle};
 
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, select, Receiver, SendTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{bounded, select, Receiver, Select, Sender, TrySendError};
 use parking_lot::Mutex;
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
@@ -38,9 +39,10 @@ pub enum SubmitError {
     Closed,
 }
 
-/// How often a waiting submitter asks `may_wait` again. Only reached when the pool is
-/// saturated, never on the normal path.
-const RECHECK: Duration = Duration::from_millis(20);
+/// A waiting submitter asks `may_wait` again whenever its `recheck` channel signals (a request
+/// of ours was registered, or the connection closed); this timeout is only the safety net for a
+/// change nobody signalled. Never reached on the normal path: only when the pool is saturated.
+const RECHECK_AT_LEAST_EVERY: Duration = Duration::from_millis(500);
 
 impl HandlerPool {
     /// Starts `threads` workers named `<name>-<i>`, with room for `queue` waiting jobs.
@@ -106,12 +108,13 @@ impl Drop for HandlerPool {
 }
 
 impl PoolHandle {
-    /// Queues `job`. When the queue is full, waits for room as long as `may_wait()` stays true
-    /// (asked again every 20 ms), else gives up with [`SubmitError::Busy`].
+    /// Queues `job`. When the queue is full, waits for room as long as `may_wait()` stays true,
+    /// asking it again each time `recheck` signals, else gives up with [`SubmitError::Busy`].
     pub fn submit(
         &self,
         job: impl FnOnce() + Send + 'static,
         may_wait: impl Fn() -> bool,
+        recheck: &Receiver<()>,
     ) -> Result<(), SubmitError> {
         let mut job: Job = Box::new(job);
         loop {
@@ -123,10 +126,24 @@ impl PoolHandle {
             if !may_wait() {
                 return Err(SubmitError::Busy);
             }
-            match self.jobs.send_timeout(job, RECHECK) {
-                Ok(()) => return Ok(()),
-                Err(SendTimeoutError::Disconnected(_)) => return Err(SubmitError::Closed),
-                Err(SendTimeoutError::Timeout(j)) => job = j,
+            // Room in the queue, or a reason to ask `may_wait` again, whichever comes first.
+            let mut select = Select::new();
+            let room = select.send(&self.jobs);
+            let signal = select.recv(recheck);
+            match select.select_timeout(RECHECK_AT_LEAST_EVERY) {
+                Ok(operation) if operation.index() == room => {
+                    return operation
+                        .send(&self.jobs, job)
+                        .map_err(|_| SubmitError::Closed);
+                }
+                Ok(operation) => {
+                    debug_assert_eq!(operation.index(), signal);
+                    // Its sender lives as long as the connection: gone means shut down.
+                    if operation.recv(recheck).is_err() {
+                        return Err(SubmitError::Closed);
+                    }
+                }
+                Err(_) => {}
             }
         }
     }
@@ -146,5 +163,91 @@ fn worker(jobs: Receiver<Job>, stop: Receiver<()>) {
                 Err(_) => return,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// A pool of one busy worker and a full queue of one; the worker is released through the
+    /// returned sender.
+    fn saturated() -> (HandlerPool, Sender<()>) {
+        let pool = HandlerPool::new("pool-test", 1, 1, 64 * 1024).unwrap();
+        let (release_tx, release_rx) = bounded::<()>(0);
+        let (started_tx, started_rx) = bounded::<()>(1);
+        let handle = pool.handle();
+        let (release, started) = (release_rx.clone(), started_tx);
+        handle
+            .submit(
+                move || {
+                    let _ = started.send(());
+                    let _ = release.recv();
+                },
+                || false,
+                &bounded(1).1,
+            )
+            .unwrap();
+        started_rx.recv().unwrap();
+        let release = release_rx;
+        handle
+            .submit(
+                move || {
+                    let _ = release.recv();
+                },
+                || false,
+                &bounded(1).1,
+            )
+            .unwrap();
+        (pool, release_tx)
+    }
+
+    #[test]
+    fn a_waiting_submitter_gives_up_when_signalled_that_it_may_no_longer_wait() {
+        let (pool, release) = saturated();
+        let handle = pool.handle();
+        let may_wait = Arc::new(AtomicBool::new(true));
+        let (asked_tx, asked_rx) = bounded(1);
+        let (recheck_tx, recheck_rx) = bounded(1);
+        let waiter = {
+            let may_wait = Arc::clone(&may_wait);
+            thread::Builder::new()
+                .name("pool-test-waiter".into())
+                .spawn(move || {
+                    let ask = || {
+                        let _ = asked_tx.try_send(());
+                        may_wait.load(Ordering::SeqCst)
+                    };
+                    handle.submit(|| {}, ask, &recheck_rx)
+                })
+                .unwrap()
+        };
+        // Once it has been allowed to wait, take the permission back and tell it so.
+        asked_rx.recv().unwrap();
+        may_wait.store(false, Ordering::SeqCst);
+        recheck_tx.send(()).unwrap();
+        assert_eq!(waiter.join().unwrap(), Err(SubmitError::Busy));
+        drop(release);
+        pool.shutdown();
+    }
+
+    #[test]
+    fn a_waiting_submitter_gets_in_when_room_frees_up() {
+        let (pool, release) = saturated();
+        let handle = pool.handle();
+        let (ran_tx, ran_rx) = bounded(1);
+        let (_recheck_tx, recheck_rx) = bounded::<()>(1);
+        let waiter = thread::Builder::new()
+            .name("pool-test-waiter".into())
+            .spawn(move || handle.submit(move || ran_tx.send(()).unwrap(), || true, &recheck_rx))
+            .unwrap();
+        release.send(()).unwrap();
+        release.send(()).unwrap();
+        assert_eq!(waiter.join().unwrap(), Ok(()));
+        ran_rx.recv().unwrap();
+        pool.shutdown();
     }
 }

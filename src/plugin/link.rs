@@ -160,9 +160,8 @@ impl Link {
                     }
                 })
             })
-            .map_err(|e| {
+            .inspect_err(|_| {
                 client.disconnect();
-                e
             })?;
         // The client's own Connected event (queued meanwhile) reaches the user now, after IL-DCP.
         Ok(Link {
@@ -213,9 +212,8 @@ impl Link {
                     }
                 })
             })
-            .map_err(|e| {
+            .inspect_err(|_| {
                 server.shutdown();
-                e
             })?;
         Ok(Link {
             transport: Transport::Server {

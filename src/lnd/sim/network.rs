@@ -360,7 +360,7 @@ impl Ledger {
     pub(crate) fn force_failures(&mut self, node: usize, count: usize, reason: FailureReason) {
         self.nodes[node]
             .forced_failures
-            .extend(std::iter::repeat(reason).take(count));
+            .extend(std::iter::repeat_n(reason, count));
     }
 
     /// Ends the streams of a node going offline: its invoice subscriptions and the watchers of
@@ -725,7 +725,7 @@ impl Ledger {
                 if candidate - amt_msat > fee_limit_msat {
                     continue;
                 }
-                if needed[previous].map_or(true, |known| candidate < known) {
+                if needed[previous].is_none_or(|known| candidate < known) {
                     needed[previous] = Some(candidate);
                     next[previous] = Some((channel_index, node));
                     queue.push(Reverse((candidate, previous)));
