@@ -50,6 +50,15 @@ fn quick_client_config() -> ClientConfig {
     }
 }
 
+/// A client that answers every request by echoing it, with the quick test settings.
+fn echo_client(addr: SocketAddr, user: &str, token: &str) -> Result<BtpClient, ClientError> {
+    BtpClient::connect(
+        &uri(addr, user, token),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+}
+
 fn uri(addr: SocketAddr, user: &str, token: &str) -> String {
     format!("btp+ws://{user}:{token}@{addr}")
 }
@@ -120,12 +129,7 @@ fn expect_error(frame: &[u8]) -> (u32, ErrorCode, String) {
 fn auth_success_and_requests_both_ways() {
     let server = start_server(ServerConfig::default());
     let events = server.events();
-    let client = BtpClient::connect(
-        &uri(server.local_addr(), "alice", "secret"),
-        quick_client_config(),
-        client_echo_handler(),
-    )
-    .expect("connect");
+    let client = echo_client(server.local_addr(), "alice", "secret").expect("connect");
     assert!(client.is_connected());
     assert_eq!(
         wait_event(&events, |_| true),
@@ -207,28 +211,13 @@ fn wrong_token_refused_and_binding_survives_reconnects_and_restarts() {
     };
     let server = start_server(config());
     let addr = server.local_addr();
-    let first = BtpClient::connect(
-        &uri(addr, "alice", "right"),
-        quick_client_config(),
-        client_echo_handler(),
-    )
-    .unwrap();
+    let first = echo_client(addr, "alice", "right").unwrap();
     first.disconnect();
 
     // Reconnecting with the bound token works; another token is refused, without retrying.
-    let again = BtpClient::connect(
-        &uri(addr, "alice", "right"),
-        quick_client_config(),
-        client_echo_handler(),
-    )
-    .unwrap();
+    let again = echo_client(addr, "alice", "right").unwrap();
     again.disconnect();
-    let err = BtpClient::connect(
-        &uri(addr, "alice", "wrong"),
-        quick_client_config(),
-        client_echo_handler(),
-    )
-    .unwrap_err();
+    let err = echo_client(addr, "alice", "wrong").unwrap_err();
     match err {
         ClientError::AuthRefused(e) => {
             assert_eq!(e.code, ErrorCode::F00_NOT_ACCEPTED);
@@ -247,20 +236,9 @@ fn wrong_token_refused_and_binding_survives_reconnects_and_restarts() {
     // The binding is on disk: a restarted server still refuses the other token.
     server.shutdown();
     let server = BtpServer::bind(addr, config(), echo_server_handler()).unwrap();
-    let err = BtpClient::connect(
-        &uri(addr, "alice", "wrong"),
-        quick_client_config(),
-        client_echo_handler(),
-    )
-    .unwrap_err();
+    let err = echo_client(addr, "alice", "wrong").unwrap_err();
     assert!(matches!(err, ClientError::AuthRefused(_)));
-    BtpClient::connect(
-        &uri(addr, "alice", "right"),
-        quick_client_config(),
-        client_echo_handler(),
-    )
-    .unwrap()
-    .disconnect();
+    echo_client(addr, "alice", "right").unwrap().disconnect();
     server.shutdown();
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -301,12 +279,7 @@ fn request_timeout_leaves_nothing_behind() {
     };
     let server =
         BtpServer::bind("127.0.0.1:0", ServerConfig::default(), Arc::new(handler)).unwrap();
-    let client = BtpClient::connect(
-        &uri(server.local_addr(), "alice", "t"),
-        quick_client_config(),
-        client_echo_handler(),
-    )
-    .unwrap();
+    let client = echo_client(server.local_addr(), "alice", "t").unwrap();
     let err = client
         .request(&ilp(b"hang"), None, Some(Duration::from_millis(200)))
         .unwrap_err();
@@ -398,12 +371,7 @@ fn peer_vanishing_mid_request_fails_the_request_promptly() {
 fn client_reconnects_after_server_restart_on_same_port() {
     let server = start_server(ServerConfig::default());
     let addr = server.local_addr();
-    let client = BtpClient::connect(
-        &uri(addr, "alice", "t"),
-        quick_client_config(),
-        client_echo_handler(),
-    )
-    .unwrap();
+    let client = echo_client(addr, "alice", "t").unwrap();
     let events = client.events();
     assert_eq!(wait_event(&events, |_| true), ClientEvent::Connected);
     server.shutdown();
@@ -527,18 +495,8 @@ fn connection_cap_refuses_extra_sockets() {
         ..ServerConfig::default()
     });
     let addr = server.local_addr();
-    let a = BtpClient::connect(
-        &uri(addr, "a", "t"),
-        quick_client_config(),
-        client_echo_handler(),
-    )
-    .unwrap();
-    let b = BtpClient::connect(
-        &uri(addr, "b", "t"),
-        quick_client_config(),
-        client_echo_handler(),
-    )
-    .unwrap();
+    let a = echo_client(addr, "a", "t").unwrap();
+    let b = echo_client(addr, "b", "t").unwrap();
     // The third socket is closed before its WebSocket handshake completes.
     let stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(DEADLINE)).unwrap();
@@ -546,12 +504,7 @@ fn connection_cap_refuses_extra_sockets() {
     assert!(a.is_connected() && b.is_connected());
     // Once one leaves, its slot is freed for another (the client's own retries wait for it).
     a.disconnect();
-    let c = BtpClient::connect(
-        &uri(addr, "c", "t"),
-        quick_client_config(),
-        client_echo_handler(),
-    )
-    .unwrap();
+    let c = echo_client(addr, "c", "t").unwrap();
     assert_eq!(
         c.request(&ilp(b"x"), None, None).unwrap().ilp(),
         Some(&b"c:x"[..])
@@ -568,12 +521,7 @@ fn new_connection_replaces_old_one_for_same_account() {
     let mut old = raw_client(server.local_addr());
     raw_auth(&mut old, "alice", "t");
     wait_event(&events, |e| matches!(e, ServerEvent::Connected { .. }));
-    let client = BtpClient::connect(
-        &uri(server.local_addr(), "alice", "t"),
-        quick_client_config(),
-        client_echo_handler(),
-    )
-    .unwrap();
+    let client = echo_client(server.local_addr(), "alice", "t").unwrap();
     wait_event(&events, |e| matches!(e, ServerEvent::Connected { .. }));
     // The old socket is closed; the account stays connected through the new one.
     assert_eq!(raw_read(&mut old), None);
@@ -607,12 +555,7 @@ fn silent_peer_is_dropped_after_pong_deadline() {
         other => panic!("{other:?}"),
     }
     // A peer that does answer pings (our client) stays connected across many intervals.
-    let client = BtpClient::connect(
-        &uri(server.local_addr(), "talker", "t"),
-        quick_client_config(),
-        client_echo_handler(),
-    )
-    .unwrap();
+    let client = echo_client(server.local_addr(), "talker", "t").unwrap();
     let client_events = client.events();
     assert_eq!(wait_event(&client_events, |_| true), ClientEvent::Connected);
     assert!(client_events
@@ -690,12 +633,7 @@ fn handler_errors_become_btp_errors() {
     let handler = |_: &str, _: &Packet<'_>| Reply::Error(ErrorReply::unreachable("no route"));
     let server =
         BtpServer::bind("127.0.0.1:0", ServerConfig::default(), Arc::new(handler)).unwrap();
-    let client = BtpClient::connect(
-        &uri(server.local_addr(), "alice", "t"),
-        quick_client_config(),
-        client_echo_handler(),
-    )
-    .unwrap();
+    let client = echo_client(server.local_addr(), "alice", "t").unwrap();
     match client.request(&ilp(b"x"), None, None) {
         Err(RequestError::Rejected(e)) => {
             assert_eq!(e.code, ErrorCode::T00_UNREACHABLE);
@@ -796,12 +734,7 @@ fn saturated_pool_never_deadlocks_on_callbacks_to_the_same_peer() {
         .unwrap(),
     );
     server_cell.set(server.clone()).unwrap();
-    let client = BtpClient::connect(
-        &uri(server.local_addr(), "alice", "t"),
-        quick_client_config(),
-        client_echo_handler(),
-    )
-    .unwrap();
+    let client = echo_client(server.local_addr(), "alice", "t").unwrap();
     let (results_tx, results_rx) = bounded(16);
     thread::scope(|s| {
         for _ in 0..8 {
