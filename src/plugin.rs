@@ -38,13 +38,18 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
-pub use crate::settlement::{Balance, Balances, CreditRefused, SettlementHooks, PEER_ACCOUNT};
+pub use crate::settlement::{
+    Balance, Balances, CreditRefused, PrepareRefused, Settlement, SettlementHooks,
+    SettlementOptions, PEER_ACCOUNT,
+};
 pub use packets::{DataHandler, HandlerError, InvalidReply, MoneyHandler};
 
 use crate::btp::auth::{MemoryTokenStore, TokenStore};
 use crate::btp::{OwnedEntry, ProtocolDataEntry, RequestError as BtpRequestError, TransportError};
 use crate::ilp::ildcp::IldcpError;
 use crate::ilp::{Address, ErrorCode, Prepare};
+use crate::lnd::Lightning;
+use crate::settlement::{MemoryStore, PeerLink, Store};
 use link::Link;
 use packets::{check_reply, reject, Incoming, Sent};
 
@@ -97,6 +102,23 @@ pub enum PluginEvent {
     AccountConnected(String),
     /// Server: this account's last connection closed.
     AccountDisconnected(String),
+    /// Settlement credited a Lightning payment from this account (client role: the server,
+    /// [`PEER_ACCOUNT`]) of `amount` units; the money handler was called with it.
+    MoneyReceived {
+        /// Who paid.
+        account: String,
+        /// How much, in the asset's units.
+        amount: u64,
+    },
+    /// Settlement paid this account over Lightning, and booked it.
+    MoneySent {
+        /// Who was paid.
+        account: String,
+        /// How much the peer received, in millisatoshis.
+        amount_msat: u64,
+        /// What the routing cost us, in millisatoshis.
+        fee_msat: u64,
+    },
 }
 
 /// Called with each [`PluginEvent`], on a transport thread: keep it short.
@@ -132,7 +154,7 @@ pub enum PluginError {
     Ildcp(IldcpError),
     /// This role does not do that.
     Unsupported(&'static str),
-    /// The settlement hooks could not pay.
+    /// The settlement hooks could not pay, or settlement could not start.
     Settlement(String),
     /// The money handler is missing or refused the money.
     MoneyHandler(String),
@@ -187,6 +209,9 @@ pub struct PluginBuilder {
     handler_threads: usize,
     token_store: Option<Arc<dyn TokenStore>>,
     hooks: Option<Arc<dyn SettlementHooks>>,
+    lightning: Option<Arc<dyn Lightning>>,
+    store: Option<Arc<dyn Store>>,
+    settlement_options: Option<SettlementOptions>,
     on_event: Option<EventHandler>,
 }
 
@@ -203,6 +228,9 @@ impl PluginBuilder {
             handler_threads: 8,
             token_store: None,
             hooks: None,
+            lightning: None,
+            store: None,
+            settlement_options: None,
             on_event: None,
         }
     }
@@ -260,9 +288,32 @@ impl PluginBuilder {
         self
     }
 
-    /// Replaces the default [`Balances`] with the settlement layer's hooks.
+    /// Replaces the default [`Balances`] with hooks of the caller's.
     pub fn settlement_hooks(mut self, hooks: Arc<dyn SettlementHooks>) -> Self {
         self.hooks = Some(hooks);
+        self
+    }
+
+    /// Settles over Lightning through `node` (LND through
+    /// [`GrpcLightning`](crate::lnd::grpc::GrpcLightning), or a simulated node): the plugin
+    /// then sends its peers invoices, pays theirs, and keeps its books in the
+    /// [`store`](PluginBuilder::store).
+    pub fn lightning(mut self, node: Arc<dyn Lightning>) -> Self {
+        self.lightning = Some(node);
+        self
+    }
+
+    /// Where settlement keeps its books (default: in memory, gone at exit). Use an
+    /// [`EmbeddedStore`](crate::settlement::EmbeddedStore) for balances that survive a crash.
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Settlement's rules (default: [`SettlementOptions::server`] or
+    /// [`SettlementOptions::client`] for the role, with [`PluginBuilder::credit_limit`] if set).
+    pub fn settlement_options(mut self, options: SettlementOptions) -> Self {
+        self.settlement_options = Some(options);
         self
     }
 
@@ -293,10 +344,38 @@ impl PluginBuilder {
                 "handler_threads must be at least 1".into(),
             ));
         }
+        let mut settlement = None;
         let (balances, hooks): (Option<Arc<Balances>>, Arc<dyn SettlementHooks>) =
-            match self.hooks.clone() {
-                Some(hooks) => (None, hooks),
-                None => {
+            match (self.hooks.clone(), self.lightning.clone()) {
+                (Some(_), Some(_)) => {
+                    return Err(PluginError::Config(
+                        "settlement_hooks and lightning exclude each other".into(),
+                    ))
+                }
+                (Some(hooks), None) => (None, hooks),
+                (None, Some(node)) => {
+                    let mut options = self.settlement_options.clone().unwrap_or_else(|| match self
+                        .role
+                    {
+                        Role::Client { .. } => SettlementOptions::client(),
+                        Role::Server { .. } => SettlementOptions::server(),
+                    });
+                    if let Some(limit) = self.credit_limit {
+                        options.credit_limit = limit;
+                    }
+                    if let Role::Server { asset_scale, .. } = &self.role {
+                        options.unit = crate::settlement::Unit::from_asset_scale(*asset_scale)
+                            .map_err(|e| PluginError::Config(e.to_string()))?;
+                    }
+                    let store = self
+                        .store
+                        .clone()
+                        .unwrap_or_else(|| Arc::new(MemoryStore::new()));
+                    let engine = Arc::new(Settlement::new(node, store, options));
+                    settlement = Some(engine.clone());
+                    (None, engine)
+                }
+                (None, None) => {
                     let default_limit = match self.role {
                         Role::Client { .. } => None,
                         Role::Server { .. } => Some(0),
@@ -321,12 +400,13 @@ impl PluginBuilder {
             data_handler: RwLock::new(None),
             money_handler: RwLock::new(None),
             on_event: self.on_event.clone(),
+            link: RwLock::new(None),
         });
         Ok(LightningPlugin {
             options: self,
             core,
             balances,
-            link: RwLock::new(None),
+            settlement,
             transition: Mutex::new(false),
             transition_done: Condvar::new(),
         })
@@ -341,6 +421,9 @@ pub(crate) struct Core {
     data_handler: RwLock<Option<DataHandler>>,
     money_handler: RwLock<Option<MoneyHandler>>,
     on_event: Option<EventHandler>,
+    /// The transport while connected. The transport's handlers hold the core, so `disconnect`
+    /// takes the link out to end that cycle.
+    link: RwLock<Option<Arc<Link>>>,
 }
 
 impl Core {
@@ -382,9 +465,74 @@ impl Core {
             PluginEvent::Disconnected(_) => self.hooks.on_disconnected(PEER_ACCOUNT),
             PluginEvent::AccountConnected(account) => self.hooks.on_connected(account),
             PluginEvent::AccountDisconnected(account) => self.hooks.on_disconnected(account),
+            PluginEvent::MoneyReceived { .. } | PluginEvent::MoneySent { .. } => {}
         }
         if let Some(handler) = &self.on_event {
             handler(&event);
+        }
+    }
+
+    fn money_received(&self, amount: u64) -> Result<(), PluginError> {
+        let handler = self
+            .money_handler
+            .read()
+            .clone()
+            .ok_or_else(|| PluginError::MoneyHandler("no money handler registered".into()))?;
+        handler(amount).map_err(|e| PluginError::MoneyHandler(e.to_string()))
+    }
+}
+
+/// The entries of a Response, owned.
+fn owned_entries(response: &crate::btp::ResponseFrame) -> Vec<OwnedEntry> {
+    response
+        .protocol_data()
+        .iter()
+        .map(|e| OwnedEntry {
+            name: e.name.to_owned().into(),
+            content_type: e.content_type,
+            data: e.data.to_vec(),
+        })
+        .collect()
+}
+
+/// Settlement's way to the peers and the user: the plugin's transport and money handler. Holds
+/// the core weakly: settlement must not keep a dropped plugin alive.
+struct PluginPeerLink {
+    core: Weak<Core>,
+}
+
+impl PeerLink for PluginPeerLink {
+    fn send(
+        &self,
+        account: &str,
+        entries: &[ProtocolDataEntry<'_>],
+        timeout: Duration,
+    ) -> Result<Vec<OwnedEntry>, String> {
+        let core = self.core.upgrade().ok_or("the plugin is gone")?;
+        let link = core.link.read().clone().ok_or("not connected")?;
+        let response = link
+            .request_entries(account, entries, timeout)
+            .map_err(|e| e.to_string())?;
+        Ok(owned_entries(&response))
+    }
+
+    fn money_received(&self, account: &str, amount: u64) -> Result<(), String> {
+        let core = self.core.upgrade().ok_or("the plugin is gone")?;
+        let result = core.money_received(amount).map_err(|e| e.to_string());
+        core.emit(PluginEvent::MoneyReceived {
+            account: account.to_owned(),
+            amount,
+        });
+        result
+    }
+
+    fn money_sent(&self, account: &str, amount_msat: u64, fee_msat: u64) {
+        if let Some(core) = self.core.upgrade() {
+            core.emit(PluginEvent::MoneySent {
+                account: account.to_owned(),
+                amount_msat,
+                fee_msat,
+            });
         }
     }
 }
@@ -395,7 +543,7 @@ pub struct LightningPlugin {
     options: PluginBuilder,
     core: Arc<Core>,
     balances: Option<Arc<Balances>>,
-    link: RwLock<Option<Arc<Link>>>,
+    settlement: Option<Arc<Settlement>>,
     /// True while a connect() or disconnect() runs: they take turns without holding a lock
     /// across their I/O.
     transition: Mutex<bool>,
@@ -440,18 +588,40 @@ impl LightningPlugin {
     }
 
     /// Client: connects, authenticates and learns our address by IL-DCP. Server: starts
-    /// listening. Does nothing when already connected.
+    /// listening. With settlement, first asks the node who it is and starts settlement's
+    /// threads (an unreachable node is an error here). Does nothing when already connected.
     pub fn connect(&self) -> Result<(), PluginError> {
         self.begin_transition();
-        let result = if self.link.read().is_some() {
+        let result = if self.core.link.read().is_some() {
             Ok(())
         } else {
-            self.open_link().map(|link| {
-                *self.link.write() = Some(Arc::new(link));
+            self.start_settlement().and_then(|()| {
+                self.open_link()
+                    .map(|link| {
+                        *self.core.link.write() = Some(Arc::new(link));
+                    })
+                    .inspect_err(|_| self.stop_settlement())
             })
         };
         self.end_transition();
         result
+    }
+
+    fn start_settlement(&self) -> Result<(), PluginError> {
+        match &self.settlement {
+            Some(settlement) => settlement
+                .start(Arc::new(PluginPeerLink {
+                    core: Arc::downgrade(&self.core),
+                }))
+                .map_err(|e| PluginError::Settlement(e.to_string())),
+            None => Ok(()),
+        }
+    }
+
+    fn stop_settlement(&self) {
+        if let Some(settlement) = &self.settlement {
+            settlement.stop();
+        }
     }
 
     /// Waits for any connect/disconnect in progress, then marks one as running.
@@ -495,19 +665,28 @@ impl LightningPlugin {
         })
     }
 
-    /// Closes every connection and joins every thread. Does nothing when not connected.
+    /// Closes every connection, stops settlement and joins every thread (except the calling
+    /// one, when a handler or hook of this plugin calls it: that thread ends when it returns).
+    /// Does nothing when not connected.
     pub fn disconnect(&self) {
         self.begin_transition();
-        let link = self.link.write().take();
+        let link = self.core.link.write().take();
         if let Some(link) = link {
             link.close();
         }
+        self.stop_settlement();
         self.end_transition();
     }
 
     /// Client: the connection to the server is up. Server: it is listening.
     pub fn is_connected(&self) -> bool {
-        self.link.read().as_ref().is_some_and(|l| l.is_up())
+        self.core.link.read().as_ref().is_some_and(|l| l.is_up())
+    }
+
+    /// Settlement over Lightning, when the plugin was built with
+    /// [`PluginBuilder::lightning`].
+    pub fn settlement(&self) -> Option<&Arc<Settlement>> {
+        self.settlement.as_ref()
     }
 
     /// Our own ILP address: the server's configured one, or the one the client learned by IL-DCP.
@@ -517,12 +696,13 @@ impl LightningPlugin {
 
     /// Server: the address it listens on (useful with port 0).
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.link.read().as_ref().and_then(|l| l.local_addr())
+        self.core.link.read().as_ref().and_then(|l| l.local_addr())
     }
 
     /// Server: the accounts with at least one live connection.
     pub fn connected_accounts(&self) -> Vec<String> {
-        self.link
+        self.core
+            .link
             .read()
             .as_ref()
             .map(|l| l.accounts())
@@ -535,7 +715,11 @@ impl LightningPlugin {
     }
 
     fn current_link(&self) -> Result<Arc<Link>, PluginError> {
-        self.link.read().clone().ok_or(PluginError::NotConnected)
+        self.core
+            .link
+            .read()
+            .clone()
+            .ok_or(PluginError::NotConnected)
     }
 
     /// Sends a serialized ILP Prepare and returns the serialized Fulfill or Reject. Server role:
@@ -581,10 +765,19 @@ impl LightningPlugin {
                     &[],
                 ))
             }
+            // No ILP answer: nothing is owed, and the hooks hear of it like of a Reject.
             Err(link::SendError::Unreachable(message)) => {
+                self.core
+                    .hooks
+                    .on_outgoing_rejected(&account, sent.amount, "F02");
                 Ok(reject(ErrorCode::F02_UNREACHABLE, &own, &message, &[]))
             }
-            Err(link::SendError::Failed(e)) => Err(e),
+            Err(link::SendError::Failed(e)) => {
+                self.core
+                    .hooks
+                    .on_outgoing_rejected(&account, sent.amount, "T00");
+                Err(e)
+            }
         }
     }
 
@@ -626,15 +819,7 @@ impl LightningPlugin {
                 BtpRequestError::NotConnected(_) => PluginError::NotConnected,
                 other => PluginError::Transport(other.to_string()),
             })?;
-        Ok(response
-            .protocol_data()
-            .iter()
-            .map(|e| OwnedEntry {
-                name: e.name.to_owned().into(),
-                content_type: e.content_type,
-                data: e.data.to_vec(),
-            })
-            .collect())
+        Ok(owned_entries(&response))
     }
 
     /// Sets the handler for incoming Prepares. Fails if one is set already.
@@ -677,13 +862,7 @@ impl LightningPlugin {
     /// to the money handler, on the calling thread and with no lock held. With no handler this
     /// is an error, as RFC 24 asks.
     pub fn money_received(&self, amount: u64) -> Result<(), PluginError> {
-        let handler = self
-            .core
-            .money_handler
-            .read()
-            .clone()
-            .ok_or_else(|| PluginError::MoneyHandler("no money handler registered".into()))?;
-        handler(amount).map_err(|e| PluginError::MoneyHandler(e.to_string()))
+        self.core.money_received(amount)
     }
 
     /// Whether a money handler is registered (the settlement layer asks before it credits).

@@ -13,7 +13,7 @@ use ilp_plugin_lightning::btp::{
 use ilp_plugin_lightning::ilp::ildcp::{self, IldcpResponse};
 use ilp_plugin_lightning::ilp::{Address, ErrorCode, Fulfill, Packet, Reject, Timestamp};
 use ilp_plugin_lightning::plugin::{
-    CreditRefused, HandlerError, LightningPlugin, PluginError, SettlementHooks,
+    HandlerError, LightningPlugin, PluginError, PrepareRefused, SettlementHooks,
 };
 use parking_lot::Mutex;
 
@@ -140,7 +140,7 @@ struct Recorder {
 }
 
 impl SettlementHooks for Recorder {
-    fn on_incoming_prepare(&self, _: &str, _: u64) -> Result<(), CreditRefused> {
+    fn on_incoming_prepare(&self, _: &str, _: u64) -> Result<(), PrepareRefused> {
         Ok(())
     }
     fn on_incoming_rejected(&self, _: &str, _: u64) {}
@@ -190,7 +190,7 @@ struct Peering {
 }
 
 impl SettlementHooks for Peering {
-    fn on_incoming_prepare(&self, _: &str, _: u64) -> Result<(), CreditRefused> {
+    fn on_incoming_prepare(&self, _: &str, _: u64) -> Result<(), PrepareRefused> {
         Ok(())
     }
     fn on_incoming_rejected(&self, _: &str, _: u64) {}

@@ -442,8 +442,8 @@ fn racing_prepares_never_break_the_books_or_the_credit_limit() {
     );
     assert!(refused > 0);
     let balances = hub.balances().unwrap();
-    assert_eq!(u128::from(fulfilled), balances.balance("alice").receivable);
-    assert_eq!(u128::from(fulfilled), balances.balance("bob").payable);
+    assert_eq!(i128::from(fulfilled), balances.balance("alice").receivable);
+    assert_eq!(i128::from(fulfilled), balances.balance("bob").payable);
 
     bob.disconnect();
     alice.disconnect();

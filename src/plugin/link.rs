@@ -332,7 +332,12 @@ impl Link {
         // Taken out first: the lock must not be held while the join waits.
         let event_thread = self.event_thread.lock().take();
         if let Some(thread) = event_thread {
-            let _ = thread.join();
+            // An event handler (or a settlement hook it ran) that disconnects the plugin is on
+            // this very thread: it ends by itself once the handler returns (its stop channel is
+            // closed), and joining it from itself would fail.
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
         }
     }
 }

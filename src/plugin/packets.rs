@@ -13,7 +13,7 @@ use crate::ilp::packet::MAX_MESSAGE_LEN;
 use crate::ilp::{
     Address, ErrorCode, MaxPacketAmountDetails, Packet, Prepare, RejectBuilder, Timestamp,
 };
-use crate::settlement::SettlementHooks;
+use crate::settlement::{PrepareRefused, SettlementHooks};
 
 /// What a data handler returns when it cannot answer with a Fulfill or Reject of its own; the
 /// plugin turns it into a Reject carrying the message.
@@ -170,13 +170,24 @@ pub fn answer_prepare(ctx: &Incoming<'_>, packet: &[u8], handler: Option<&DataHa
             &[],
         );
     };
-    if let Err(refused) = ctx.hooks.on_incoming_prepare(ctx.account, prepare.amount()) {
-        return reject(
-            ErrorCode::T04_INSUFFICIENT_LIQUIDITY,
-            ctx.own_address,
-            &refused.to_string(),
-            &[],
-        );
+    match ctx.hooks.on_incoming_prepare(ctx.account, prepare.amount()) {
+        Ok(()) => {}
+        Err(refused @ PrepareRefused::OverLimit(_)) => {
+            return reject(
+                ErrorCode::T04_INSUFFICIENT_LIQUIDITY,
+                ctx.own_address,
+                &refused.to_string(),
+                &[],
+            )
+        }
+        Err(refused @ PrepareRefused::Unavailable(_)) => {
+            return reject(
+                ErrorCode::T00_INTERNAL_ERROR,
+                ctx.own_address,
+                &refused.to_string(),
+                &[],
+            )
+        }
     }
     let answer = match catch_unwind(AssertUnwindSafe(|| handler(packet))) {
         Ok(Ok(reply)) => check_handler_reply(ctx, &prepare, reply),
@@ -196,10 +207,26 @@ pub fn answer_prepare(ctx: &Incoming<'_>, packet: &[u8], handler: Option<&DataHa
             &[],
         ),
     };
-    if answer.first() != Some(&13) {
-        ctx.hooks
-            .on_incoming_rejected(ctx.account, prepare.amount());
-    }
+    // A Fulfill goes out only once it is booked: a Fulfill the books missed would be money
+    // the peer owes and nobody remembers.
+    let answer = if answer.first() == Some(&13) {
+        match ctx
+            .hooks
+            .on_incoming_fulfilled(ctx.account, prepare.amount())
+        {
+            Ok(()) => return answer,
+            Err(why) => reject(
+                ErrorCode::T00_INTERNAL_ERROR,
+                ctx.own_address,
+                &format!("cannot book the Fulfill: {why}"),
+                &[],
+            ),
+        }
+    } else {
+        answer
+    };
+    ctx.hooks
+        .on_incoming_rejected(ctx.account, prepare.amount());
     answer
 }
 

@@ -7,6 +7,7 @@
 //! | when                                   | hook                    | [`Balances`] does            |
 //! |----------------------------------------|-------------------------|------------------------------|
 //! | a peer's Prepare arrives (after checks) | `on_incoming_prepare`   | receivable += amount, or T04 |
+//! | our answer to it is a Fulfill           | `on_incoming_fulfilled` | nothing (already counted)    |
 //! | our answer to it is a Reject            | `on_incoming_rejected`  | receivable −= amount         |
 //! | a Prepare we sent is fulfilled          | `on_outgoing_fulfilled` | payable += amount            |
 //! | a Prepare we sent is rejected           | `on_outgoing_rejected`  | nothing (T04: a hint to settle) |
@@ -14,9 +15,10 @@
 //! | a peer connects / disconnects           | `on_connected` / `on_disconnected` | nothing           |
 //! | a BTP Message without `ilp` arrives     | `on_message`            | refuses (BTP Error F00)      |
 //!
-//! `receivable` is what the peer owes us, `payable` what we owe the peer, as in the JS reference.
-//! Settlement (a later layer) implements the same trait, wraps or replaces [`Balances`], and moves
-//! `receivable` down when Lightning money arrives and `payable` down when it pays.
+//! `receivable` is what the peer owes us, `payable` what we owe the peer, as in the JS reference;
+//! both are signed (a peer that prefunded is owed money). [`Balances`] is the credit-only book
+//! keeping of a plugin without a Lightning node; [`Settlement`](super::Settlement) implements the
+//! same trait with Lightning payments and crash-safe books.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -34,7 +36,7 @@ pub struct CreditRefused {
     /// The account that asked.
     pub account: String,
     /// What the account would have owed with this packet.
-    pub would_owe: u128,
+    pub would_owe: i128,
     /// The most it may owe.
     pub limit: u64,
 }
@@ -51,13 +53,46 @@ impl fmt::Display for CreditRefused {
 
 impl std::error::Error for CreditRefused {}
 
+/// Why an incoming Prepare was refused by the settlement hooks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrepareRefused {
+    /// The peer would owe more than its limit: Reject T04.
+    OverLimit(CreditRefused),
+    /// The books cannot take the Prepare now (the store failed): Reject T00.
+    Unavailable(String),
+}
+
+impl fmt::Display for PrepareRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PrepareRefused::OverLimit(e) => e.fmt(f),
+            PrepareRefused::Unavailable(m) => write!(f, "cannot book the packet: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for PrepareRefused {}
+
+impl From<CreditRefused> for PrepareRefused {
+    fn from(e: CreditRefused) -> Self {
+        PrepareRefused::OverLimit(e)
+    }
+}
+
 /// The settlement layer's view of the packet flow. Calls come from the transport's handler
 /// threads (incoming) and from the threads that call `send_data` (outgoing), concurrently and
 /// never under a lock of the plugin's: implementations keep their own locks short.
 pub trait SettlementHooks: Send + Sync {
-    /// A peer's Prepare of `amount` passed the packet checks. `Err` refuses it (Reject T04) and
-    /// must leave the balance unchanged; `Ok` means the amount now counts against the peer.
-    fn on_incoming_prepare(&self, account: &str, amount: u64) -> Result<(), CreditRefused>;
+    /// A peer's Prepare of `amount` passed the packet checks. `Err` refuses it (Reject T04 or
+    /// T00) and must leave the balance unchanged; `Ok` means the amount now counts against the
+    /// peer.
+    fn on_incoming_prepare(&self, account: &str, amount: u64) -> Result<(), PrepareRefused>;
+    /// Our answer to that Prepare is a Fulfill, about to go out. `Err` means it could not be
+    /// booked: the plugin answers T00 instead (and calls `on_incoming_rejected`).
+    fn on_incoming_fulfilled(&self, account: &str, amount: u64) -> Result<(), String> {
+        let _ = (account, amount);
+        Ok(())
+    }
     /// Our answer to that Prepare was a Reject: undo what `on_incoming_prepare` counted.
     fn on_incoming_rejected(&self, account: &str, amount: u64);
     /// A Prepare we sent to `account` was fulfilled: we owe it `amount` more.
@@ -97,13 +132,15 @@ pub trait SettlementHooks: Send + Sync {
     }
 }
 
-/// One account's position.
+/// One account's position, in the asset's units.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Balance {
-    /// What the peer owes us (fulfilled or in-flight Prepares it sent us, not yet paid).
-    pub receivable: u128,
-    /// What we owe the peer (Prepares of ours it fulfilled, not yet paid).
-    pub payable: u128,
+    /// What the peer owes us (fulfilled or in-flight Prepares it sent us, not yet paid);
+    /// negative when it paid ahead.
+    pub receivable: i128,
+    /// What we owe the peer (Prepares of ours it fulfilled, not yet paid); negative when we paid
+    /// ahead.
+    pub payable: i128,
 }
 
 /// Balances with a credit limit: the hooks' implementation until settlement exists, and the
@@ -152,17 +189,20 @@ impl Balances {
 }
 
 impl SettlementHooks for Balances {
-    fn on_incoming_prepare(&self, account: &str, amount: u64) -> Result<(), CreditRefused> {
+    fn on_incoming_prepare(&self, account: &str, amount: u64) -> Result<(), PrepareRefused> {
         let mut accounts = self.accounts.lock();
         let current = accounts.get(account).map_or(0, |b| b.receivable);
-        let would_owe = current + u128::from(amount);
+        let would_owe = current
+            .checked_add(i128::from(amount))
+            .ok_or_else(|| PrepareRefused::Unavailable("balance out of range".into()))?;
         if let Some(limit) = self.credit_limit {
-            if would_owe > u128::from(limit) {
+            if would_owe > i128::from(limit) {
                 return Err(CreditRefused {
                     account: account.to_owned(),
                     would_owe,
                     limit,
-                });
+                }
+                .into());
             }
         }
         match accounts.get_mut(account) {
@@ -182,12 +222,14 @@ impl SettlementHooks for Balances {
 
     fn on_incoming_rejected(&self, account: &str, amount: u64) {
         self.update(account, |b| {
-            b.receivable = b.receivable.saturating_sub(u128::from(amount))
+            b.receivable = b.receivable.saturating_sub(i128::from(amount))
         });
     }
 
     fn on_outgoing_fulfilled(&self, account: &str, amount: u64) {
-        self.update(account, |b| b.payable += u128::from(amount));
+        self.update(account, |b| {
+            b.payable = b.payable.saturating_add(i128::from(amount))
+        });
     }
 
     fn on_outgoing_rejected(&self, _account: &str, _amount: u64, _code: &str) {}
@@ -201,7 +243,11 @@ mod tests {
     fn credit_limit_refuses_the_packet_that_would_cross_it_and_keeps_the_balance() {
         let balances = Balances::new(Some(10));
         balances.on_incoming_prepare("alice", 6).unwrap();
-        let refused = balances.on_incoming_prepare("alice", 5).unwrap_err();
+        let PrepareRefused::OverLimit(refused) =
+            balances.on_incoming_prepare("alice", 5).unwrap_err()
+        else {
+            panic!("refused for another reason than the limit")
+        };
         assert_eq!(refused.would_owe, 11);
         assert_eq!(refused.limit, 10);
         assert!(refused.to_string().contains("Exceeded maximum balance"));
@@ -230,7 +276,7 @@ mod tests {
         let unlimited = Balances::new(None);
         unlimited.on_incoming_prepare("a", u64::MAX).unwrap();
         unlimited.on_incoming_prepare("a", u64::MAX).unwrap();
-        assert_eq!(unlimited.balance("a").receivable, 2 * u128::from(u64::MAX));
+        assert_eq!(unlimited.balance("a").receivable, 2 * i128::from(u64::MAX));
     }
 
     #[test]

@@ -5,4 +5,5 @@
 pub mod hub;
 pub mod ilp;
 pub mod js;
+pub mod lightning;
 pub mod threads;
