@@ -596,11 +596,17 @@ impl LightningPlugin {
             Ok(())
         } else {
             self.start_settlement().and_then(|()| {
-                self.open_link()
-                    .map(|link| {
-                        *self.core.link.write() = Some(Arc::new(link));
+                let opened = self.open_link().and_then(|link| {
+                    let link = Arc::new(link);
+                    *self.core.link.write() = Some(link.clone());
+                    // Events flow once the link is in place: a hook that reacts to a connect
+                    // can send to the peer at once.
+                    link.start_events().inspect_err(|_| {
+                        self.core.link.write().take();
+                        link.close();
                     })
-                    .inspect_err(|_| self.stop_settlement())
+                });
+                opened.inspect_err(|_| self.stop_settlement())
             })
         };
         self.end_transition();

@@ -37,9 +37,14 @@ enum Transport {
     Server { server: BtpServer, address: Address },
 }
 
+/// Starts the thread that turns transport events into plugin events.
+type EventStarter = Box<dyn FnOnce() -> Result<(Sender<()>, JoinHandle<()>), PluginError> + Send>;
+
 /// A live transport plus its event thread.
 pub(crate) struct Link {
     transport: Transport,
+    /// Until [`Link::start_events`]: the transport queues its events meanwhile.
+    pending_events: Mutex<Option<EventStarter>>,
     stop_events: Mutex<Option<Sender<()>>>,
     event_thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -148,8 +153,12 @@ impl Link {
             }
         };
         *core.own_address.write() = Some(info.client_address);
-        let (stop, thread) =
-            spawn_events("plugin-client-events", client.events(), core.clone(), |e| {
+        let events = client.events();
+        let core = core.clone();
+        // The client's own Connected event (queued meanwhile) reaches the user once the plugin
+        // has stored the link, after IL-DCP: whoever reacts to it can already send.
+        let starter: EventStarter = Box::new(move || {
+            spawn_events("plugin-client-events", events, core, |e| {
                 Some(match e {
                     ClientEvent::Connected => PluginEvent::Connected,
                     ClientEvent::Disconnected(reason) => {
@@ -160,14 +169,12 @@ impl Link {
                     }
                 })
             })
-            .inspect_err(|_| {
-                client.disconnect();
-            })?;
-        // The client's own Connected event (queued meanwhile) reaches the user now, after IL-DCP.
+        });
         Ok(Link {
             transport: Transport::Client(client),
-            stop_events: Mutex::new(Some(stop)),
-            event_thread: Mutex::new(Some(thread)),
+            pending_events: Mutex::new(Some(starter)),
+            stop_events: Mutex::new(None),
+            event_thread: Mutex::new(None),
         })
     }
 
@@ -203,8 +210,10 @@ impl Link {
         };
         let server = BtpServer::bind(listen, config, Arc::new(handler))
             .map_err(|e| PluginError::Transport(e.to_string()))?;
-        let (stop, thread) =
-            spawn_events("plugin-server-events", server.events(), core.clone(), |e| {
+        let events = server.events();
+        let core = core.clone();
+        let starter: EventStarter = Box::new(move || {
+            spawn_events("plugin-server-events", events, core, |e| {
                 Some(match e {
                     ServerEvent::Connected { account } => PluginEvent::AccountConnected(account),
                     ServerEvent::Disconnected { account, .. } => {
@@ -212,17 +221,28 @@ impl Link {
                     }
                 })
             })
-            .inspect_err(|_| {
-                server.shutdown();
-            })?;
+        });
         Ok(Link {
             transport: Transport::Server {
                 server,
                 address: address.clone(),
             },
-            stop_events: Mutex::new(Some(stop)),
-            event_thread: Mutex::new(Some(thread)),
+            pending_events: Mutex::new(Some(starter)),
+            stop_events: Mutex::new(None),
+            event_thread: Mutex::new(None),
         })
+    }
+
+    /// Starts delivering the transport's events (queued since it started). Called once the
+    /// plugin holds the link; on failure the caller closes it.
+    pub(crate) fn start_events(&self) -> Result<(), PluginError> {
+        let starter = self.pending_events.lock().take();
+        if let Some(start) = starter {
+            let (stop, thread) = start()?;
+            *self.stop_events.lock() = Some(stop);
+            *self.event_thread.lock() = Some(thread);
+        }
+        Ok(())
     }
 
     pub(crate) fn is_up(&self) -> bool {
