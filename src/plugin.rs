@@ -119,6 +119,16 @@ pub enum PluginEvent {
         /// What the routing cost us, in millisatoshis.
         fee_msat: u64,
     },
+    /// A Lightning payment to this account failed for good; what it was to pay is owed again
+    /// and is paid by a later settlement.
+    PaymentFailed {
+        /// Who was to be paid.
+        account: String,
+        /// How much, in millisatoshis.
+        amount_msat: u64,
+        /// Why it failed.
+        reason: String,
+    },
 }
 
 /// Called with each [`PluginEvent`], on a transport thread: keep it short.
@@ -465,7 +475,9 @@ impl Core {
             PluginEvent::Disconnected(_) => self.hooks.on_disconnected(PEER_ACCOUNT),
             PluginEvent::AccountConnected(account) => self.hooks.on_connected(account),
             PluginEvent::AccountDisconnected(account) => self.hooks.on_disconnected(account),
-            PluginEvent::MoneyReceived { .. } | PluginEvent::MoneySent { .. } => {}
+            PluginEvent::MoneyReceived { .. }
+            | PluginEvent::MoneySent { .. }
+            | PluginEvent::PaymentFailed { .. } => {}
         }
         if let Some(handler) = &self.on_event {
             handler(&event);
@@ -532,6 +544,16 @@ impl PeerLink for PluginPeerLink {
                 account: account.to_owned(),
                 amount_msat,
                 fee_msat,
+            });
+        }
+    }
+
+    fn payment_failed(&self, account: &str, amount_msat: u64, why: &str) {
+        if let Some(core) = self.core.upgrade() {
+            core.emit(PluginEvent::PaymentFailed {
+                account: account.to_owned(),
+                amount_msat,
+                reason: why.to_owned(),
             });
         }
     }

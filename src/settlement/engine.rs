@@ -38,6 +38,9 @@ pub trait PeerLink: Send + Sync {
     fn money_received(&self, account: &str, amount: u64) -> Result<(), String>;
     /// We paid `account`'s peer `amount_msat` (booked as paid), with `fee_msat` in routing fees.
     fn money_sent(&self, account: &str, amount_msat: u64, fee_msat: u64);
+    /// A payment of `amount_msat` to `account`'s peer failed for good (`why`); the amount is
+    /// owed again.
+    fn payment_failed(&self, account: &str, amount_msat: u64, why: &str);
 }
 
 /// How much routing fee a payment may cost: the larger of a floor and a share of the amount.

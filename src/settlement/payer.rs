@@ -408,12 +408,15 @@ fn finish(
             }
         }
         PaymentResult::Failed => {
+            let why = reason.map_or_else(|| "not sent".to_owned(), |r| r.to_string());
             log::warn!(
-                "settlement: payment of {} msat to {} failed{}",
+                "settlement: payment of {} msat to {} failed: {why}",
                 intent.amount_msat,
                 intent.account,
-                reason.map(|r| format!(": {r}")).unwrap_or_default()
             );
+            if let Some(link) = shared.link() {
+                link.payment_failed(&intent.account, intent.amount_msat, &why);
+            }
             // An invoice that failed for a reason of the route, not of the invoice, can be paid
             // again later.
             if let Some(invoice) = invoice {
