@@ -311,6 +311,15 @@ fn settle(shared: &Shared, account: &str, mut force: bool) {
                 "settlement: {amount_msat} msat to pay {account}, waiting for an invoice of its"
             );
             shared.payer.wait_for_invoice(account, force, explicit);
+            // An invoice that arrived since we looked found nobody waiting: look again.
+            let arrived = shared
+                .peers
+                .lock()
+                .get(account)
+                .is_some_and(|s| !s.invoices.is_empty());
+            if arrived {
+                shared.payer.invoice_arrived(account);
+            }
             return;
         };
         let intent = PaymentIntent {
