@@ -119,6 +119,33 @@ pub enum Release {
     Fail(FailureReason),
 }
 
+/// Where a payment a node sent stands (LND's `Payment.status`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SentStatus {
+    /// Not final yet (created, or HTLCs on their way or held).
+    InFlight,
+    /// Paid.
+    Succeeded,
+    /// Not paid.
+    Failed,
+}
+
+/// One payment a node sent, as the node keeps it (what LND's ListPayments shows): for tests
+/// that check what moved against what the payer booked. See [`SimNode::payments`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SentPayment {
+    /// Its payment hash: a node keeps one payment per hash.
+    pub payment_hash: [u8; 32],
+    /// Where it stands.
+    pub status: SentStatus,
+    /// What the payee is to receive.
+    pub amount_msat: u64,
+    /// The routing fee it cost (0 until it succeeds).
+    pub fee_msat: u64,
+    /// The payee's name, once an attempt was routed (`None` when no route was found).
+    pub payee: Option<String>,
+}
+
 /// What can go wrong building, starting or controlling a simulated network.
 #[derive(Debug)]
 pub enum SimError {
@@ -883,6 +910,15 @@ impl SimNode {
             .ledger
             .lock()
             .release(self.index, None, release, now, now_ns)
+    }
+
+    /// Every payment this node has sent, oldest first, one per payment hash (a failed payment
+    /// retried with its hash shows its latest attempt), as LND's ListPayments would list them.
+    pub fn payments(&self) -> Vec<SentPayment> {
+        self.shared
+            .ledger
+            .lock()
+            .sent_payments(self.index, &self.shared.identities)
     }
 
     /// Breaks the SendPaymentV2 streams of this node's next `count` payments once they are

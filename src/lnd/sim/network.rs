@@ -971,6 +971,47 @@ impl Ledger {
         false
     }
 
+    /// Every payment `node` has sent, in the order it started them: hash, status, amount,
+    /// fee and the payee's node index (from the route of its last attempt).
+    pub(crate) fn sent_payments(
+        &self,
+        node: usize,
+        identities: &[NodeIdentity],
+    ) -> Vec<super::SentPayment> {
+        use lightning::payment::PaymentStatus;
+        let mut records: Vec<&PaymentRecord> = self.nodes[node].payments.values().collect();
+        records.sort_by_key(|record| record.payment.payment_index);
+        records
+            .into_iter()
+            .map(|record| {
+                let payment = &record.payment;
+                let payee = payment
+                    .htlcs
+                    .last()
+                    .and_then(|attempt| attempt.route.hops.last())
+                    .and_then(|hop| identities.iter().find(|i| i.pubkey_hex == hop.pub_key))
+                    .map(|identity| identity.alias.clone());
+                let mut payment_hash = [0u8; 32];
+                if let Ok(bytes) = hex::decode(&payment.payment_hash) {
+                    if bytes.len() == 32 {
+                        payment_hash.copy_from_slice(&bytes);
+                    }
+                }
+                super::SentPayment {
+                    payment_hash,
+                    status: match payment.status.enum_value() {
+                        Ok(PaymentStatus::SUCCEEDED) => super::SentStatus::Succeeded,
+                        Ok(PaymentStatus::FAILED) => super::SentStatus::Failed,
+                        _ => super::SentStatus::InFlight,
+                    },
+                    amount_msat: u64::try_from(payment.value_msat).unwrap_or(0),
+                    fee_msat: u64::try_from(payment.fee_msat).unwrap_or(0),
+                    payee,
+                }
+            })
+            .collect()
+    }
+
     /// The hashes of the payments `node` holds, oldest first.
     pub(crate) fn held_payments(&self, node: usize) -> Vec<[u8; 32]> {
         self.nodes[node]
