@@ -309,6 +309,13 @@ impl Settlement {
             return Ok(());
         }
         let info = self.shared.node.node_info().map_err(StartError::Node)?;
+        // Read before any thread starts, so that a failure leaves nothing running.
+        let open = self
+            .shared
+            .store
+            .open_payments()
+            .map_err(StartError::Store)?;
+        let accounts = self.shared.store.accounts().map_err(StartError::Store)?;
         log::info!(
             "settlement: node {} on {} ({})",
             info.pubkey,
@@ -350,11 +357,6 @@ impl Settlement {
             Box::new(move || watcher::run(&shared, &handle)),
         )?);
         // Payments a previous run left in flight are finished before anything else is paid.
-        let open = self
-            .shared
-            .store
-            .open_payments()
-            .map_err(StartError::Store)?;
         for intent in open {
             log::info!(
                 "settlement: resolving payment {} to {} left by a previous run",
@@ -362,6 +364,13 @@ impl Settlement {
                 intent.account
             );
             self.shared.payer.request(&intent.account, false);
+        }
+        // What we owe past the threshold is paid without waiting for the next Fulfill: a
+        // previous run may have booked one and stopped before paying it.
+        for (account, book) in accounts {
+            if payer::should_settle(&self.shared.options, &book, false) {
+                self.shared.payer.request(&account, false);
+            }
         }
         *running = Some(Running { threads, watcher });
         Ok(())
