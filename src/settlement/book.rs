@@ -247,6 +247,8 @@ pub enum Changed {
     Invoice(PaymentHash),
     /// `receipts[hash]`.
     Receipt(PaymentHash),
+    /// `paid_invoices[hash]`.
+    PaidInvoice(PaymentHash),
     /// The invoice cursor.
     Cursor,
 }
@@ -258,6 +260,11 @@ pub struct Books {
     pub accounts: HashMap<String, AccountBook>,
     /// Outgoing payments not final yet, by hash.
     pub payments: HashMap<PaymentHash, PaymentIntent>,
+    /// Invoices of peers we paid, by hash, with their expiry (Unix seconds): a peer may offer
+    /// one again (it does after a reconnect, while our payment is still in flight), and LND,
+    /// asked to pay it, answers with the earlier payment's success — which must not be booked
+    /// a second time. Kept until the invoice can no longer be offered (it expired).
+    pub paid_invoices: HashMap<PaymentHash, u64>,
     /// Invoices we issued, by hash.
     pub invoices: HashMap<PaymentHash, IssuedInvoice>,
     /// Credited payments the money handler has not been told about.
@@ -362,12 +369,15 @@ impl Books {
 
     /// Records a payment before it is made: its amount leaves `payable` (which may go negative
     /// for an explicit prefund) and counts as `paying` until the outcome is known. Refused while
-    /// another payment to the account is in flight (one at a time per account).
+    /// another payment to the account is in flight (one at a time per account), and for a hash
+    /// in flight or paid already.
     pub fn begin_payment(
         &mut self,
         intent: &PaymentIntent,
     ) -> Result<Result<Vec<Changed>, PaymentBusy>, BookError> {
-        if self.payments.contains_key(&intent.payment_hash) {
+        if self.payments.contains_key(&intent.payment_hash)
+            || self.paid_invoices.contains_key(&intent.payment_hash)
+        {
             return Err(BookError::DuplicatePayment(intent.payment_hash));
         }
         if let Some(busy) = self.payments.values().find(|p| p.account == intent.account) {
@@ -427,10 +437,16 @@ impl Books {
             Ok(())
         })?;
         self.payments.remove(payment_hash);
-        let changed = vec![
+        let mut changed = vec![
             Changed::Account(intent.account.clone()),
             Changed::Payment(*payment_hash),
         ];
+        if let (PaymentResult::Succeeded { .. }, PaymentRoute::Invoice { expires_at, .. }) =
+            (result, &intent.route)
+        {
+            self.paid_invoices.insert(*payment_hash, *expires_at);
+            changed.push(Changed::PaidInvoice(*payment_hash));
+        }
         Ok(Some((intent, changed)))
     }
 
@@ -515,6 +531,24 @@ impl Books {
         }
         self.cursor = next;
         vec![Changed::Cursor]
+    }
+
+    /// Forgets the paid invoices that expired before `before` (Unix seconds): no peer can offer
+    /// them any more, since an invoice is only taken well before it expires.
+    pub fn forget_paid_invoices(&mut self, before: u64) -> Vec<Changed> {
+        let expired: Vec<PaymentHash> = self
+            .paid_invoices
+            .iter()
+            .filter(|(_, expires_at)| **expires_at < before)
+            .map(|(hash, _)| *hash)
+            .collect();
+        expired
+            .into_iter()
+            .map(|hash| {
+                self.paid_invoices.remove(&hash);
+                Changed::PaidInvoice(hash)
+            })
+            .collect()
     }
 
     /// Drops every reservation: after a restart no Prepare is in flight any more.
@@ -653,6 +687,48 @@ mod tests {
             ),
             (0, 0, 7000, 12, 1)
         );
+    }
+
+    #[test]
+    fn an_invoice_paid_once_is_never_begun_again_until_it_expired() {
+        let mut books = Books::default();
+        books.owe("bob", 6000).unwrap();
+        books
+            .begin_payment(&intent("bob", 1, 3000))
+            .unwrap()
+            .unwrap();
+        let (_, changed) = books
+            .finish_payment(&hash(1), PaymentResult::Succeeded { fee_msat: 0 })
+            .unwrap()
+            .unwrap();
+        assert!(changed.contains(&Changed::PaidInvoice(hash(1))));
+        // The peer offers the same invoice again: refused, nothing changes.
+        let before = books.clone();
+        assert_eq!(
+            books.begin_payment(&intent("bob", 1, 3000)).unwrap_err(),
+            BookError::DuplicatePayment(hash(1))
+        );
+        assert_eq!(books, before);
+        // A failed payment's invoice may be tried again.
+        books
+            .begin_payment(&intent("bob", 2, 3000))
+            .unwrap()
+            .unwrap();
+        books
+            .finish_payment(&hash(2), PaymentResult::Failed)
+            .unwrap()
+            .unwrap();
+        books
+            .begin_payment(&intent("bob", 2, 3000))
+            .unwrap()
+            .unwrap();
+        // Forgotten once expired (the test intents expire at 4 000 000 000).
+        assert!(books.forget_paid_invoices(4_000_000_000).is_empty());
+        assert_eq!(
+            books.forget_paid_invoices(4_000_000_001),
+            vec![Changed::PaidInvoice(hash(1))]
+        );
+        assert!(books.paid_invoices.is_empty());
     }
 
     #[test]

@@ -179,8 +179,10 @@ pub(crate) struct Shared {
     pub(crate) identity: RwLock<Option<NodeInfo>>,
     pub(crate) peers: Mutex<HashMap<String, PeerSession>>,
     pub(crate) payer: payer::Queue,
-    pub(crate) refill: Sender<refiller::Command>,
-    refill_rx: Receiver<refiller::Command>,
+    /// The refiller of the current run. Each run has its own channel: a command the last
+    /// run's refiller did not read (its `Stop`, when it was busy as it stopped) must not reach
+    /// the next one.
+    refill: RwLock<Sender<refiller::Command>>,
     /// Closed (dropped) to tell every thread to stop; threads wait on it instead of sleeping.
     pub(crate) stop: RwLock<Option<Sender<()>>>,
     pub(crate) stopped: RwLock<Receiver<()>>,
@@ -198,6 +200,11 @@ impl Shared {
             stopped.recv_timeout(timeout),
             Err(crossbeam_channel::RecvTimeoutError::Timeout)
         )
+    }
+
+    /// Tells the current run's refiller (a stopped one hears nothing).
+    pub(crate) fn tell_refiller(&self, command: refiller::Command) {
+        let _ = self.refill.read().send(command);
     }
 
     pub(crate) fn is_stopping(&self) -> bool {
@@ -257,7 +264,7 @@ impl Settlement {
         store: Arc<dyn Store>,
         options: SettlementOptions,
     ) -> Settlement {
-        let (refill, refill_rx) = unbounded();
+        let (refill, _) = unbounded();
         let (stop, stopped) = bounded(0);
         Settlement {
             shared: Arc::new(Shared {
@@ -268,8 +275,7 @@ impl Settlement {
                 link: RwLock::new(None),
                 identity: RwLock::new(None),
                 peers: Mutex::new(HashMap::new()),
-                refill,
-                refill_rx,
+                refill: RwLock::new(refill),
                 stop: RwLock::new(Some(stop)),
                 stopped: RwLock::new(stopped),
             }),
@@ -306,6 +312,13 @@ impl Settlement {
             return Ok(());
         }
         let info = self.shared.node.node_info().map_err(StartError::Node)?;
+        // Read before any thread starts, so that a failure leaves nothing running.
+        let open = self
+            .shared
+            .store
+            .open_payments()
+            .map_err(StartError::Store)?;
+        let accounts = self.shared.store.accounts().map_err(StartError::Store)?;
         log::info!(
             "settlement: node {} on {} ({})",
             info.pubkey,
@@ -333,7 +346,8 @@ impl Settlement {
             )?);
         }
         let shared = self.shared.clone();
-        let commands = self.shared.refill_rx.clone();
+        let (refill, commands) = unbounded();
+        *self.shared.refill.write() = refill;
         threads.push(spawn(
             "settlement-refiller".into(),
             Box::new(move || refiller::run(&shared, &commands)),
@@ -346,11 +360,6 @@ impl Settlement {
             Box::new(move || watcher::run(&shared, &handle)),
         )?);
         // Payments a previous run left in flight are finished before anything else is paid.
-        let open = self
-            .shared
-            .store
-            .open_payments()
-            .map_err(StartError::Store)?;
         for intent in open {
             log::info!(
                 "settlement: resolving payment {} to {} left by a previous run",
@@ -358,6 +367,13 @@ impl Settlement {
                 intent.account
             );
             self.shared.payer.request(&intent.account, false);
+        }
+        // What we owe past the threshold is paid without waiting for the next Fulfill: a
+        // previous run may have booked one and stopped before paying it.
+        for (account, book) in accounts {
+            if payer::should_settle(&self.shared.options, &book, false) {
+                self.shared.payer.request(&account, false);
+            }
         }
         *running = Some(Running { threads, watcher });
         Ok(())
@@ -374,7 +390,7 @@ impl Settlement {
         self.shared.stop.write().take();
         running.watcher.cancel();
         self.shared.payer.close();
-        let _ = self.shared.refill.send(refiller::Command::Stop);
+        self.shared.tell_refiller(refiller::Command::Stop);
         let me = std::thread::current().id();
         for thread in running.threads {
             // Stopping from one of our own threads (a money handler that disconnects the
@@ -524,19 +540,15 @@ impl SettlementHooks for Settlement {
             .entry(account.to_owned())
             .or_default()
             .connected = true;
-        let _ = self
-            .shared
-            .refill
-            .send(refiller::Command::Connected(account.to_owned()));
+        self.shared
+            .tell_refiller(refiller::Command::Connected(account.to_owned()));
     }
 
     fn on_disconnected(&self, account: &str) {
         // The peer's key and invoices are for one session, as in the JS plugin.
         self.shared.peers.lock().remove(account);
-        let _ = self
-            .shared
-            .refill
-            .send(refiller::Command::Disconnected(account.to_owned()));
+        self.shared
+            .tell_refiller(refiller::Command::Disconnected(account.to_owned()));
     }
 
     fn on_message(

@@ -17,7 +17,9 @@ use parking_lot::{Condvar, Mutex};
 
 use super::engine::{unix_now, unix_now_ms, SettlementOptions, Shared};
 use super::peer::PeerInvoice;
-use super::store::{AccountBook, PaymentIntent, PaymentResult, PaymentRoute};
+use super::store::{
+    AccountBook, BookError, PaymentIntent, PaymentResult, PaymentRoute, StoreError,
+};
 use crate::lnd::{
     FailureReason, Keysend, LndError, PaymentCertainty, PaymentLimits, PaymentOutcome,
     PaymentStatus,
@@ -343,6 +345,13 @@ fn settle(shared: &Shared, account: &str, mut force: bool) {
                     busy.in_flight
                 );
                 put_back_invoice(shared, account, invoice);
+                shared.payer.restore_explicit(account, explicit);
+                continue;
+            }
+            Err(StoreError::Refused(BookError::DuplicatePayment(hash))) => {
+                // Offered again by the peer (after a reconnect it offers every invoice still
+                // open, ours in flight included): paid or being paid, so never paid again.
+                log::info!("settlement: {account}'s invoice {hash} is paid already: dropped");
                 shared.payer.restore_explicit(account, explicit);
                 continue;
             }

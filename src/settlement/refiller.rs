@@ -6,6 +6,10 @@
 //! replaced at once; one about to expire is replaced before it does. Nothing is made for a peer
 //! that is gone. Each invoice is recorded (with its account) before it is sent, so a payment to
 //! it is always credited to the right account, after a restart too.
+//!
+//! A peer that does not take a message (not reachable yet, slow, a failed node call) is tried
+//! again with a growing delay for as long as it stays connected: without our key and invoices
+//! it could never pay us.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -31,14 +35,39 @@ pub(crate) enum Command {
     Stop,
 }
 
-/// How long to wait before trying again to make an invoice for a peer when the node failed.
-const RETRY: Duration = Duration::from_secs(2);
+/// The first wait before trying a peer (or the node) again after a failure; it doubles with
+/// each failure in a row, up to [`RETRY_MAX`].
+const RETRY_START: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(30);
 
+#[derive(Default)]
 struct Peer {
+    /// Whether it took our `peeringRequest` this session.
+    greeted: bool,
     /// Our invoices this peer holds: hash and expiry (Unix seconds).
     holds: Vec<(PaymentHash, u64)>,
-    /// Set when the node failed to make an invoice: try again then.
+    /// Set after a failure: try again then.
     retry_at: Option<Instant>,
+    /// The wait after the next failure.
+    backoff: Option<Duration>,
+}
+
+impl Peer {
+    fn failed(&mut self) {
+        let wait = self.backoff.unwrap_or(RETRY_START);
+        self.retry_at = Some(Instant::now() + wait);
+        self.backoff = Some((wait * 2).min(RETRY_MAX));
+    }
+
+    fn succeeded(&mut self) {
+        self.retry_at = None;
+        self.backoff = None;
+    }
+
+    /// Whether failures were met in a row already (later ones are logged quietly).
+    fn failing(&self) -> bool {
+        self.backoff.is_some()
+    }
 }
 
 pub(crate) fn run(shared: &Shared, commands: &Receiver<Command>) {
@@ -59,10 +88,10 @@ pub(crate) fn run(shared: &Shared, commands: &Receiver<Command>) {
         match command {
             Some(Command::Stop) => return,
             Some(Command::Connected(account)) => {
-                if let Some(peer) = greet(shared, &account) {
-                    peers.insert(account.clone(), peer);
-                    top_up(shared, &account, &mut peers);
-                }
+                // A new session: whatever the peer held of ours before is gone with it.
+                let peer = peers.entry(account.clone()).or_default();
+                *peer = Peer::default();
+                serve(shared, &account, peer);
             }
             Some(Command::Disconnected(account)) => {
                 peers.remove(&account);
@@ -72,8 +101,10 @@ pub(crate) fn run(shared: &Shared, commands: &Receiver<Command>) {
                     // Whatever it held that is no longer open was paid.
                     let open = open_hashes(shared, &account);
                     peer.holds.retain(|(hash, _)| open.contains(hash));
+                    if peer.retry_at.is_none() {
+                        serve(shared, &account, peer);
+                    }
                 }
-                top_up(shared, &account, &mut peers);
             }
             None => {}
         }
@@ -113,55 +144,63 @@ fn next_wake(shared: &Shared, peers: &HashMap<String, Peer>) -> Option<Duration>
         .min()
 }
 
-/// Sends `peeringRequest`; the peer's session if it is still there.
-fn greet(shared: &Shared, account: &str) -> Option<Peer> {
-    let link = shared.link()?;
-    let pubkey = shared.own_pubkey()?.to_hex();
-    let entries = [ProtocolDataEntry::text(PEERING_REQUEST, &pubkey)];
-    if let Err(e) = link.send(account, &entries, shared.options.peer_timeout) {
-        log::warn!("settlement: cannot send peeringRequest to {account}: {e}");
-        return None;
+/// Greets `account`'s peer if it was not yet, then brings it up to the stock; a failure is
+/// tried again later (see [`Peer::failed`]).
+fn serve(shared: &Shared, account: &str, peer: &mut Peer) {
+    if !peer.greeted {
+        match greet(shared, account) {
+            Ok(()) => peer.greeted = true,
+            Err(e) => {
+                if peer.failing() {
+                    log::debug!("settlement: cannot send peeringRequest to {account} yet: {e}");
+                } else {
+                    log::warn!("settlement: cannot send peeringRequest to {account}: {e}");
+                }
+                peer.failed();
+                return;
+            }
+        }
     }
-    Some(Peer {
-        holds: Vec::new(),
-        retry_at: None,
-    })
-}
-
-fn send_invoice(shared: &Shared, account: &str, payment_request: &str) -> bool {
-    let Some(link) = shared.link() else {
-        return false;
-    };
-    let entries = [ProtocolDataEntry::text(PAYMENT_REQUEST, payment_request)];
-    match link.send(account, &entries, shared.options.peer_timeout) {
-        Ok(_) => true,
+    match fill(shared, account, peer) {
+        Ok(()) => peer.succeeded(),
         Err(e) => {
-            log::warn!("settlement: {account} did not take an invoice: {e}");
-            false
+            if peer.failing() {
+                log::debug!("settlement: {account} still does not take invoices: {e}");
+            } else {
+                log::warn!("settlement: {account} did not take an invoice: {e}");
+            }
+            peer.failed();
         }
     }
 }
 
-/// Brings `account`'s peer up to the stock: open invoices it may not hold yet first (after a
-/// reconnect it lost them), then new ones. A peer that stops answering is dropped.
-fn top_up(shared: &Shared, account: &str, peers: &mut HashMap<String, Peer>) {
-    let Some(peer) = peers.get_mut(account) else {
-        return;
-    };
-    if !fill(shared, account, peer) {
-        peers.remove(account);
-    }
+/// Sends `peeringRequest`.
+fn greet(shared: &Shared, account: &str) -> Result<(), String> {
+    let link = shared.link().ok_or("settlement is stopping")?;
+    let pubkey = shared.own_pubkey().ok_or("no node key yet")?.to_hex();
+    let entries = [ProtocolDataEntry::text(PEERING_REQUEST, &pubkey)];
+    link.send(account, &entries, shared.options.peer_timeout)
+        .map(|_| ())
 }
 
-/// `false` when the peer did not take an invoice.
-fn fill(shared: &Shared, account: &str, peer: &mut Peer) -> bool {
+fn send_invoice(shared: &Shared, account: &str, payment_request: &str) -> Result<(), String> {
+    let link = shared.link().ok_or("settlement is stopping")?;
+    let entries = [ProtocolDataEntry::text(PAYMENT_REQUEST, payment_request)];
+    link.send(account, &entries, shared.options.peer_timeout)
+        .map(|_| ())
+}
+
+/// Brings `account`'s peer up to the stock: open invoices it may not hold yet first (after a
+/// reconnect it lost them), then new ones. Fails when the peer did not take one, or the node
+/// could not make one.
+fn fill(shared: &Shared, account: &str, peer: &mut Peer) -> Result<(), String> {
     let stock = shared.options.invoice_stock;
     let fresh_until = unix_now() + shared.options.invoice_refresh.as_secs();
     if peer.holds.len() < stock {
         let open = shared
             .store
             .open_invoices(Some(account))
-            .unwrap_or_default();
+            .map_err(|e| e.to_string())?;
         for issued in open {
             if peer.holds.len() >= stock {
                 break;
@@ -171,37 +210,26 @@ fn fill(shared: &Shared, account: &str, peer: &mut Peer) -> bool {
             {
                 continue;
             }
-            if !send_invoice(shared, account, &issued.payment_request) {
-                return false;
-            }
+            send_invoice(shared, account, &issued.payment_request)?;
             peer.holds.push((issued.payment_hash, issued.expires_at));
         }
     }
     while peer.holds.len() < stock && !shared.is_stopping() {
-        let Some(issued) = make_invoice(shared, account) else {
-            peer.retry_at = Some(Instant::now() + RETRY);
-            return true;
-        };
-        if !send_invoice(shared, account, &issued.payment_request) {
-            return false;
-        }
+        let issued = make_invoice(shared, account)?;
+        send_invoice(shared, account, &issued.payment_request)?;
         peer.holds.push((issued.payment_hash, issued.expires_at));
-        peer.retry_at = None;
     }
-    true
+    Ok(())
 }
 
 /// Creates an invoice on the node and records it for `account`.
-fn make_invoice(shared: &Shared, account: &str) -> Option<IssuedInvoice> {
+fn make_invoice(shared: &Shared, account: &str) -> Result<IssuedInvoice, String> {
     let expiry = shared.options.invoice_expiry;
     let created = unix_now();
-    let added = match shared.node.add_invoice(expiry, None) {
-        Ok(added) => added,
-        Err(e) => {
-            log::warn!("settlement: cannot create an invoice for {account}: {e}");
-            return None;
-        }
-    };
+    let added = shared
+        .node
+        .add_invoice(expiry, None)
+        .map_err(|e| format!("the node cannot create an invoice: {e}"))?;
     let issued = IssuedInvoice {
         payment_hash: added.payment_hash,
         account: account.to_owned(),
@@ -211,29 +239,29 @@ fn make_invoice(shared: &Shared, account: &str) -> Option<IssuedInvoice> {
         state: IssuedState::Open,
     };
     match shared.store.issue_invoice(&issued) {
-        Ok(()) => Some(issued),
+        Ok(()) => Ok(issued),
         Err(e) => {
             // Not recorded, so never handed out: nobody can pay it.
             log::error!("settlement: cannot record an invoice for {account}: {e}");
-            None
+            Err(format!("cannot record an invoice: {e}"))
         }
     }
 }
 
-/// Replaces invoices about to expire, and retries top-ups that failed.
+/// Replaces invoices about to expire, and tries again the peers that failed.
 fn refresh(shared: &Shared, peers: &mut HashMap<String, Peer>) {
     let limit = unix_now() + shared.options.invoice_refresh.as_secs();
     let now = Instant::now();
-    let due: Vec<String> = peers
-        .iter_mut()
-        .filter_map(|(account, peer)| {
-            let before = peer.holds.len();
-            peer.holds.retain(|(_, expires_at)| *expires_at > limit);
-            let retry = peer.retry_at.is_some_and(|at| at <= now);
-            (before != peer.holds.len() || retry).then(|| account.clone())
-        })
-        .collect();
-    for account in due {
-        top_up(shared, &account, peers);
+    for (account, peer) in peers.iter_mut() {
+        let before = peer.holds.len();
+        peer.holds.retain(|(_, expires_at)| *expires_at > limit);
+        let expired = before != peer.holds.len();
+        let due = match peer.retry_at {
+            Some(at) => at <= now,
+            None => expired,
+        };
+        if due && !shared.is_stopping() {
+            serve(shared, account, peer);
+        }
     }
 }

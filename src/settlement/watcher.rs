@@ -121,7 +121,7 @@ fn credit(shared: &Shared, hash: &PaymentHash, amount_msat: u64, cursor: Invoice
                 receipt.amount_msat
             );
             deliver(shared, &receipt);
-            let _ = shared.refill.send(Command::Paid(receipt.account.clone()));
+            shared.tell_refiller(Command::Paid(receipt.account.clone()));
             true
         }
         Ok(Credit::AlreadyCredited | Credit::NotOurs) => true,

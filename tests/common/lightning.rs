@@ -168,3 +168,51 @@ pub fn reject_code(reply: &[u8]) -> Option<String> {
         _ => None,
     }
 }
+
+/// How many millisatoshis went from `from` to `to` over their channel between two snapshots of
+/// [`SimNetwork::channel_balances`] (negative: the other way).
+pub fn moved_msat(
+    before: &[ilp_plugin_lightning::lnd::sim::ChannelBalance],
+    after: &[ilp_plugin_lightning::lnd::sim::ChannelBalance],
+    from: &str,
+    to: &str,
+) -> i128 {
+    let side = |list: &[ilp_plugin_lightning::lnd::sim::ChannelBalance]| -> i128 {
+        list.iter()
+            .find(|c| c.node_a == from && c.node_b == to)
+            .map(|c| i128::from(c.balance_a_msat))
+            .or_else(|| {
+                list.iter()
+                    .find(|c| c.node_a == to && c.node_b == from)
+                    .map(|c| -i128::from(c.balance_a_msat))
+            })
+            .unwrap_or_else(|| panic!("no channel between {from} and {to}"))
+    };
+    side(before) - side(after)
+}
+
+/// What the simulator says `node` paid `payee`: (succeeded payments, their amounts, their fees),
+/// after checking that none of its payments is still in flight.
+pub fn sim_paid(node: &SimNode, payee: &str) -> (u64, u128, u128) {
+    use ilp_plugin_lightning::lnd::sim::SentStatus;
+    let payments = node.payments();
+    let in_flight: Vec<_> = payments
+        .iter()
+        .filter(|p| p.status == SentStatus::InFlight)
+        .collect();
+    assert!(
+        in_flight.is_empty(),
+        "{} still has payments in flight: {in_flight:?}",
+        node.name()
+    );
+    payments
+        .iter()
+        .filter(|p| p.status == SentStatus::Succeeded && p.payee.as_deref() == Some(payee))
+        .fold((0, 0, 0), |(count, amount, fees), p| {
+            (
+                count + 1,
+                amount + u128::from(p.amount_msat),
+                fees + u128::from(p.fee_msat),
+            )
+        })
+}

@@ -289,6 +289,21 @@ pub fn decode_receipt(bytes: &[u8]) -> Result<Receipt, CorruptRecord> {
     Ok(receipt)
 }
 
+/// A paid invoice of a peer's: its expiry (the hash is the key).
+pub fn encode_paid_invoice(expires_at: u64) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u64(expires_at);
+    w.0
+}
+
+/// Reads [`encode_paid_invoice`]'s bytes.
+pub fn decode_paid_invoice(bytes: &[u8]) -> Result<u64, CorruptRecord> {
+    let mut r = Reader::new(bytes, "paid invoice")?;
+    let expires_at = r.u64()?;
+    r.end()?;
+    Ok(expires_at)
+}
+
 /// The invoice cursor.
 pub fn encode_cursor(cursor: &InvoiceCursor) -> Vec<u8> {
     let mut w = Writer::new();

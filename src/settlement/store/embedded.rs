@@ -31,6 +31,7 @@ const ACCOUNTS: Bytes = TableDefinition::new("accounts");
 const PAYMENTS: Bytes = TableDefinition::new("payments");
 const INVOICES: Bytes = TableDefinition::new("invoices");
 const RECEIPTS: Bytes = TableDefinition::new("receipts");
+const PAID_INVOICES: Bytes = TableDefinition::new("paid-invoices");
 const TOKENS: Bytes = TableDefinition::new("tokens");
 const META: Bytes = TableDefinition::new("meta");
 
@@ -97,7 +98,15 @@ impl EmbeddedStore {
         // Create every table once, so that reads never meet a missing one.
         let setup = || -> Result<(), redb::Error> {
             let txn = db.begin_write()?;
-            for table in [ACCOUNTS, PAYMENTS, INVOICES, RECEIPTS, TOKENS, META] {
+            for table in [
+                ACCOUNTS,
+                PAYMENTS,
+                INVOICES,
+                RECEIPTS,
+                PAID_INVOICES,
+                TOKENS,
+                META,
+            ] {
                 txn.open_table(table)?;
             }
             txn.commit()?;
@@ -105,14 +114,21 @@ impl EmbeddedStore {
         };
         setup().map_err(io_error("cannot create the tables"))?;
         let (books, tokens) = load(&db)?;
-        Ok(EmbeddedStore {
+        let store = EmbeddedStore {
             path,
             db,
             books: Mutex::new(books),
             tokens: Mutex::new(tokens),
             journal: Mutex::new(JournalState::default()),
             commit_done: Condvar::new(),
-        })
+        };
+        // Paid invoices that expired an hour ago cannot be offered again: forgotten.
+        let cutoff = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .saturating_sub(3600);
+        store.change(|books| Ok(((), books.forget_paid_invoices(cutoff))))?;
+        Ok(store)
     }
 
     /// The database file.
@@ -227,6 +243,14 @@ fn write_of(books: &Books, changed: &Changed) -> Write {
             Some(receipt) => Write::Put(RECEIPTS, hash.0.to_vec(), codec::encode_receipt(receipt)),
             None => Write::Delete(RECEIPTS, hash.0.to_vec()),
         },
+        Changed::PaidInvoice(hash) => match books.paid_invoices.get(hash) {
+            Some(expires_at) => Write::Put(
+                PAID_INVOICES,
+                hash.0.to_vec(),
+                codec::encode_paid_invoice(*expires_at),
+            ),
+            None => Write::Delete(PAID_INVOICES, hash.0.to_vec()),
+        },
         Changed::Cursor => Write::Put(
             META,
             CURSOR_KEY.to_vec(),
@@ -289,6 +313,13 @@ fn load(db: &Database) -> Result<(Books, HashMap<String, TokenHash>), StoreError
         );
         Ok(())
     })?;
+    each(PAID_INVOICES, &mut |key, value| {
+        books.paid_invoices.insert(
+            hash_key(key)?,
+            codec::decode_paid_invoice(value).map_err(corrupt)?,
+        );
+        Ok(())
+    })?;
     each(META, &mut |key, value| {
         if key == CURSOR_KEY {
             books.cursor = codec::decode_cursor(value).map_err(corrupt)?;
@@ -344,7 +375,7 @@ impl TokenStore for EmbeddedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settlement::book::{IssuedState, PaymentRoute};
+    use crate::settlement::book::{BookError, IssuedState, PaymentRoute};
     use std::sync::Arc;
 
     fn temp_dir(name: &str) -> PathBuf {
@@ -383,6 +414,26 @@ mod tests {
             store
                 .begin_payment(&intent("bob", 1, 9000))
                 .unwrap()
+                .unwrap();
+            let mut paid = intent("carol", 2, 500);
+            paid.route = PaymentRoute::Invoice {
+                payment_request: "lnbcrt2".into(),
+                expires_at: u64::MAX,
+            };
+            store.owe("carol", 500).unwrap();
+            store.begin_payment(&paid).unwrap().unwrap();
+            store
+                .finish_payment(&paid.payment_hash, PaymentResult::Succeeded { fee_msat: 1 })
+                .unwrap();
+            // Expired long ago: forgotten at the next open.
+            let mut old = intent("carol", 3, 0);
+            old.route = PaymentRoute::Invoice {
+                payment_request: "lnbcrt3".into(),
+                expires_at: 1,
+            };
+            store.begin_payment(&old).unwrap().unwrap();
+            store
+                .finish_payment(&old.payment_hash, PaymentResult::Succeeded { fee_msat: 0 })
                 .unwrap();
             store
                 .issue_invoice(&IssuedInvoice {
@@ -423,6 +474,16 @@ mod tests {
         let bob = store.account("bob").unwrap();
         assert_eq!((bob.payable_msat, bob.paying_msat), (0, 9000));
         assert_eq!(store.open_payments().unwrap(), vec![intent("bob", 1, 9000)]);
+        // The invoice paid is remembered; the expired one is not.
+        let mut again = intent("carol", 2, 500);
+        again.created_at_ms = 99;
+        assert!(matches!(
+            store.begin_payment(&again),
+            Err(StoreError::Refused(BookError::DuplicatePayment(_)))
+        ));
+        let mut expired_again = intent("carol", 3, 0);
+        expired_again.created_at_ms = 98;
+        assert!(store.begin_payment(&expired_again).unwrap().is_ok());
         assert_eq!(store.pending_receipts().unwrap().len(), 1);
         assert_eq!(
             store.cursor().unwrap(),
