@@ -86,3 +86,15 @@ method!(
     CANCEL_INVOICE, Unary, "/invoicesrpc.Invoices/CancelInvoice",
     invoices::CancelInvoiceMsg, invoices::CancelInvoiceResp
 );
+method!(
+    /// LND 0.20 and earlier: the bidirectional payment stream the JavaScript
+    /// ilp-plugin-lightning pays through (a `SendResponse` per `SendRequest`, in no set order).
+    /// LND 0.21 removed it.
+    SEND_PAYMENT, Duplex, "/lnrpc.Lightning/SendPayment",
+    lightning::SendRequest, lightning::SendResponse
+);
+method!(
+    /// LND 0.20 and earlier: one payment, answered once it is final. LND 0.21 removed it.
+    SEND_PAYMENT_SYNC, Unary, "/lnrpc.Lightning/SendPaymentSync",
+    lightning::SendRequest, lightning::SendResponse
+);

@@ -6,8 +6,11 @@
 //! Every call blocks the calling thread; none needs an async runtime.
 //!
 //! Errors are [`LndError`]s. For anything that moves money, [`LndError::payment_certainty`]
-//! says whether the error proves that nothing was paid: a timeout or a broken stream does not,
-//! and the caller must then ask [`Lightning::track_payment`] before it rolls a balance back.
+//! says whether the error proves that nothing was paid. Only a final FAILED update or a refusal
+//! by this crate before anything was sent does; every error from the node or the connection
+//! during a payment — whatever its text — leaves the outcome unknown, and the caller must then
+//! ask [`Lightning::track_payment`] (whose NOT_FOUND means "this node never started it") before
+//! it rolls a balance back.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -464,16 +467,24 @@ impl Keysend {
 /// A position in a node's invoice event sequences, to (re)subscribe from.
 ///
 /// LND numbers invoices as they are added (`add_index`) and again as they are settled
-/// (`settle_index`). Subscribing from a cursor replays every add after `add_index`, then every
-/// settle after `settle_index`, then streams live.
+/// (`settle_index`). Subscribing from a cursor first replays a backlog, then streams live events
+/// (`invoices/invoiceregistry.go`, `deliverBacklogEvents`): every invoice added after
+/// `add_index`, each in its state *now* (one added and settled meanwhile comes as SETTLED, even
+/// if its settle index is not above `settle_index`), then every invoice settled after
+/// `settle_index` — with no de-duplication, so an invoice added and settled while the client was
+/// away arrives twice. Cancelled invoices never appear. An index of 0 replays nothing for that
+/// index: a cursor of zeros means "only new events", and a cursor whose `settle_index` is still
+/// 0 does not replay settles that happened while disconnected.
 ///
-/// LND replays nothing for an index of 0 (`InvoicesAddedSince(0)` and `InvoicesSettledSince(0)`
-/// return nothing): a cursor of zeros means "only new events", and a cursor whose
-/// `settle_index` is still 0 does not replay settles that happened while disconnected. A
-/// consumer that must not miss a payment therefore looks up (with
-/// [`Lightning::lookup_invoice`]) the invoices it still waits for after every (re)subscribe,
-/// at least until it has seen a first settle. Events may repeat across a resume; handle them
-/// idempotently by payment hash.
+/// **A consumer must therefore credit each payment once, by payment hash**, in the same
+/// transaction that records it as credited, and not trust the stream to deliver a settle once.
+/// A consumer that must not miss a payment also looks up (with [`Lightning::lookup_invoice`])
+/// the invoices it still waits for after every (re)subscribe, at least until it has seen a first
+/// settle.
+///
+/// [`InvoiceSubscription::cursor`] stays correct under that replay: a settled invoice seen in the
+/// add part of the backlog moves the add index but not the settle index (settles with lower
+/// indexes may still be on their way), so resuming from the cursor after a break loses nothing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct InvoiceCursor {
     /// The last add index seen.
@@ -483,12 +494,16 @@ pub struct InvoiceCursor {
 }
 
 impl InvoiceCursor {
-    /// Moves past `invoice` if it is an add (open) or settle event newer than the cursor.
+    /// Moves past `invoice`, an event that arrived in settle order (the settle part of the
+    /// backlog, or live): an add moves the add index; a settle moves both indexes, since an
+    /// invoice is added before it is settled. Events of the add part of a backlog must not move
+    /// the settle index — [`InvoiceSubscription`] tells them apart; use its cursor.
     pub fn advance(&mut self, invoice: &Invoice) {
         match invoice.state {
             InvoiceState::Open => self.add_index = self.add_index.max(invoice.add_index),
             InvoiceState::Settled => {
-                self.settle_index = self.settle_index.max(invoice.settle_index)
+                self.add_index = self.add_index.max(invoice.add_index);
+                self.settle_index = self.settle_index.max(invoice.settle_index);
             }
             InvoiceState::Canceled | InvoiceState::Accepted => {}
         }
@@ -573,16 +588,22 @@ pub trait InvoiceEvents: Send {
 
 /// Invoice add and settle events, as a blocking iterator.
 ///
-/// It yields `Ok(invoice)` per event, in the node's order. When the stream breaks (node
-/// stopped, connection lost) it yields one `Err` and then ends; to resume without losing
-/// events, subscribe again from [`InvoiceSubscription::cursor`] (see
-/// [`Lightning::subscribe_invoices`]). Cancelling it (from any thread, through
-/// [`InvoiceSubscription::canceller`]) or dropping it ends it without an error.
+/// It yields `Ok(invoice)` per event, in the node's order, repeats included (see
+/// [`InvoiceCursor`]: credit each payment hash once). When the stream breaks (node stopped,
+/// connection lost) it yields one `Err` and then ends; to resume without losing events,
+/// subscribe again from [`InvoiceSubscription::cursor`] (see [`Lightning::subscribe_invoices`]).
+/// Cancelling it (from any thread, through [`InvoiceSubscription::canceller`]) or dropping it
+/// ends it without an error.
 pub struct InvoiceSubscription {
     events: Box<dyn InvoiceEvents>,
     canceller: SubscriptionCanceller,
     cursor: InvoiceCursor,
     finished: bool,
+    /// True while the events may still be the add part of LND's backlog: strictly increasing
+    /// add indexes above the starting one. A settled invoice there must not move the settle
+    /// index: settles with lower indexes may come after it, in the settle part.
+    replaying_adds: bool,
+    last_add_index: u64,
 }
 
 impl fmt::Debug for InvoiceSubscription {
@@ -606,7 +627,26 @@ impl InvoiceSubscription {
             canceller,
             cursor: from,
             finished: false,
+            replaying_adds: from.add_index > 0,
+            last_add_index: from.add_index,
         }
+    }
+
+    /// Moves the cursor past `invoice` as LND's replay allows (see [`InvoiceCursor`]).
+    fn track(&mut self, invoice: &Invoice) {
+        if self.replaying_adds {
+            if invoice.add_index > self.last_add_index {
+                // Still ascending in add order: the add part of the backlog, or live adds
+                // right after it. Every add up to here has been seen; settles have not.
+                self.last_add_index = invoice.add_index;
+                self.cursor.add_index = self.cursor.add_index.max(invoice.add_index);
+                return;
+            }
+            // An invoice added earlier than the last one seen: the settle part (or a live
+            // settle) has begun, and events come in settle order from now on.
+            self.replaying_adds = false;
+        }
+        self.cursor.advance(invoice);
     }
 
     /// A handle that ends this subscription from another thread.
@@ -630,7 +670,7 @@ impl Iterator for InvoiceSubscription {
         }
         match self.events.next_event(&self.canceller) {
             Some(Ok(invoice)) => {
-                self.cursor.advance(&invoice);
+                self.track(&invoice);
                 Some(Ok(invoice))
             }
             Some(Err(e)) => {
@@ -672,7 +712,9 @@ pub trait Lightning: Send + Sync {
 
     /// Pays `payment_request` (normally an any-amount invoice) with `amount_msat`, and blocks
     /// until the payment is final. `Ok` carries a final status; an error whose
-    /// [`payment_certainty`](LndError::payment_certainty) is `Unknown` means: track it.
+    /// [`payment_certainty`](LndError::payment_certainty) is `Unknown` means: track it (the
+    /// payment hash is the invoice's). An invoice with an amount of its own is paid only if
+    /// `amount_msat` is that amount.
     fn pay_invoice(
         &self,
         payment_request: &str,
@@ -686,7 +728,8 @@ pub trait Lightning: Send + Sync {
 
     /// The status of a payment this node sent. Waits up to `wait` for it to become final and
     /// returns [`PaymentStatus::InFlight`] if it has not; `Duration::ZERO` asks for the current
-    /// status. [`LndError::NotFound`] when the node never started a payment with this hash.
+    /// status. [`LndError::NotFound`] (from the node's NOT_FOUND status code only) when the node
+    /// never started a payment with this hash: then it was not paid.
     fn track_payment(
         &self,
         payment_hash: &PaymentHash,
@@ -765,13 +808,20 @@ forward_lightning!(Box);
 pub enum PaymentCertainty {
     /// The payment was not made and cannot complete later: safe to roll back.
     NotPaid,
-    /// The payment hash was already paid by this node.
+    /// The payment hash was paid. No error of this crate says so — LND's ALREADY_EXISTS covers
+    /// payments still in flight too, so "already paid" is learnt from
+    /// [`Lightning::track_payment`] — but another implementation of [`Lightning`] may know.
     Paid,
     /// It may have been paid or may still complete: call `track_payment` before rolling back.
     Unknown,
 }
 
 /// Everything that can go wrong talking to a node, typed so that settlement can act on it.
+///
+/// The variant is chosen from the gRPC status code; LND's message texts (it reports most of its
+/// own errors as UNKNOWN with a Go error string) only pick a more helpful variant where the
+/// money is not at stake (authentication, readiness, an expired invoice) — never whether a
+/// payment was made: see [`LndError::payment_certainty`].
 ///
 /// Messages never contain the macaroon.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -785,29 +835,36 @@ pub enum LndError {
     /// The TLS handshake failed (the certificate is not the node's, or the host name does not
     /// match it).
     Tls(String),
-    /// The node does not know the invoice or payment.
+    /// The node does not know the invoice or payment (its NOT_FOUND status code): for
+    /// [`Lightning::track_payment`], proof that this node never started a payment for the hash.
     NotFound(String),
-    /// This node already paid this payment hash.
+    /// LND says this node already paid this payment hash (ALREADY_EXISTS, "invoice is already
+    /// paid"). Track the payment to learn its preimage.
     AlreadyPaid,
-    /// A payment for this hash is in flight.
+    /// LND says a payment for this hash exists and is not final (ALREADY_EXISTS, "payment is in
+    /// transition" or "payment already exists"): track it instead of paying again.
     PaymentInTransition,
-    /// No route to the payee within the fee limit.
+    /// No route to the payee within the fee limit (a final FAILED update).
     NoRoute,
-    /// Not enough outbound balance.
+    /// Not enough outbound balance (a final FAILED update).
     InsufficientBalance,
-    /// The payee rejected the payment (unknown/expired/settled invoice, wrong amount).
+    /// The payee rejected the payment: unknown/expired/settled invoice, wrong amount (a final
+    /// FAILED update).
     IncorrectPaymentDetails,
     /// Another final payment failure (LND's timeout, internal error, cancel).
     PaymentFailed(FailureReason),
     /// A deadline of ours passed before the node answered; the operation may still have
     /// happened.
     Timeout(String),
-    /// The invoice expired before it could be paid.
+    /// The node says the invoice has expired.
     InvoiceExpired(String),
     /// The node does not offer this call (older LND, or built without the sub-server).
     Unsupported(String),
-    /// The node (or this crate) refused the request as malformed.
+    /// This crate refused the request before sending anything (a bad amount, an unreadable
+    /// invoice, a record type LND would refuse).
     InvalidRequest(String),
+    /// The node refused the request (its own validation: LND's message says why).
+    Refused(String),
     /// An invoice stream ended; subscribe again from the last cursor.
     StreamEnded(String),
     /// The node sent something this crate cannot read.
@@ -819,28 +876,35 @@ pub enum LndError {
 }
 
 impl LndError {
-    /// Whether an error from a payment call proves that nothing was paid. Errors of calls
-    /// that do not pay mean nothing here.
+    /// Whether an error from a payment call ([`Lightning::pay_invoice`],
+    /// [`Lightning::keysend`]) proves that nothing was paid, or whether
+    /// [`Lightning::track_payment`] found that the node never started the payment
+    /// ([`LndError::NotFound`]). Errors of other calls mean nothing here.
+    ///
+    /// `NotPaid` only for a final FAILED update, a refusal by this crate before anything was
+    /// sent (a bad request, bad settings), or TrackPaymentV2's NOT_FOUND. Every other error —
+    /// anything the node or the transport reported during the call, whatever its status code or
+    /// text, TLS and authentication failures included — is `Unknown`: the node may have
+    /// dispatched the payment, so track it before rolling anything back.
     pub fn payment_certainty(&self) -> PaymentCertainty {
         match self {
-            LndError::AlreadyPaid => PaymentCertainty::Paid,
-            // These are refusals before LND dispatches anything, or final failures.
-            LndError::NotReady(_)
-            | LndError::Unauthenticated(_)
-            | LndError::Tls(_)
-            | LndError::NotFound(_)
-            | LndError::NoRoute
+            LndError::NoRoute
             | LndError::InsufficientBalance
             | LndError::IncorrectPaymentDetails
             | LndError::PaymentFailed(_)
-            | LndError::InvoiceExpired(_)
-            | LndError::Unsupported(_)
             | LndError::InvalidRequest(_)
-            | LndError::Config(_) => PaymentCertainty::NotPaid,
-            // A lost connection or a deadline can hit after LND accepted the payment.
+            | LndError::Config(_)
+            | LndError::NotFound(_) => PaymentCertainty::NotPaid,
             LndError::Unreachable(_)
+            | LndError::NotReady(_)
+            | LndError::Unauthenticated(_)
+            | LndError::Tls(_)
+            | LndError::AlreadyPaid
             | LndError::PaymentInTransition
             | LndError::Timeout(_)
+            | LndError::InvoiceExpired(_)
+            | LndError::Unsupported(_)
+            | LndError::Refused(_)
             | LndError::StreamEnded(_)
             | LndError::BadResponse(_)
             | LndError::Other(_) => PaymentCertainty::Unknown,
@@ -893,9 +957,12 @@ impl fmt::Display for LndError {
                  host name the certificate names (localhost or 127.0.0.1 for a local node)"
             ),
             LndError::NotFound(m) => write!(f, "not found on the LND node: {m}"),
-            LndError::AlreadyPaid => f.write_str("this invoice is already paid by this node"),
+            LndError::AlreadyPaid => f.write_str(
+                "LND says this node already paid this invoice; track the payment to confirm",
+            ),
             LndError::PaymentInTransition => f.write_str(
-                "a payment for this hash is already in flight; track it instead of paying again",
+                "a payment for this hash already exists and is not final; track it instead of \
+                 paying again",
             ),
             LndError::NoRoute => f.write_str("payment failed: no route within the fee limit"),
             LndError::InsufficientBalance => {
@@ -910,9 +977,10 @@ impl fmt::Display for LndError {
                 f,
                 "no answer from the LND node in time ({m}); the operation may still complete"
             ),
-            LndError::InvoiceExpired(m) => write!(f, "the invoice has expired: {m}"),
+            LndError::InvoiceExpired(m) => write!(f, "the node says the invoice has expired: {m}"),
             LndError::Unsupported(m) => write!(f, "the LND node does not support this: {m}"),
-            LndError::InvalidRequest(m) => write!(f, "invalid request: {m}"),
+            LndError::InvalidRequest(m) => write!(f, "invalid request, not sent: {m}"),
+            LndError::Refused(m) => write!(f, "the LND node refused the request: {m}"),
             LndError::StreamEnded(m) => write!(
                 f,
                 "the LND event stream ended ({m}); subscribe again from the last index"
@@ -1041,7 +1109,7 @@ mod tests {
                 settle_index: 0
             }
         );
-        // A settle of an older invoice must not move the add index back or forward.
+        // A settle of an older invoice must not move the add index back.
         c.advance(&invoice(InvoiceState::Settled, 1, 2));
         assert_eq!(
             c,
@@ -1050,14 +1118,23 @@ mod tests {
                 settle_index: 2
             }
         );
+        // An add index seen on a settle counts: the invoice was added before.
+        c.advance(&invoice(InvoiceState::Settled, 4, 3));
+        assert_eq!(
+            c,
+            InvoiceCursor {
+                add_index: 4,
+                settle_index: 3
+            }
+        );
         c.advance(&invoice(InvoiceState::Open, 2, 0));
-        assert_eq!(c.add_index, 3);
+        assert_eq!(c.add_index, 4);
         c.advance(&invoice(InvoiceState::Canceled, 9, 9));
         assert_eq!(
             c,
             InvoiceCursor {
-                add_index: 3,
-                settle_index: 2
+                add_index: 4,
+                settle_index: 3
             }
         );
     }
@@ -1123,25 +1200,41 @@ mod tests {
         t.join().unwrap();
     }
 
+    /// Issue 10 point 4: not paid only on a final FAILED update, our own refusal before
+    /// sending, or TrackPaymentV2's NOT_FOUND; everything the node or the transport says during
+    /// a payment is unknown.
     #[test]
     fn certainty_separates_proofs_from_unknowns() {
-        assert_eq!(
-            LndError::NoRoute.payment_certainty(),
-            PaymentCertainty::NotPaid
-        );
-        assert_eq!(
-            LndError::from(FailureReason::Timeout).payment_certainty(),
-            PaymentCertainty::NotPaid
-        );
-        assert_eq!(
-            LndError::AlreadyPaid.payment_certainty(),
-            PaymentCertainty::Paid
-        );
+        for not_paid in [
+            LndError::NoRoute,
+            LndError::InsufficientBalance,
+            LndError::IncorrectPaymentDetails,
+            LndError::from(FailureReason::Timeout),
+            LndError::from(FailureReason::Canceled),
+            LndError::InvalidRequest("amount 0".into()),
+            LndError::Config("no macaroon".into()),
+            LndError::NotFound("payment isn't initiated".into()),
+        ] {
+            assert_eq!(
+                not_paid.payment_certainty(),
+                PaymentCertainty::NotPaid,
+                "{not_paid}"
+            );
+        }
         for unknown in [
             LndError::Timeout("pay".into()),
             LndError::Unreachable("gone".into()),
             LndError::StreamEnded("closed".into()),
+            LndError::AlreadyPaid,
             LndError::PaymentInTransition,
+            LndError::Unauthenticated("expected 1 macaroon, got 0".into()),
+            LndError::Tls("handshake".into()),
+            LndError::NotReady("wallet locked".into()),
+            LndError::InvoiceExpired("Valid until".into()),
+            LndError::Unsupported("SendPaymentV2".into()),
+            LndError::Refused("self-payments not allowed".into()),
+            LndError::BadResponse("preimage".into()),
+            LndError::Other("boom".into()),
         ] {
             assert_eq!(
                 unknown.payment_certainty(),
@@ -1149,6 +1242,74 @@ mod tests {
                 "{unknown}"
             );
         }
+    }
+
+    fn settled(add_index: u64, settle_index: u64) -> Invoice {
+        invoice(InvoiceState::Settled, add_index, settle_index)
+    }
+
+    /// LND `invoices/invoiceregistry.go` `deliverBacklogEvents`: from (5, 2), the adds after 5
+    /// in their current state (6 and 8 settled since, with settle indexes 9 and 4), then the
+    /// settles after 2 in settle order (3 for invoice 2, 4 for 8, 9 for 6), then live events.
+    /// Wherever the stream breaks, resuming from the cursor must replay every settle not yet
+    /// seen.
+    #[test]
+    fn the_cursor_survives_lnds_replay_broken_anywhere() {
+        let start = InvoiceCursor {
+            add_index: 5,
+            settle_index: 2,
+        };
+        let replay = [
+            settled(6, 9),
+            invoice(InvoiceState::Open, 7, 0),
+            settled(8, 4),
+            settled(2, 3),
+            settled(8, 4),
+            settled(6, 9),
+            invoice(InvoiceState::Open, 10, 0),
+            settled(10, 10),
+        ];
+        let mut cursors = Vec::new();
+        for seen in 0..=replay.len() {
+            let mut events: Vec<_> = replay[..seen]
+                .iter()
+                .cloned()
+                .map(|i| Some(Ok(i)))
+                .collect();
+            events.push(Some(Err(LndError::StreamEnded("broken".into()))));
+            let mut sub =
+                InvoiceSubscription::new(start, Box::new(Scripted(events)), Default::default());
+            while let Some(Ok(_)) = sub.next() {}
+            let cursor = sub.cursor();
+            // Every settle the resumed backlog would leave out must have been seen already.
+            for (add_index, settle_index) in [(6, 9), (8, 4), (2, 3), (10, 10)] {
+                let resumed_has_it =
+                    add_index > cursor.add_index || settle_index > cursor.settle_index;
+                let seen_it = replay[..seen]
+                    .iter()
+                    .any(|i| i.state == InvoiceState::Settled && i.settle_index == settle_index);
+                assert!(
+                    resumed_has_it || seen_it,
+                    "after {seen} events, resuming from {cursor:?} misses settle {settle_index}"
+                );
+            }
+            cursors.push((cursor.add_index, cursor.settle_index));
+        }
+        // The add part moves only the add index; the settle part moves both.
+        assert_eq!(
+            cursors,
+            [
+                (5, 2),
+                (6, 2),
+                (7, 2),
+                (8, 2),
+                (8, 3),
+                (8, 4),
+                (8, 9),
+                (10, 9),
+                (10, 10)
+            ]
+        );
     }
 
     #[test]

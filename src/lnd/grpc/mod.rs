@@ -76,15 +76,22 @@ impl std::fmt::Debug for GrpcLightning {
     }
 }
 
-/// A node's channel balances (ChannelBalance), in millisatoshi.
+/// A node's channel balances (ChannelBalance), in millisatoshi, as LND sums them over its open
+/// channels' commitments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChannelBalance {
-    /// What we can send.
+    /// Our side of the commitments: HTLCs in flight not included, the commitment fee of the
+    /// channels we opened already taken off. Not all of it can be sent: each channel keeps a
+    /// reserve (1% of its capacity by default), and its opener a fee buffer.
     pub local_msat: u64,
-    /// What we can receive.
+    /// The peers' side of the commitments.
     pub remote_msat: u64,
-    /// Outgoing HTLCs in flight.
+    /// HTLCs in flight *towards* us (LND's `unsettled_local_balance`: what becomes ours if they
+    /// settle).
     pub unsettled_local_msat: u64,
+    /// HTLCs in flight *from* us, our own payments not yet final among them (LND's
+    /// `unsettled_remote_balance`).
+    pub unsettled_remote_msat: u64,
 }
 
 /// Builds [`LndOptions`] step by step and connects.
@@ -254,6 +261,7 @@ impl GrpcLightning {
             local_msat: msat(response.local_balance.as_ref()),
             remote_msat: msat(response.remote_balance.as_ref()),
             unsettled_local_msat: msat(response.unsettled_local_balance.as_ref()),
+            unsettled_remote_msat: msat(response.unsettled_remote_balance.as_ref()),
         })
     }
 
@@ -297,24 +305,27 @@ impl GrpcLightning {
         convert::node_info(&info)
     }
 
-    /// Runs SendPaymentV2 and reads updates until a final one.
+    /// Runs SendPaymentV2 and reads updates until a final one. Every error from here on comes
+    /// from the node or the transport after the request may have left: its outcome is unknown
+    /// (`status::during_payment`).
     fn send_payment(
         &self,
         request: router::SendPaymentRequest,
-        expected: Option<&PaymentHash>,
+        expected: &PaymentHash,
         limits: PaymentLimits,
     ) -> Result<PaymentOutcome, LndError> {
         // LND stops trying new routes after `timeout_seconds` but waits for HTLCs in flight;
         // our deadline adds the call timeout on top so the usual case ends with LND's verdict.
         let deadline = limits.timeout + self.call_timeout;
         let option = self.call_option(Some(deadline))?;
+        let paying = |e| status::during_payment(status::from_grpc(e, "SendPaymentV2"));
         let stream = self
             .client
             .server_streaming(&methods::SEND_PAYMENT_V2, &request, option)
-            .map_err(|e| status::from_grpc(e, "SendPaymentV2"))?;
+            .map_err(paying)?;
         for update in futures::executor::block_on_stream(stream) {
-            let update = update.map_err(|e| status::from_grpc(e, "SendPaymentV2"))?;
-            let outcome = convert::payment(&update, expected)?;
+            let update = update.map_err(paying)?;
+            let outcome = convert::payment(&update, Some(expected))?;
             if outcome.status != PaymentStatus::InFlight {
                 log::debug!(
                     "payment {} final: {:?}",
@@ -324,9 +335,9 @@ impl GrpcLightning {
                 return Ok(outcome);
             }
         }
-        Err(LndError::StreamEnded(
-            "SendPaymentV2 ended before the payment was final; track it".into(),
-        ))
+        Err(LndError::StreamEnded(format!(
+            "SendPaymentV2 ended before payment {expected} was final; track it"
+        )))
     }
 
     fn payment_request(limits: PaymentLimits) -> Result<router::SendPaymentRequest, LndError> {
@@ -415,9 +426,27 @@ impl Lightning for GrpcLightning {
         limits: PaymentLimits,
     ) -> Result<PaymentOutcome, LndError> {
         let mut request = Self::payment_request(limits)?;
-        request.payment_request = payment_request.trim().to_string();
-        request.amt_msat = amount(amount_msat)?;
-        self.send_payment(request, None, limits)
+        let payment_request = payment_request.trim();
+        // Read here first: a request that cannot be paid is refused before anything is sent,
+        // and the hash every update must carry is known.
+        let invoice: lightning_invoice::Bolt11Invoice = payment_request.parse().map_err(|e| {
+            LndError::InvalidRequest(format!("not a BOLT11 invoice LND could pay: {e}"))
+        })?;
+        let hash = PaymentHash(bitcoin::hashes::Hash::to_byte_array(
+            *invoice.payment_hash(),
+        ));
+        request.payment_request = payment_request.to_string();
+        match invoice.amount_milli_satoshis().filter(|msat| *msat > 0) {
+            None => request.amt_msat = amount(amount_msat)?,
+            // LND refuses an amount beside the invoice's own.
+            Some(asked) if asked == amount_msat => {}
+            Some(asked) => {
+                return Err(LndError::InvalidRequest(format!(
+                    "the invoice asks for {asked} msat, not {amount_msat}"
+                )))
+            }
+        }
+        self.send_payment(request, &hash, limits)
     }
 
     fn keysend(
@@ -436,7 +465,7 @@ impl Lightning for GrpcLightning {
         request
             .dest_features
             .push(lightning::FeatureBit::TLV_ONION_OPT.into());
-        self.send_payment(request, Some(&hash), limits)
+        self.send_payment(request, &hash, limits)
     }
 
     fn track_payment(

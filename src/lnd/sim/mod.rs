@@ -4,11 +4,17 @@
 //! ECDSA P-256 certificate and macaroon, serving at LND's method paths and field numbers
 //! (`lnd::methods`): GetInfo, AddInvoice, LookupInvoice, ListInvoices, SubscribeInvoices,
 //! DecodePayReq, DeleteCanceledInvoice, ChannelBalance, ListChannels, routerrpc SendPaymentV2 and
-//! TrackPaymentV2, invoicesrpc CancelInvoice. Any LND client, in any language, can talk to it.
+//! TrackPaymentV2, invoicesrpc CancelInvoice. Any LND client, in any language, can talk to it;
+//! where it still differs from LND, the README's simulator section says so.
 //!
 //! Nodes sign real BOLT11 invoices (regtest) with their secp256k1 identity, and payments route
-//! over simulated channels with balances and fees. Tests can take a node offline, slow it down,
-//! or make its next payments fail.
+//! over simulated channels with balances, reserves, commitment fees and forwarding fees. A node
+//! started as LND 0.20 or earlier ([`SimNetworkBuilder::lnd_version`]) also serves the
+//! bidirectional `lnrpc.Lightning/SendPayment` and `SendPaymentSync` that 0.21 removed.
+//!
+//! Tests can make a node fail the way LND fails: take it offline, slow it down, make its next
+//! payments fail, hold its payments in flight until released, break the streams of its next
+//! payments or invoice subscription, or move the network's clock.
 //!
 //! ```no_run
 //! use ilp_plugin_lightning::lnd::sim::{ChannelPolicy, SimNetwork};
@@ -23,6 +29,7 @@
 //! # Ok::<(), ilp_plugin_lightning::lnd::sim::SimError>(())
 //! ```
 
+mod features;
 mod invoices;
 mod network;
 mod server;
@@ -41,14 +48,18 @@ use crossbeam_channel::Receiver;
 use grpcio::{
     ChannelBuilder, EnvBuilder, Environment, Server, ServerBuilder, ServerCredentialsBuilder,
 };
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use network::{Channel, Ledger, NodeIdentity};
 use timer::{Timer, TimerHandle};
 
-/// The version string simulated nodes report in GetInfo. 0.20 because the simulator serves
-/// DeleteCanceledInvoice, which LND has from 0.20 on.
-pub const DEFAULT_LND_VERSION: &str = "0.20.0-beta commit=sim";
+/// The version string simulated nodes report in GetInfo unless told otherwise: the newest LND
+/// this crate knows. The version decides which calls a node serves and how it checks them (see
+/// [`SimNetworkBuilder::lnd_version`]).
+pub const DEFAULT_LND_VERSION: &str = "0.21.2-beta commit=sim";
+
+/// The LND versions a simulated node can play: 0.18 to 0.21.
+pub const SUPPORTED_LND_MINORS: std::ops::RangeInclusive<u32> = 18..=21;
 
 /// How a node charges for forwarding a payment out over a channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,6 +106,17 @@ pub enum FailureReason {
     InsufficientBalance,
     /// FAILURE_REASON_CANCELED.
     Canceled,
+}
+
+/// How a held payment goes on (see [`SimNode::hold_payments`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Release {
+    /// Its HTLCs go on to the payee, which settles them (the payment SUCCEEDS) or refuses them
+    /// as it would have at once (an invoice cancelled or expired meanwhile: FAILED,
+    /// INCORRECT_PAYMENT_DETAILS).
+    Forward,
+    /// Its HTLCs fail on the way back: FAILED with this reason, nothing moved.
+    Fail(FailureReason),
 }
 
 /// What can go wrong building, starting or controlling a simulated network.
@@ -180,18 +202,44 @@ pub(crate) struct Shared {
     pub(crate) clock_offset_secs: AtomicI64,
     pub(crate) timer: TimerHandle,
     pub(crate) version: String,
+    /// The minor version (LND 0.MINOR): what the node serves and how it checks.
+    pub(crate) minor: u32,
+    /// Signalled whenever a node starts holding a payment.
+    pub(crate) held_changed: Condvar,
+}
+
+/// The minor number of an LND version string ("0.20.3-beta commit=..." is 20).
+fn lnd_minor(version: &str) -> Option<u32> {
+    let mut numbers = version
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|part| !part.is_empty())
+        .map(|part| part.parse::<u32>().ok());
+    match (numbers.next()??, numbers.next()??) {
+        (0, minor) => Some(minor),
+        _ => None,
+    }
 }
 
 impl Shared {
-    /// Whether the reported LND version has `DeleteCanceledInvoice` (0.20 and later).
+    /// Whether the node has `DeleteCanceledInvoice` (LND 0.20 and later).
     pub(crate) fn serves_delete_canceled_invoice(&self) -> bool {
-        let mut numbers = self
-            .version
-            .split(|c: char| !c.is_ascii_digit())
-            .filter_map(|part| part.parse::<u32>().ok());
-        let major = numbers.next().unwrap_or(0);
-        let minor = numbers.next().unwrap_or(0);
-        (major, minor) >= (0, 20)
+        self.minor >= 20
+    }
+
+    /// Whether the node has the payment calls LND 0.21 removed: `lnrpc.Lightning/SendPayment`
+    /// (bidirectional) and `SendPaymentSync`.
+    pub(crate) fn serves_legacy_payments(&self) -> bool {
+        self.minor <= 20
+    }
+
+    /// The smallest final CLTV delta AddInvoice accepts (`routing.MinCLTVDelta`): 24 from LND
+    /// 0.21 on, 18 before.
+    pub(crate) fn min_cltv_delta(&self) -> u64 {
+        if self.minor >= 21 {
+            24
+        } else {
+            18
+        }
     }
 
     fn now_duration(&self) -> Duration {
@@ -235,6 +283,7 @@ pub struct SimNetworkBuilder {
     fully_connected: Option<(u64, ChannelPolicy)>,
     base_port: Option<u16>,
     version: Option<String>,
+    accept_keysend: Vec<String>,
 }
 
 impl SimNetworkBuilder {
@@ -245,7 +294,8 @@ impl SimNetworkBuilder {
     }
 
     /// Opens a channel of `capacity_sat` between two declared nodes, each side holding half
-    /// the capacity; both directions forward with `policy`.
+    /// the capacity; both directions forward with `policy`. `a` opens it, so `a` pays the
+    /// commitment fee and the anchors (3 470 sat) out of its half, as an LND opener does.
     pub fn channel(mut self, a: &str, b: &str, capacity_sat: u64, policy: ChannelPolicy) -> Self {
         self.channels.push(ChannelSpec {
             a: a.to_string(),
@@ -257,8 +307,9 @@ impl SimNetworkBuilder {
         self
     }
 
-    /// Like [`channel`](Self::channel), with `a` holding `a_balance_sat` of the capacity and
-    /// `b` the rest (a channel as its opener funded it: all on one side).
+    /// Like [`channel`](Self::channel), with `a` (the opener) funding `a_balance_sat` of the
+    /// capacity and `b` the rest: a channel as its opener funded it is all on `a`'s side. The
+    /// opener's share must cover the commitment fee and anchors (3 470 sat).
     pub fn channel_with_balance(
         mut self,
         a: &str,
@@ -290,10 +341,28 @@ impl SimNetworkBuilder {
         self
     }
 
-    /// The version GetInfo reports (default [`DEFAULT_LND_VERSION`]). Below 0.20 the nodes
-    /// do not serve DeleteCanceledInvoice (UNIMPLEMENTED), as LND before 0.20 does not.
+    /// The LND version the nodes play and GetInfo reports (default [`DEFAULT_LND_VERSION`]):
+    /// `"0.20"`, `"0.20.3"` (reported as `0.20.3-beta commit=sim`) or a full version string,
+    /// from 0.18 to 0.21. As LND: before 0.20 there is no DeleteCanceledInvoice
+    /// (UNIMPLEMENTED); up to 0.20 the nodes serve the bidirectional `SendPayment` and
+    /// `SendPaymentSync`, which 0.21 answers UNIMPLEMENTED; AddInvoice's smallest final CLTV
+    /// delta is 18 before 0.21 and 24 from it.
     pub fn lnd_version(mut self, version: &str) -> Self {
-        self.version = Some(version.to_string());
+        let version = version.trim();
+        let bare = version.chars().all(|c| c.is_ascii_digit() || c == '.');
+        self.version = Some(match version.matches('.').count() {
+            1 if bare => format!("{version}.0-beta commit=sim"),
+            2 if bare => format!("{version}-beta commit=sim"),
+            _ => version.to_string(),
+        });
+        self
+    }
+
+    /// Makes `node` accept keysend payments, as LND's `--accept-keysend` (off by default: a
+    /// keysend to a node without it fails with INCORRECT_PAYMENT_DETAILS, and its GetInfo lacks
+    /// feature bit 55). See also [`SimNode::set_accept_keysend`].
+    pub fn accept_keysend(mut self, node: &str) -> Self {
+        self.accept_keysend.push(node.to_string());
         self
     }
 
@@ -337,29 +406,28 @@ impl SimNetworkBuilder {
                         self.nodes[a], self.nodes[b]
                     )));
                 }
-                let capacity_msat = capacity_sat * 1000;
-                let a_msat = match a_balance_sat {
-                    None => capacity_msat / 2,
-                    Some(sat) if sat <= capacity_sat => sat * 1000,
-                    Some(sat) => {
-                        return Err(SimError::InvalidChannel(format!(
-                            "{:?} cannot hold {sat} sat of a {capacity_sat} sat channel",
-                            self.nodes[a]
-                        )))
-                    }
-                };
-                Ok(Channel {
-                    // A short channel id as LND writes it: block height, transaction index and
-                    // output index packed into 24, 24 and 16 bits.
-                    chan_id: (u64::from(network::BLOCK_HEIGHT - 100) << 40)
-                        | ((index as u64 + 1) << 16),
-                    nodes: [a, b],
-                    capacity_sat,
-                    balance_msat: [a_msat, capacity_msat - a_msat],
-                    policy: [policy, policy],
-                    sent_msat: [0, 0],
-                    num_updates: 0,
-                })
+                let a_sat = a_balance_sat.unwrap_or(capacity_sat / 2);
+                if a_sat > capacity_sat {
+                    return Err(SimError::InvalidChannel(format!(
+                        "{:?} cannot hold {a_sat} sat of a {capacity_sat} sat channel",
+                        self.nodes[a]
+                    )));
+                }
+                // A short channel id as LND writes it: block height, transaction index and
+                // output index packed into 24, 24 and 16 bits.
+                let chan_id =
+                    (u64::from(network::BLOCK_HEIGHT - 100) << 40) | ((index as u64 + 1) << 16);
+                Channel::open(chan_id, [a, b], capacity_sat, a_sat * 1000, policy).ok_or_else(
+                    || {
+                        SimError::InvalidChannel(format!(
+                            "{:?} opens the channel to {:?} with {a_sat} sat, less than the \
+                             commitment fee and anchors it pays ({} sat)",
+                            self.nodes[a],
+                            self.nodes[b],
+                            network::opening_cost_sat()
+                        ))
+                    },
+                )
             })
             .collect()
     }
@@ -384,6 +452,26 @@ impl SimNetworkBuilder {
             }
         }
         let channels = self.channel_list()?;
+        let version = self
+            .version
+            .clone()
+            .unwrap_or_else(|| DEFAULT_LND_VERSION.to_string());
+        let minor = lnd_minor(&version)
+            .filter(|minor| SUPPORTED_LND_MINORS.contains(minor))
+            .ok_or_else(|| {
+                SimError::InvalidConfig(format!(
+                    "LND version {version:?}: the simulator plays LND 0.18 to 0.21"
+                ))
+            })?;
+        let mut ledger = Ledger::new(self.nodes.len(), channels);
+        for name in &self.accept_keysend {
+            let index = self
+                .nodes
+                .iter()
+                .position(|node| node == name)
+                .ok_or_else(|| SimError::UnknownNode(name.clone()))?;
+            ledger.nodes[index].accept_keysend = true;
+        }
         let secp = Secp256k1::new();
         let mut identities = Vec::with_capacity(self.nodes.len());
         let mut macaroons = Vec::with_capacity(self.nodes.len());
@@ -414,16 +502,16 @@ impl SimNetworkBuilder {
         let shared = Arc::new(Shared {
             identities,
             macaroons,
-            ledger: Mutex::new(Ledger::new(node_count, channels)),
+            ledger: Mutex::new(ledger),
             latency: (0..node_count)
                 .map(|_| Mutex::new(Duration::ZERO))
                 .collect(),
             secp,
             clock_offset_secs: AtomicI64::new(0),
             timer: timer.handle(),
-            version: self
-                .version
-                .unwrap_or_else(|| DEFAULT_LND_VERSION.to_string()),
+            version,
+            minor,
+            held_changed: Condvar::new(),
         });
 
         let (stopped_sender, stopped) = crossbeam_channel::unbounded();
@@ -478,7 +566,8 @@ pub struct SimNetwork {
     shut_down: AtomicBool,
 }
 
-/// One channel's balances, for conservation checks.
+/// One channel's balances, for conservation checks: `balance_a_msat + balance_b_msat +
+/// in_flight_msat + opening_cost_msat` is always the capacity.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChannelBalance {
     /// The short channel id, as ListChannels reports it.
@@ -489,10 +578,14 @@ pub struct ChannelBalance {
     pub node_b: String,
     /// The channel's capacity.
     pub capacity_sat: u64,
-    /// What `node_a` holds.
+    /// What `node_a` holds on the commitment (HTLCs in flight not included).
     pub balance_a_msat: u64,
-    /// What `node_b` holds.
+    /// What `node_b` holds on the commitment.
     pub balance_b_msat: u64,
+    /// HTLCs in flight over the channel, both ways.
+    pub in_flight_msat: u64,
+    /// The commitment fee and anchors `node_a` paid when it opened the channel (3 470 sat).
+    pub opening_cost_msat: u64,
 }
 
 impl SimNetwork {
@@ -524,18 +617,28 @@ impl SimNetwork {
                 capacity_sat: channel.capacity_sat,
                 balance_a_msat: channel.balance_msat[0],
                 balance_b_msat: channel.balance_msat[1],
+                in_flight_msat: channel.in_flight_msat(),
+                opening_cost_msat: network::opening_cost_sat() * 1000,
             })
             .collect()
     }
 
-    /// The sum of every balance in every channel; payments never change it.
+    /// What the nodes own in all channels together: every balance plus every HTLC in flight.
+    /// Payments never change it; only the channels' capacities less their opening costs.
     pub fn total_balance_msat(&self) -> u64 {
         let ledger = self.shared.ledger.lock();
         ledger
             .channels
             .iter()
-            .map(|channel| channel.balance_msat[0] + channel.balance_msat[1])
+            .map(|channel| {
+                channel.balance_msat[0] + channel.balance_msat[1] + channel.in_flight_msat()
+            })
             .sum()
+    }
+
+    /// The LND version the nodes play, as GetInfo reports it.
+    pub fn lnd_version(&self) -> &str {
+        &self.shared.version
     }
 
     /// Moves the network's clock forward (for expiry tests without waiting). Invoices made
@@ -639,7 +742,9 @@ impl SimNode {
         hex::encode(self.macaroon())
     }
 
-    /// The sum of this node's local balances over all its channels.
+    /// The sum of this node's balances on its channels' commitments, as LND's ChannelBalance
+    /// reports them (what the node opened is net of the commitment fee and anchors; HTLCs in
+    /// flight are not included).
     pub fn local_balance_msat(&self) -> u64 {
         let ledger = self.shared.ledger.lock();
         ledger.adjacency[self.index]
@@ -702,6 +807,112 @@ impl SimNode {
             .ledger
             .lock()
             .force_failures(self.index, count, reason);
+    }
+
+    /// What this node's next payment can carry over all its channels together, reserves and
+    /// fee buffers kept back: a payment above it fails with INSUFFICIENT_BALANCE.
+    pub fn spendable_msat(&self) -> u64 {
+        self.shared.ledger.lock().spendable_msat(self.index)
+    }
+
+    /// LND's `--accept-keysend`: whether keysend payments to this node are accepted (default
+    /// off, or as [`SimNetworkBuilder::accept_keysend`] set it). GetInfo's feature 55 follows.
+    pub fn set_accept_keysend(&self, accept: bool) {
+        self.shared.ledger.lock().nodes[self.index].accept_keysend = accept;
+    }
+
+    /// Whether keysend payments to this node are accepted.
+    pub fn accepts_keysend(&self) -> bool {
+        self.shared.ledger.lock().nodes[self.index].accept_keysend
+    }
+
+    /// While `hold` is true, the payments this node sends stop IN_FLIGHT once routed: their
+    /// HTLCs are locked on every hop of the route (the sender's balance is down, nothing has
+    /// reached the payee, whose invoice stays OPEN), as when a hop downstream is slow. They stay
+    /// so, whatever their timeout — LND never abandons an HTLC in flight — until
+    /// [`release_held_payments`](Self::release_held_payments) or
+    /// [`release_held_payment`](Self::release_held_payment); a second payment of the same hash
+    /// meanwhile is refused with "payment is in transition". Turning it off releases nothing.
+    pub fn hold_payments(&self, hold: bool) {
+        self.shared.ledger.lock().nodes[self.index].holding = hold;
+    }
+
+    /// The payment hashes this node's held payments are for, oldest first.
+    pub fn held_payments(&self) -> Vec<[u8; 32]> {
+        self.shared.ledger.lock().held_payments(self.index)
+    }
+
+    /// Waits until this node holds at least `count` payments (see
+    /// [`hold_payments`](Self::hold_payments)) and returns their hashes, or `None` if `timeout`
+    /// passes first.
+    pub fn wait_for_held_payments(&self, count: usize, timeout: Duration) -> Option<Vec<[u8; 32]>> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut ledger = self.shared.ledger.lock();
+        loop {
+            let held = ledger.held_payments(self.index);
+            if held.len() >= count {
+                return Some(held);
+            }
+            if self
+                .shared
+                .held_changed
+                .wait_until(&mut ledger, deadline)
+                .timed_out()
+            {
+                return None;
+            }
+        }
+    }
+
+    /// Lets the held payment for `payment_hash` go on as `release` says; false if this node
+    /// holds none for that hash.
+    pub fn release_held_payment(&self, payment_hash: &[u8; 32], release: Release) -> bool {
+        let (now, now_ns) = (self.shared.now(), self.shared.now_ns());
+        let released =
+            self.shared
+                .ledger
+                .lock()
+                .release(self.index, Some(payment_hash), release, now, now_ns);
+        released > 0
+    }
+
+    /// Lets every payment this node holds go on as `release` says; returns how many.
+    pub fn release_held_payments(&self, release: Release) -> usize {
+        let (now, now_ns) = (self.shared.now(), self.shared.now_ns());
+        self.shared
+            .ledger
+            .lock()
+            .release(self.index, None, release, now, now_ns)
+    }
+
+    /// Breaks the SendPaymentV2 streams of this node's next `count` payments once they are
+    /// dispatched: the client gets the first update (unless it asked for none in flight) and
+    /// then the stream fails with UNAVAILABLE, while the node completes the payment as it would
+    /// have — the case where a client cannot tell whether it paid, and must track.
+    pub fn break_next_payment_streams(&self, count: usize) {
+        self.shared.ledger.lock().nodes[self.index]
+            .stream_breaks
+            .send += count;
+    }
+
+    /// Breaks this node's next `count` TrackPaymentV2 streams after their first update
+    /// (UNAVAILABLE); the payment is not affected.
+    pub fn break_next_track_streams(&self, count: usize) {
+        self.shared.ledger.lock().nodes[self.index]
+            .stream_breaks
+            .track += count;
+    }
+
+    /// Breaks this node's next SubscribeInvoices stream once it has delivered `events` events
+    /// (at least one), backlog included: it fails with UNAVAILABLE, as when the connection to
+    /// LND drops in the middle of a replay.
+    pub fn break_next_invoice_stream_after(&self, events: usize) {
+        let now = self.shared.now();
+        self.shared
+            .ledger
+            .lock()
+            .invoices(self.index, now)
+            .break_next_stream_after(events);
     }
 
     /// Builds, binds and starts the node's server; returns the bound port.
