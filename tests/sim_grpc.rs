@@ -770,8 +770,9 @@ fn a_network_that_makes_no_sense_is_refused() {
             .channel_with_balance("a", "b", 10_000, 3_469, policy)
     )
     .contains("less than the commitment fee and anchors it pays (3470 sat)"));
-    assert!(refused(SimNetwork::builder().node("a").lnd_version("0.17.4")).contains("0.18 to 0.21"));
+    assert!(
+        refused(SimNetwork::builder().node("a").lnd_version("0.17.4")).contains("0.18 to 0.21")
+    );
     assert!(refused(SimNetwork::builder().node("a").lnd_version("1.0")).contains("0.18 to 0.21"));
     assert!(refused(SimNetwork::builder().node("a").accept_keysend("z")).contains("no node called"));
 }
-

@@ -159,7 +159,10 @@ impl Lnd {
 }
 
 pub fn next(stream: &mut Stream<lightning::Invoice>) -> lightning::Invoice {
-    stream.next().expect("an invoice event").expect("no stream error")
+    stream
+        .next()
+        .expect("an invoice event")
+        .expect("no stream error")
 }
 
 pub fn status(error: grpcio::Error) -> grpcio::RpcStatus {
