@@ -414,6 +414,12 @@ impl Settlement {
                 session.pubkey = Some(announced);
             }
         }
+        drop(peers);
+        // A peer that announces itself is ready for ours, if it refused it before.
+        let _ = self
+            .shared
+            .refill
+            .send(refiller::Command::Announced(account.to_owned()));
         Ok(())
     }
 

@@ -6,6 +6,11 @@
 //! replaced at once; one about to expire is replaced before it does. Nothing is made for a peer
 //! that is gone. Each invoice is recorded (with its account) before it is sent, so a payment to
 //! it is always credited to the right account, after a restart too.
+//!
+//! A peer may refuse our `peeringRequest` just after it connected: the JS plugin's client
+//! answers a BTP Error ("Account peer is not yet loaded") to what arrives before its own connect
+//! handler has run. A refused greeting is sent again as soon as the peer sends its own
+//! `peeringRequest` (it is ready then), else after a backoff, as long as the peer is connected.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -25,6 +30,8 @@ pub(crate) enum Command {
     Connected(String),
     /// It disconnected.
     Disconnected(String),
+    /// It sent its `peeringRequest`: it takes ours now if it refused it before.
+    Announced(String),
     /// One of its invoices was paid.
     Paid(String),
     /// Stop.
@@ -33,12 +40,31 @@ pub(crate) enum Command {
 
 /// How long to wait before trying again to make an invoice for a peer when the node failed.
 const RETRY: Duration = Duration::from_secs(2);
+/// The longest wait between greetings a connected peer keeps refusing (a peer without
+/// settlement refuses every one).
+const GREET_RETRY_MAX: Duration = Duration::from_secs(60);
 
 struct Peer {
+    /// Whether it took our `peeringRequest`; no invoice is sent before.
+    greeted: bool,
+    /// How long to wait before greeting again after the next refusal.
+    greet_backoff: Duration,
     /// Our invoices this peer holds: hash and expiry (Unix seconds).
     holds: Vec<(PaymentHash, u64)>,
-    /// Set when the node failed to make an invoice: try again then.
+    /// Set when the node failed to make an invoice or the peer refused our greeting: try again
+    /// then.
     retry_at: Option<Instant>,
+}
+
+impl Peer {
+    fn new() -> Peer {
+        Peer {
+            greeted: false,
+            greet_backoff: RETRY,
+            holds: Vec::new(),
+            retry_at: None,
+        }
+    }
 }
 
 pub(crate) fn run(shared: &Shared, commands: &Receiver<Command>) {
@@ -59,13 +85,16 @@ pub(crate) fn run(shared: &Shared, commands: &Receiver<Command>) {
         match command {
             Some(Command::Stop) => return,
             Some(Command::Connected(account)) => {
-                if let Some(peer) = greet(shared, &account) {
-                    peers.insert(account.clone(), peer);
-                    top_up(shared, &account, &mut peers);
-                }
+                peers.insert(account.clone(), Peer::new());
+                greet_and_top_up(shared, &account, &mut peers);
             }
             Some(Command::Disconnected(account)) => {
                 peers.remove(&account);
+            }
+            Some(Command::Announced(account)) => {
+                if peers.get(&account).is_some_and(|peer| !peer.greeted) {
+                    greet_and_top_up(shared, &account, &mut peers);
+                }
             }
             Some(Command::Paid(account)) => {
                 if let Some(peer) = peers.get_mut(&account) {
@@ -113,19 +142,43 @@ fn next_wake(shared: &Shared, peers: &HashMap<String, Peer>) -> Option<Duration>
         .min()
 }
 
-/// Sends `peeringRequest`; the peer's session if it is still there.
-fn greet(shared: &Shared, account: &str) -> Option<Peer> {
-    let link = shared.link()?;
-    let pubkey = shared.own_pubkey()?.to_hex();
-    let entries = [ProtocolDataEntry::text(PEERING_REQUEST, &pubkey)];
-    if let Err(e) = link.send(account, &entries, shared.options.peer_timeout) {
-        log::warn!("settlement: cannot send peeringRequest to {account}: {e}");
-        return None;
+/// Sends `peeringRequest` to `account`'s peer, then its stock of invoices. A refused greeting
+/// is tried again when the peer announces itself or after a backoff.
+fn greet_and_top_up(shared: &Shared, account: &str, peers: &mut HashMap<String, Peer>) {
+    let Some(peer) = peers.get_mut(account) else {
+        return;
+    };
+    if !peer.greeted {
+        match greet(shared, account) {
+            Ok(()) => {
+                peer.greeted = true;
+                peer.retry_at = None;
+            }
+            Err(e) => {
+                log::warn!(
+                    "settlement: {account} refused our peeringRequest ({e}); sending it again \
+                     when it announces its node, or in {:?}",
+                    peer.greet_backoff
+                );
+                peer.retry_at = Some(Instant::now() + peer.greet_backoff);
+                peer.greet_backoff = (peer.greet_backoff * 2).min(GREET_RETRY_MAX);
+                return;
+            }
+        }
     }
-    Some(Peer {
-        holds: Vec::new(),
-        retry_at: None,
-    })
+    top_up(shared, account, peers);
+}
+
+/// Sends `peeringRequest`.
+fn greet(shared: &Shared, account: &str) -> Result<(), String> {
+    let link = shared.link().ok_or("settlement is stopping")?;
+    let pubkey = shared
+        .own_pubkey()
+        .ok_or("settlement is not running")?
+        .to_hex();
+    let entries = [ProtocolDataEntry::text(PEERING_REQUEST, &pubkey)];
+    link.send(account, &entries, shared.options.peer_timeout)
+        .map(|_| ())
 }
 
 fn send_invoice(shared: &Shared, account: &str, payment_request: &str) -> bool {
@@ -145,7 +198,7 @@ fn send_invoice(shared: &Shared, account: &str, payment_request: &str) -> bool {
 /// Brings `account`'s peer up to the stock: open invoices it may not hold yet first (after a
 /// reconnect it lost them), then new ones. A peer that stops answering is dropped.
 fn top_up(shared: &Shared, account: &str, peers: &mut HashMap<String, Peer>) {
-    let Some(peer) = peers.get_mut(account) else {
+    let Some(peer) = peers.get_mut(account).filter(|peer| peer.greeted) else {
         return;
     };
     if !fill(shared, account, peer) {
@@ -220,7 +273,7 @@ fn make_invoice(shared: &Shared, account: &str) -> Option<IssuedInvoice> {
     }
 }
 
-/// Replaces invoices about to expire, and retries top-ups that failed.
+/// Replaces invoices about to expire, and retries greetings and top-ups that failed.
 fn refresh(shared: &Shared, peers: &mut HashMap<String, Peer>) {
     let limit = unix_now() + shared.options.invoice_refresh.as_secs();
     let now = Instant::now();
@@ -234,6 +287,6 @@ fn refresh(shared: &Shared, peers: &mut HashMap<String, Peer>) {
         })
         .collect();
     for account in due {
-        top_up(shared, &account, peers);
+        greet_and_top_up(shared, &account, peers);
     }
 }
