@@ -430,6 +430,10 @@ impl Settlement {
                 session.pubkey = Some(announced);
             }
         }
+        drop(peers);
+        // A peer that announces itself is ready for ours, if it refused it before.
+        self.shared
+            .tell_refiller(refiller::Command::Announced(account.to_owned()));
         Ok(())
     }
 

@@ -9,7 +9,9 @@
 //!
 //! A peer that does not take a message (not reachable yet, slow, a failed node call) is tried
 //! again with a growing delay for as long as it stays connected: without our key and invoices
-//! it could never pay us.
+//! it could never pay us. A peer that refused our `peeringRequest` is greeted again at once when
+//! it sends its own: the JS plugin's client refuses what arrives before its connect handler ran
+//! ("Account peer is not yet loaded"), and its own greeting says it is ready.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -31,6 +33,8 @@ pub(crate) enum Command {
     Disconnected(String),
     /// One of its invoices was paid.
     Paid(String),
+    /// It sent its own `peeringRequest`: it is ready for ours now, if it refused it before.
+    Announced(String),
     /// Stop.
     Stop,
 }
@@ -95,6 +99,14 @@ pub(crate) fn run(shared: &Shared, commands: &Receiver<Command>) {
             }
             Some(Command::Disconnected(account)) => {
                 peers.remove(&account);
+            }
+            Some(Command::Announced(account)) => {
+                // The JS plugin's client answers "Account peer is not yet loaded" to what
+                // arrives before its connect handler ran; once it announces its node it is ready.
+                if let Some(peer) = peers.get_mut(&account).filter(|peer| !peer.greeted) {
+                    peer.succeeded();
+                    serve(shared, &account, peer);
+                }
             }
             Some(Command::Paid(account)) => {
                 if let Some(peer) = peers.get_mut(&account) {

@@ -5,11 +5,15 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ilp_plugin_lightning::lnd::sim::SimNetwork;
+use ilp_plugin_lightning::lnd::sim::{SimNetwork, SUPPORTED_LND_MINORS};
 
 const USAGE: &str = "  sim --nodes alice,bob[,...] --dir DIR [--port BASE] [--capacity SAT]
+      [--accept-keysend NODE[,NODE...]] [--lnd-version 0.18|0.19|0.20|0.21]
                      run simulated LND nodes (gRPC+TLS+macaroon), a funded channel between
-                     every pair; writes DIR/<node>/{tls.cert,admin.macaroon,node.json}";
+                     every pair; writes DIR/<node>/{tls.cert,admin.macaroon,node.json}.
+                     --accept-keysend: those nodes accept keysend (LND's --accept-keysend).
+                     --lnd-version: the LND the nodes play (default the newest, 0.21); 0.20
+                     and earlier also serve lnrpc SendPayment and SendPaymentSync";
 
 /// Default capacity of every channel, in satoshi.
 const DEFAULT_CAPACITY_SAT: u64 = 10_000_000;
@@ -19,6 +23,31 @@ struct Options {
     dir: PathBuf,
     base_port: Option<u16>,
     capacity_sat: u64,
+    accept_keysend: Vec<String>,
+    lnd_version: Option<String>,
+}
+
+/// A comma-separated list of node names; `flag` names the option in errors.
+fn node_list(flag: &str, text: &str) -> Result<Vec<String>, String> {
+    let list: Vec<String> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(str::to_string)
+        .collect();
+    if list.is_empty() {
+        return Err(format!("{flag} needs at least one name"));
+    }
+    if let Some(bad) = list.iter().find(|name| {
+        !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    }) {
+        return Err(format!(
+            "node name {bad:?} must be letters, digits, '-' or '_' (it names a directory)"
+        ));
+    }
+    Ok(list)
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -26,30 +55,34 @@ fn parse(args: &[String]) -> Result<Options, String> {
     let mut dir = None;
     let mut base_port = None;
     let mut capacity_sat = DEFAULT_CAPACITY_SAT;
+    let mut accept_keysend = Vec::new();
+    let mut lnd_version = None;
     let mut args = args.iter();
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
-            "--nodes" => {
-                let list: Vec<String> = value()?
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|name| !name.is_empty())
-                    .map(str::to_string)
-                    .collect();
-                if list.is_empty() {
-                    return Err("--nodes needs at least one name".to_string());
+            "--nodes" => nodes = Some(node_list(flag, value()?)?),
+            "--accept-keysend" => accept_keysend.extend(node_list(flag, value()?)?),
+            "--lnd-version" => {
+                let text = value()?;
+                let minor = text
+                    .strip_prefix("0.")
+                    .and_then(|rest| rest.split('.').next())
+                    .and_then(|minor| minor.parse::<u32>().ok());
+                match minor {
+                    Some(minor)
+                        if SUPPORTED_LND_MINORS.contains(&minor)
+                            && text.chars().all(|c| c.is_ascii_digit() || c == '.') =>
+                    {
+                        lnd_version = Some(text.clone())
+                    }
+                    _ => {
+                        return Err(format!(
+                            "--lnd-version {text:?}: the simulator plays LND 0.18 to 0.21 \
+                             (for example 0.20 or 0.20.3)"
+                        ))
+                    }
                 }
-                if let Some(bad) = list.iter().find(|name| {
-                    !name
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-                }) {
-                    return Err(format!(
-                        "node name {bad:?} must be letters, digits, '-' or '_' (it names a directory)"
-                    ));
-                }
-                nodes = Some(list);
             }
             "--dir" => dir = Some(PathBuf::from(value()?)),
             "--port" => {
@@ -74,11 +107,19 @@ fn parse(args: &[String]) -> Result<Options, String> {
             other => return Err(format!("unknown option {other:?}")),
         }
     }
+    let nodes = nodes.ok_or("--nodes is required")?;
+    if let Some(unknown) = accept_keysend.iter().find(|name| !nodes.contains(name)) {
+        return Err(format!(
+            "--accept-keysend names {unknown:?}, which is not in --nodes"
+        ));
+    }
     Ok(Options {
-        nodes: nodes.ok_or("--nodes is required")?,
+        nodes,
         dir: dir.ok_or("--dir is required")?,
         base_port,
         capacity_sat,
+        accept_keysend,
+        lnd_version,
     })
 }
 
@@ -102,6 +143,12 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
     }
     if let Some(base) = options.base_port {
         builder = builder.base_port(base);
+    }
+    for name in &options.accept_keysend {
+        builder = builder.accept_keysend(name);
+    }
+    if let Some(version) = &options.lnd_version {
+        builder = builder.lnd_version(version);
     }
     let network = match builder.start() {
         Ok(network) => network,

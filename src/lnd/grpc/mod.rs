@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use futures::future::{select, Either};
 use futures::StreamExt;
 use grpcio::{
-    CallOption, ChannelBuilder, ChannelCredentialsBuilder, Client, ClientSStreamReceiver,
+    CallOption, Channel, ChannelBuilder, ChannelCredentialsBuilder, Client, ClientSStreamReceiver,
     EnvBuilder, Environment, MetadataBuilder,
 };
 
@@ -59,6 +59,7 @@ use super::{
 /// blocks the calling thread only.
 pub struct GrpcLightning {
     client: Client,
+    channel: Channel,
     macaroon: MacaroonHex,
     call_timeout: Duration,
     target: String,
@@ -227,7 +228,8 @@ impl GrpcLightning {
         }
         let channel = builder.connect(&target);
         let node = GrpcLightning {
-            client: Client::new(channel),
+            client: Client::new(channel.clone()),
+            channel,
             macaroon,
             call_timeout: options.call_timeout,
             target,
@@ -247,6 +249,13 @@ impl GrpcLightning {
     /// The `host:port` dialled.
     pub fn target(&self) -> &str {
         &self.target
+    }
+
+    /// Waits until the connection to the node is up (after the node restarted, the channel
+    /// reconnects by itself with a backoff), at most `timeout`; false if it is not by then.
+    /// Nothing is sent: the macaroon is only checked by the next call.
+    pub fn wait_for_connection(&self, timeout: Duration) -> bool {
+        futures::executor::block_on(self.channel.wait_for_connected(timeout))
     }
 
     /// The node's balances over all its channels (ChannelBalance), in millisatoshi.

@@ -912,6 +912,7 @@ impl SimNode {
             .release(self.index, None, release, now, now_ns)
     }
 
+<<<<<<< HEAD
     /// Every payment this node has sent, oldest first, one per payment hash (a failed payment
     /// retried with its hash shows its latest attempt), as LND's ListPayments would list them.
     pub fn payments(&self) -> Vec<SentPayment> {
@@ -925,23 +926,31 @@ impl SimNode {
     /// dispatched: the client gets the first update (unless it asked for none in flight) and
     /// then the stream fails with UNAVAILABLE, while the node completes the payment as it would
     /// have — the case where a client cannot tell whether it paid, and must track.
+=======
+    /// Breaks the SendPaymentV2 streams of this node's next `count` payments once the node has
+    /// registered and dispatched them: the client's stream fails with UNAVAILABLE, while the
+    /// node completes the payment as it would have — the case where a client cannot tell
+    /// whether it paid, and must track.
+>>>>>>> js-settle
     pub fn break_next_payment_streams(&self, count: usize) {
         self.shared.ledger.lock().nodes[self.index]
             .stream_breaks
             .send += count;
     }
 
-    /// Breaks this node's next `count` TrackPaymentV2 streams after their first update
-    /// (UNAVAILABLE); the payment is not affected.
+    /// Breaks this node's next `count` TrackPaymentV2 streams of a known payment: they fail
+    /// with UNAVAILABLE; the payment is not affected. (A hash the node does not know still gets
+    /// NOT_FOUND.)
     pub fn break_next_track_streams(&self, count: usize) {
         self.shared.ledger.lock().nodes[self.index]
             .stream_breaks
             .track += count;
     }
 
-    /// Breaks this node's next SubscribeInvoices stream once it has delivered `events` events
-    /// (at least one), backlog included: it fails with UNAVAILABLE, as when the connection to
-    /// LND drops in the middle of a replay.
+    /// Breaks this node's next SubscribeInvoices stream once it has sent `events` events (at
+    /// least one), backlog included: it fails with UNAVAILABLE, as when the connection to LND
+    /// drops in the middle of a replay. As on a real connection, the client may not read the
+    /// last events sent before the failure (a grpcio client reports the failure first).
     pub fn break_next_invoice_stream_after(&self, events: usize) {
         let now = self.shared.now();
         self.shared

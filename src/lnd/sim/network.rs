@@ -883,22 +883,21 @@ impl Ledger {
         Ok(())
     }
 
-    /// The current state of a payment, for a TrackPaymentV2 whose stream is to break.
-    pub(crate) fn payment_snapshot(
+    /// TrackPaymentV2's check alone (for a stream that is to break): NOT_FOUND for a payment the
+    /// node never started.
+    pub(crate) fn check_payment_known(
         &self,
         node: usize,
         hash: &[u8; 32],
-    ) -> Result<lightning::Payment, RpcStatus> {
-        self.nodes[node]
-            .payments
-            .get(hash)
-            .map(|record| record.payment.clone())
-            .ok_or_else(|| {
-                RpcStatus::with_message(
-                    RpcStatusCode::NOT_FOUND,
-                    "payment isn't initiated".to_string(),
-                )
-            })
+    ) -> Result<(), RpcStatus> {
+        if self.nodes[node].payments.contains_key(hash) {
+            Ok(())
+        } else {
+            Err(RpcStatus::with_message(
+                RpcStatusCode::NOT_FOUND,
+                "payment isn't initiated".to_string(),
+            ))
+        }
     }
 
     /// Takes the next forced failure of the sender, if any.

@@ -557,13 +557,9 @@ impl Api {
             };
             let begun = ledger.begin_payment(&intent, watcher, self.shared.now_ns());
             if begun.is_ok() && broken {
-                // The client gets what a watcher would have had so far, then the error; the
-                // payment goes on without it.
-                if let Ok(payment) = ledger.payment_snapshot(self.node, &intent.hash) {
-                    if !intent.no_inflight_updates {
-                        let _ = sender.unbounded_send(Ok(payment));
-                    }
-                }
+                // The payment is registered and goes on without its stream. (An update sent
+                // just before the error would be lost anyway: a grpcio client reports a failed
+                // call before the messages it has not read yet.)
                 let _ = sender.unbounded_send(Err(broken_stream("payment")));
             }
             begun
@@ -619,8 +615,7 @@ impl Api {
             let breaks = &mut ledger.nodes[self.node].stream_breaks.track;
             if *breaks > 0 {
                 *breaks -= 1;
-                ledger.payment_snapshot(self.node, &hash).map(|payment| {
-                    let _ = sender.unbounded_send(Ok(payment));
+                ledger.check_payment_known(self.node, &hash).map(|()| {
                     let _ = sender.unbounded_send(Err(broken_stream("payment tracking")));
                 })
             } else {
