@@ -1,0 +1,5 @@
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    ilp_plugin_lightning_fuzz::lnd_invoice(data);
+});
