@@ -3,7 +3,7 @@
 //! own bodies (`tests/fuzz/src/lib.rs`, included here, not copied), and the reference vectors
 //! the corpus was seeded from checked to be in it and to get the answer they should.
 //!
-//! `tests/fuzz/run.sh` runs the fuzzers themselves (cargo-fuzz, libFuzzer).
+//! `tests/fuzz/run.sh` runs the fuzzers themselves (libFuzzer).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -125,12 +125,15 @@ fn corpus_and_crash_inputs_replay_without_a_panic() {
     }
 }
 
+/// One seed: its file name, its bytes, and the outcome it must get.
+type Seed = (String, Vec<u8>, Outcome);
+
 /// The seeds: reference vectors (tests/vectors, shared/reference/interledger.md) and LND
 /// answers shaped as LND sends them, by target, with the outcome each must get. They are
 /// committed in the corpus as `seed-<name>`.
-fn seeds() -> BTreeMap<&'static str, Vec<(String, Vec<u8>, Outcome)>> {
+fn seeds() -> BTreeMap<&'static str, Vec<Seed>> {
     use Outcome::{Accepted, Rejected};
-    let mut seeds: BTreeMap<&str, Vec<(String, Vec<u8>, Outcome)>> = BTreeMap::new();
+    let mut seeds: BTreeMap<&str, Vec<Seed>> = BTreeMap::new();
     let mut add = |target: &'static str, name: &str, bytes: Vec<u8>, outcome: Outcome| {
         seeds
             .entry(target)

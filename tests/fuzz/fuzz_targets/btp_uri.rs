@@ -1,5 +1,4 @@
+//! libFuzzer entry point: see src/lib.rs.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    ilp_plugin_lightning_fuzz::btp_uri(data);
-});
+ilp_plugin_lightning_fuzz::fuzz_target!(btp_uri);

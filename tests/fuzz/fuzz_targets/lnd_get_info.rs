@@ -1,5 +1,4 @@
+//! libFuzzer entry point: see src/lib.rs.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    ilp_plugin_lightning_fuzz::lnd_get_info(data);
-});
+ilp_plugin_lightning_fuzz::fuzz_target!(lnd_get_info);

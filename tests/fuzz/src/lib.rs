@@ -1,5 +1,5 @@
 //! The bodies of the fuzz targets: every parser a BTP peer or an LND node can feed, each given
-//! arbitrary bytes. One definition serves twice: the cargo-fuzz binaries in `fuzz_targets/`
+//! arbitrary bytes. One definition serves twice: the libFuzzer binaries in `fuzz_targets/`
 //! call these functions, and the main crate's `tests/fuzz_corpus.rs` includes this file to
 //! replay the committed corpus and crash files through them under `cargo test`.
 //!
@@ -15,6 +15,27 @@ use ilp_plugin_lightning::lnd::proto::lightning;
 use ilp_plugin_lightning::lnd::{InvoiceCursor, PaymentHash, PaymentStatus};
 use protobuf::Message as _;
 
+/// Defines libFuzzer's entry point, `LLVMFuzzerTestOneInput`, for one target of this file. A
+/// panic cannot unwind out of it: the process aborts, and libFuzzer reports the crash and saves
+/// the input.
+#[macro_export]
+macro_rules! fuzz_target {
+    ($target:ident) => {
+        /// Called by libFuzzer with each input.
+        #[no_mangle]
+        pub extern "C" fn LLVMFuzzerTestOneInput(data: *const u8, size: usize) -> i32 {
+            let input: &[u8] = if size == 0 || data.is_null() {
+                &[]
+            } else {
+                // SAFETY: libFuzzer passes `size` readable bytes at `data`, alive for the call.
+                unsafe { ::std::slice::from_raw_parts(data, size) }
+            };
+            $crate::$target(input);
+            0
+        }
+    };
+}
+
 /// What a target made of its input: the replay test checks that a target's corpus reaches both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -27,7 +48,7 @@ pub enum Outcome {
 /// A target body.
 pub type Target = fn(&[u8]) -> Outcome;
 
-/// Every target, by the name of its cargo-fuzz binary and corpus folder.
+/// Every target, by the name of its fuzz binary and corpus folder.
 pub const TARGETS: &[(&str, Target)] = &[
     ("ilp_packet", ilp_packet),
     ("ildcp", ildcp),
