@@ -93,7 +93,8 @@ for target in "${targets[@]}"; do
     rm -rf "$merged"
     mkdir -p "$merged"
     find "$corpus" -maxdepth 1 -name 'seed-*' -exec cp {} "$merged/" \;
-    "$binary" -merge=1 -max_len=4096 "$merged" "$corpus" "$work" >>"$log" 2>&1
+    # Edges, not hit counts: keeps every edge covered with far fewer files.
+    "$binary" -merge=1 -use_counters=0 -max_len=4096 "$merged" "$corpus" "$work" >>"$log" 2>&1
     rm -rf "$corpus"
     mv "$merged" "$corpus"
     echo "  corpus/$target: $(find "$corpus" -type f | wc -l) files, $(du -sk "$corpus" | cut -f1) KiB"
