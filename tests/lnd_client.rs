@@ -650,6 +650,25 @@ fn connection_errors_are_typed() {
     assert!(matches!(err, LndError::Timeout(_)), "{err}");
     assert_eq!(err.payment_certainty(), PaymentCertainty::Unknown);
 
+    // A node whose wallet is locked (LND after a restart): not ready, a transient error; a
+    // payment refused so is still of unknown outcome, by the rule that words never decide it.
+    sim_alice.set_wallet_locked(true);
+    let err = alice.node_info().unwrap_err();
+    assert!(matches!(err, LndError::NotReady(_)), "{err}");
+    assert!(err.is_transient());
+    let bob = connect(sim_bob);
+    let invoice = bob.add_invoice(Duration::from_secs(600), None).unwrap();
+    let err = alice
+        .pay_invoice(&invoice.payment_request, 1_000, limits())
+        .unwrap_err();
+    assert!(matches!(err, LndError::NotReady(_)), "{err}");
+    assert_eq!(err.payment_certainty(), PaymentCertainty::Unknown);
+    sim_alice.set_wallet_locked(false);
+    assert!(matches!(
+        alice.track_payment(&invoice.payment_hash, Duration::ZERO),
+        Err(LndError::NotFound(_))
+    ));
+
     // A node that goes away and comes back.
     sim_alice.set_offline(true).unwrap();
     let err = alice.node_info().unwrap_err();

@@ -204,7 +204,8 @@ fn an_invoice_stream_breaks_after_its_events_and_resumes() {
     from.settle_index = 0;
     let mut stream = bob.stream(&methods::SUBSCRIBE_INVOICES, &from);
     // Three events are sent, then the failure; a grpcio client may report the failure before
-    // reading the last of them, as when a connection drops.
+    // the last of them (it hands them out afterwards, but a consumer stops at the error), as
+    // when a connection drops.
     let mut seen = Vec::new();
     let failure = loop {
         match stream.next().expect("the stream fails rather than ends") {
@@ -214,7 +215,7 @@ fn an_invoice_stream_breaks_after_its_events_and_resumes() {
     };
     assert_eq!(failure.code(), RpcStatusCode::UNAVAILABLE);
     assert_eq!(seen, [2, 3, 4][..seen.len()]);
-    assert!(stream.next().is_none());
+    drop(stream);
     // Resumed from what it saw: the rest of the backlog, then live events.
     from.add_index = seen.last().copied().unwrap_or(1);
     let mut resumed = bob.stream(&methods::SUBSCRIBE_INVOICES, &from);
@@ -223,4 +224,40 @@ fn an_invoice_stream_breaks_after_its_events_and_resumes() {
     }
     let fifth = bob.add_invoice("", 0, 0);
     assert_eq!(next(&mut resumed).r_hash, fifth.r_hash);
+}
+
+/// LND `rpcperms/interceptor.go` `checkRPCState`, run before the macaroon check: with the
+/// wallet locked (after a restart), every call is UNKNOWN "wallet locked, unlock it to enable
+/// full RPC access"; the node's channels stay up.
+#[test]
+fn a_locked_wallet_refuses_every_call_until_unlocked() {
+    let net = two_nodes();
+    let env = env();
+    let bob_node = net.node("bob").unwrap();
+    let alice = Lnd::connect(&env, net.node("alice").unwrap());
+    let bob = Lnd::connect(&env, bob_node);
+    let invoice = bob.add_invoice("", 0, 0);
+    bob_node.set_wallet_locked(true);
+    let locked = "wallet locked, unlock it to enable full RPC access";
+    let refused = bob
+        .call(&methods::GET_INFO, &lightning::GetInfoRequest::new())
+        .unwrap_err();
+    assert_eq!(
+        (refused.code(), refused.message()),
+        (RpcStatusCode::UNKNOWN, locked)
+    );
+    // Before the macaroon: a wrong one gets the same answer.
+    let stranger = Lnd::connect_with(&env, bob_node, "00".to_string());
+    let refused = stranger
+        .call(&methods::GET_INFO, &lightning::GetInfoRequest::new())
+        .unwrap_err();
+    assert_eq!(refused.message(), locked);
+    let refused = bob
+        .send(&pay_request(&invoice.payment_request, 1, 0))
+        .unwrap_err();
+    assert_eq!(refused.message(), locked);
+    // Paid meanwhile: its channels are up.
+    succeeded(&alice.pay(&invoice.payment_request, 5, 0));
+    bob_node.set_wallet_locked(false);
+    assert_eq!(bob.lookup(&invoice.r_hash).unwrap().amt_paid_sat, 5);
 }

@@ -1,6 +1,6 @@
 // An LND client written in JavaScript (@grpc/grpc-js + @grpc/proto-loader on our proto/ files,
-// bolt11 for decoding) run against the simulator: proves that lnd::sim speaks LND's API to a
-// client that shares no code with ours.
+// bolt11 for decoding) run against `ilp-lightning sim`: proves that lnd::sim speaks LND's API to
+// a client that shares no code with ours.
 //
 // Usage: node interop.js <payee dir> <payer dir>
 // Each dir holds tls.cert (PEM), admin.macaroon (binary) and node.json
@@ -8,76 +8,18 @@
 // one line per check.
 'use strict';
 
-process.env.GRPC_SSL_CIPHER_SUITES = process.env.GRPC_SSL_CIPHER_SUITES || 'HIGH+ECDSA';
-
-const fs = require('fs');
-const path = require('path');
-const crypto = require('crypto');
-const grpc = require('@grpc/grpc-js');
-const protoLoader = require('@grpc/proto-loader');
 const bolt11 = require('bolt11');
+const lnd = require('./lnd');
 
-const PROTO_DIR = path.join(__dirname, '..', '..', 'proto');
-const DEADLINE_MS = 20000;
-
-function fail(message) {
-  console.error(`FAIL: ${message}`);
-  process.exit(1);
-}
-
-function check(condition, message) {
-  if (!condition) fail(message);
-  console.log(`ok: ${message}`);
-}
-
-function loadProtos() {
-  const options = { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true,
-    includeDirs: [PROTO_DIR] };
-  const definition = protoLoader.loadSync(
-    ['lightning.proto', 'routerrpc/router.proto', 'invoicesrpc/invoices.proto'], options);
-  return grpc.loadPackageDefinition(definition);
-}
-
-function connect(proto, dir) {
-  const info = JSON.parse(fs.readFileSync(path.join(dir, 'node.json'), 'utf8'));
-  const cert = fs.readFileSync(path.join(dir, 'tls.cert'));
-  const macaroon = fs.readFileSync(path.join(dir, 'admin.macaroon')).toString('hex');
-  const port = info.grpc.split(':').pop();
-  // The certificate names localhost; dial that name so the host check passes.
-  const target = `localhost:${port}`;
-  const macaroonCreds = grpc.credentials.createFromMetadataGenerator((_args, callback) => {
-    const metadata = new grpc.Metadata();
-    metadata.add('macaroon', macaroon);
-    callback(null, metadata);
-  });
-  const creds = grpc.credentials.combineChannelCredentials(
-    grpc.credentials.createSsl(cert), macaroonCreds);
-  return {
-    pubkey: info.pubkey,
-    lightning: new proto.lnrpc.Lightning(target, creds),
-    router: new proto.routerrpc.Router(target, creds),
-  };
-}
-
-function deadline() {
-  return new Date(Date.now() + DEADLINE_MS);
-}
-
-function unary(client, method, request) {
-  return new Promise((resolve, reject) => {
-    client[method](request, { deadline: deadline() }, (err, response) => {
-      if (err) reject(new Error(`${method}: ${err.code} ${err.details}`));
-      else resolve(response);
-    });
-  });
-}
+const { check, fail, unary, hex } = lnd;
 
 async function main() {
+  lnd.overallDeadline(100000);
   const [payeeDir, payerDir] = process.argv.slice(2);
   if (!payeeDir || !payerDir) fail('usage: node interop.js <payee dir> <payer dir>');
-  const proto = loadProtos();
-  const payee = connect(proto, payeeDir);
-  const payer = connect(proto, payerDir);
+  const proto = lnd.loadProtos();
+  const payee = lnd.connect(proto, payeeDir);
+  const payer = lnd.connect(proto, payerDir);
 
   // Identity.
   const info = await unary(payee.lightning, 'GetInfo', {});
@@ -85,41 +27,19 @@ async function main() {
   check(info.chains.length > 0 && info.chains[0].network === 'regtest',
     'GetInfo reports network regtest');
 
-  // Subscribe before creating the invoice, so that its add and settle both arrive live.
-  const events = [];
-  let onEvent = () => {};
-  const stream = payee.lightning.SubscribeInvoices({});
-  stream.on('data', (invoice) => { events.push(invoice); onEvent(); });
-  stream.on('error', (err) => {
-    if (err.code !== grpc.status.CANCELLED) fail(`SubscribeInvoices: ${err.code} ${err.details}`);
-  });
-  // SubscribeInvoices without indexes only delivers events that happen after the server has
-  // registered it: make marker invoices until one shows up on the stream.
-  const registered = await new Promise((resolve) => {
-    const giveUp = Date.now() + DEADLINE_MS;
-    const markers = new Set();
-    let done = false;
-    const finish = (ok) => { done = true; resolve(ok); };
-    onEvent = () => {
-      if (events.some((e) => markers.has(Buffer.from(e.r_hash).toString('hex')))) finish(true);
-    };
-    const makeMarker = async () => {
-      if (done) return;
-      if (Date.now() > giveUp) return finish(false);
-      const marker = await unary(payee.lightning, 'AddInvoice', { memo: 'marker', expiry: 60 });
-      markers.add(Buffer.from(marker.r_hash).toString('hex'));
-      onEvent();
-      if (!done) setTimeout(makeMarker, 250);
-    };
-    makeMarker().catch((err) => fail(err.message));
-  });
-  check(registered, 'SubscribeInvoices streams live add events');
-  onEvent = () => {};
+  // Subscribe from the add index of a first invoice: the backlog brings the second back, which
+  // proves the subscription is registered before anything else happens.
+  const first = await unary(payee.lightning, 'AddInvoice', { memo: 'first', expiry: 600 });
+  const second = await unary(payee.lightning, 'AddInvoice', { memo: 'second', expiry: 600 });
+  const stream = lnd.subscribe(payee, { add_index: first.add_index, settle_index: '0' });
+  await stream.waitFor((events) => events.some((e) => hex(e.r_hash) === hex(second.r_hash)),
+    'backlog event');
+  check(true, 'SubscribeInvoices replays the adds after its add index');
 
   // Invoice, decoded independently.
   const memo = 'js interop';
   const added = await unary(payee.lightning, 'AddInvoice', { memo, expiry: 600 });
-  const hashHex = Buffer.from(added.r_hash).toString('hex');
+  const hashHex = hex(added.r_hash);
   check(hashHex.length === 64, 'AddInvoice returns a 32-byte r_hash');
   const decoded = bolt11.decode(added.payment_request);
   check(decoded.payeeNodeKey === payee.pubkey, 'bolt11 payee is the node pubkey');
@@ -131,45 +51,28 @@ async function main() {
 
   // Payment from the other node over SendPaymentV2.
   const amountMsat = 21000;
-  const payment = await new Promise((resolve, reject) => {
-    let last = null;
-    const call = payer.router.SendPaymentV2({
-      payment_request: added.payment_request,
-      amt_msat: String(amountMsat),
-      fee_limit_msat: '100000',
-      timeout_seconds: 30,
-    }, { deadline: deadline() });
-    call.on('data', (update) => { last = update; });
-    call.on('error', (err) => reject(new Error(`SendPaymentV2: ${err.code} ${err.details}`)));
-    call.on('end', () => resolve(last));
+  const updates = await lnd.sendPaymentV2(payer, {
+    payment_request: added.payment_request,
+    amt_msat: String(amountMsat),
   });
-  check(payment !== null && payment.status === 'SUCCEEDED',
+  const payment = updates[updates.length - 1];
+  check(payment && payment.status === 'SUCCEEDED',
     `SendPaymentV2 ends SUCCEEDED (got ${payment && payment.status})`);
   const preimage = Buffer.from(payment.payment_preimage, 'hex');
-  check(crypto.createHash('sha256').update(preimage).digest('hex') === hashHex,
-    'sha256(preimage) is the payment hash');
+  check(lnd.sha256(preimage).toString('hex') === hashHex, 'sha256(preimage) is the payment hash');
 
-  // The settle event on the payee's stream.
-  const settled = await new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(null), DEADLINE_MS);
-    const look = () => {
-      const hit = events.find((e) => e.state === 'SETTLED'
-        && Buffer.from(e.r_hash).toString('hex') === hashHex);
-      if (hit) { clearTimeout(timer); resolve(hit); }
-    };
-    onEvent = look;
-    look();
-  });
-  check(settled !== null, 'SubscribeInvoices delivers the settle event');
+  // The add and settle events on the payee's stream.
+  const events = await stream.waitFor(
+    (all) => all.some((e) => e.state === 'SETTLED' && hex(e.r_hash) === hashHex),
+    'settle event');
+  const settled = events.find((e) => e.state === 'SETTLED' && hex(e.r_hash) === hashHex);
   check(String(settled.amt_paid_msat) === String(amountMsat),
     `the settled invoice shows amt_paid_msat ${amountMsat}`);
-  check(events.some((e) => e.state === 'OPEN' && Buffer.from(e.r_hash).toString('hex') === hashHex),
+  check(events.some((e) => e.state === 'OPEN' && hex(e.r_hash) === hashHex),
     'SubscribeInvoices delivered the add event first');
   stream.cancel();
-  payee.lightning.close();
-  payee.router.close();
-  payer.lightning.close();
-  payer.router.close();
+  payee.close();
+  payer.close();
   console.log('js interop: all checks passed');
 }
 

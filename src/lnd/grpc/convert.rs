@@ -14,7 +14,7 @@ fn non_negative(value: i64, what: &str) -> Result<u64, LndError> {
     u64::try_from(value).map_err(|_| LndError::BadResponse(format!("{what} is negative ({value})")))
 }
 
-pub(crate) fn node_info(info: &lightning::GetInfoResponse) -> Result<NodeInfo, LndError> {
+pub fn node_info(info: &lightning::GetInfoResponse) -> Result<NodeInfo, LndError> {
     let network = match info.chains.first() {
         Some(chain) => Network::from_lnd_name(&chain.network),
         // LND before 0.10 only had the (now deprecated) testnet flag.
@@ -29,7 +29,7 @@ pub(crate) fn node_info(info: &lightning::GetInfoResponse) -> Result<NodeInfo, L
     })
 }
 
-pub(crate) fn invoice(inv: &lightning::Invoice) -> Result<Invoice, LndError> {
+pub fn invoice(inv: &lightning::Invoice) -> Result<Invoice, LndError> {
     let state = match inv.state.enum_value() {
         Ok(lightning::invoice::InvoiceState::OPEN) => InvoiceState::Open,
         Ok(lightning::invoice::InvoiceState::SETTLED) => InvoiceState::Settled,
@@ -82,7 +82,7 @@ pub(crate) fn invoice(inv: &lightning::Invoice) -> Result<Invoice, LndError> {
     })
 }
 
-pub(crate) fn failure_reason(reason: lightning::PaymentFailureReason) -> FailureReason {
+pub fn failure_reason(reason: lightning::PaymentFailureReason) -> FailureReason {
     use lightning::PaymentFailureReason as R;
     match reason {
         R::FAILURE_REASON_TIMEOUT => FailureReason::Timeout,
@@ -98,7 +98,7 @@ pub(crate) fn failure_reason(reason: lightning::PaymentFailureReason) -> Failure
 
 /// One `lnrpc.Payment` update; `expected` is the hash we asked about, used when LND leaves the
 /// field empty and checked when it does not.
-pub(crate) fn payment(
+pub fn payment(
     p: &lightning::Payment,
     expected: Option<&PaymentHash>,
 ) -> Result<PaymentOutcome, LndError> {

@@ -29,7 +29,9 @@
 //! # }
 //! ```
 
-mod convert;
+// Public only for the fuzz targets (tests/fuzz), which feed it arbitrary LND answers.
+#[doc(hidden)]
+pub mod convert;
 pub mod options;
 mod status;
 

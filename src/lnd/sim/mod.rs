@@ -225,6 +225,8 @@ pub(crate) struct Shared {
     pub(crate) macaroons: Vec<Vec<u8>>,
     pub(crate) ledger: Mutex<Ledger>,
     pub(crate) latency: Vec<Mutex<Duration>>,
+    /// Per node: the wallet is locked (every call refused, as LND after a restart).
+    pub(crate) wallet_locked: Vec<AtomicBool>,
     pub(crate) secp: Secp256k1<All>,
     pub(crate) clock_offset_secs: AtomicI64,
     pub(crate) timer: TimerHandle,
@@ -533,6 +535,7 @@ impl SimNetworkBuilder {
             latency: (0..node_count)
                 .map(|_| Mutex::new(Duration::ZERO))
                 .collect(),
+            wallet_locked: (0..node_count).map(|_| AtomicBool::new(false)).collect(),
             secp,
             clock_offset_secs: AtomicI64::new(0),
             timer: timer.handle(),
@@ -834,6 +837,14 @@ impl SimNode {
             .ledger
             .lock()
             .force_failures(self.index, count, reason);
+    }
+
+    /// Locks or unlocks the node's wallet. While locked, every call is refused before its
+    /// macaroon is even checked, as LND refuses them after a restart until the wallet is
+    /// unlocked (`rpcperms/interceptor.go` `checkRPCState`: UNKNOWN, "wallet locked, unlock it to
+    /// enable full RPC access"). Its channels stay up: payments to it still arrive.
+    pub fn set_wallet_locked(&self, locked: bool) {
+        self.shared.wallet_locked[self.index].store(locked, Ordering::SeqCst);
     }
 
     /// What this node's next payment can carry over all its channels together, reserves and

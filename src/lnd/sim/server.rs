@@ -201,12 +201,19 @@ struct Api {
 }
 
 impl Api {
-    /// LND's macaroon check, with its texts and its status code (`rpcperms/interceptor.go` →
+    /// LND's checks before any call: the wallet unlocked, then the macaroon, with LND's texts
+    /// and status code (`rpcperms/interceptor.go` →
     /// `macaroons/service.go` `ValidateMacaroon`: plain Go errors, so UNKNOWN): exactly one
     /// `macaroon` header ("expected 1 macaroon, got 0"), hex (either case; Go's decoding
     /// errors), and this node's macaroon ("verification failed: signature mismatch after
     /// caveat verification").
     fn authenticate(&self, ctx: &RpcContext<'_>) -> Result<(), RpcStatus> {
+        // LND checks its state before the macaroon (`rpcperms/interceptor.go` `checkRPCState`).
+        if self.shared.wallet_locked[self.node].load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(unknown(
+                "wallet locked, unlock it to enable full RPC access",
+            ));
+        }
         let values: Vec<&[u8]> = ctx
             .request_headers()
             .iter()
