@@ -597,8 +597,15 @@ impl LightningPlugin {
         } else {
             self.start_settlement().and_then(|()| {
                 self.open_link()
-                    .map(|link| {
-                        *self.core.link.write() = Some(Arc::new(link));
+                    .and_then(|link| {
+                        let link = Arc::new(link);
+                        *self.core.link.write() = Some(link.clone());
+                        // Only now do connect events go out: settlement greets the peer as
+                        // soon as it hears of it, through this link.
+                        link.start_events(&self.core).inspect_err(|_| {
+                            self.core.link.write().take();
+                            link.close();
+                        })
                     })
                     .inspect_err(|_| self.stop_settlement())
             })

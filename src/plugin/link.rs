@@ -148,26 +148,12 @@ impl Link {
             }
         };
         *core.own_address.write() = Some(info.client_address);
-        let (stop, thread) =
-            spawn_events("plugin-client-events", client.events(), core.clone(), |e| {
-                Some(match e {
-                    ClientEvent::Connected => PluginEvent::Connected,
-                    ClientEvent::Disconnected(reason) => {
-                        PluginEvent::Disconnected(reason.to_string())
-                    }
-                    ClientEvent::AuthRefused(reply) => {
-                        PluginEvent::Disconnected(format!("authentication refused: {reply}"))
-                    }
-                })
-            })
-            .inspect_err(|_| {
-                client.disconnect();
-            })?;
-        // The client's own Connected event (queued meanwhile) reaches the user now, after IL-DCP.
+        // Its Connected event (queued meanwhile) reaches the user once the plugin has stored
+        // this link: see `start_events`.
         Ok(Link {
             transport: Transport::Client(client),
-            stop_events: Mutex::new(Some(stop)),
-            event_thread: Mutex::new(Some(thread)),
+            stop_events: Mutex::new(None),
+            event_thread: Mutex::new(None),
         })
     }
 
@@ -203,26 +189,50 @@ impl Link {
         };
         let server = BtpServer::bind(listen, config, Arc::new(handler))
             .map_err(|e| PluginError::Transport(e.to_string()))?;
-        let (stop, thread) =
-            spawn_events("plugin-server-events", server.events(), core.clone(), |e| {
-                Some(match e {
-                    ServerEvent::Connected { account } => PluginEvent::AccountConnected(account),
-                    ServerEvent::Disconnected { account, .. } => {
-                        PluginEvent::AccountDisconnected(account)
-                    }
-                })
-            })
-            .inspect_err(|_| {
-                server.shutdown();
-            })?;
         Ok(Link {
             transport: Transport::Server {
                 server,
                 address: address.clone(),
             },
-            stop_events: Mutex::new(Some(stop)),
-            event_thread: Mutex::new(Some(thread)),
+            stop_events: Mutex::new(None),
+            event_thread: Mutex::new(None),
         })
+    }
+
+    /// Starts the thread that turns transport events into [`PluginEvent`]s. The plugin calls it
+    /// once it has stored this link, so that whoever hears "connected" (settlement greeting the
+    /// peer, a user's handler) can already send over it; events that came meanwhile are queued.
+    pub(crate) fn start_events(&self, core: &Arc<Core>) -> Result<(), PluginError> {
+        let (stop, thread) = match &self.transport {
+            Transport::Client(client) => {
+                spawn_events("plugin-client-events", client.events(), core.clone(), |e| {
+                    Some(match e {
+                        ClientEvent::Connected => PluginEvent::Connected,
+                        ClientEvent::Disconnected(reason) => {
+                            PluginEvent::Disconnected(reason.to_string())
+                        }
+                        ClientEvent::AuthRefused(reply) => {
+                            PluginEvent::Disconnected(format!("authentication refused: {reply}"))
+                        }
+                    })
+                })?
+            }
+            Transport::Server { server, .. } => {
+                spawn_events("plugin-server-events", server.events(), core.clone(), |e| {
+                    Some(match e {
+                        ServerEvent::Connected { account } => {
+                            PluginEvent::AccountConnected(account)
+                        }
+                        ServerEvent::Disconnected { account, .. } => {
+                            PluginEvent::AccountDisconnected(account)
+                        }
+                    })
+                })?
+            }
+        };
+        *self.stop_events.lock() = Some(stop);
+        *self.event_thread.lock() = Some(thread);
+        Ok(())
     }
 
     pub(crate) fn is_up(&self) -> bool {
