@@ -30,6 +30,7 @@
 
 mod link;
 pub mod packets;
+pub mod test_packets;
 
 use std::fmt;
 use std::net::SocketAddr;
