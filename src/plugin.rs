@@ -30,6 +30,7 @@
 
 mod link;
 pub mod packets;
+pub mod test_packets;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -618,17 +619,18 @@ impl LightningPlugin {
             Ok(())
         } else {
             self.start_settlement().and_then(|()| {
-                let opened = self.open_link().and_then(|link| {
-                    let link = Arc::new(link);
-                    *self.core.link.write() = Some(link.clone());
-                    // Events flow once the link is in place: a hook that reacts to a connect
-                    // can send to the peer at once.
-                    link.start_events().inspect_err(|_| {
-                        self.core.link.write().take();
-                        link.close();
+                self.open_link()
+                    .and_then(|link| {
+                        let link = Arc::new(link);
+                        *self.core.link.write() = Some(link.clone());
+                        // Only now do connect events go out: settlement greets the peer as
+                        // soon as it hears of it, through this link.
+                        link.start_events(&self.core).inspect_err(|_| {
+                            self.core.link.write().take();
+                            link.close();
+                        })
                     })
-                });
-                opened.inspect_err(|_| self.stop_settlement())
+                    .inspect_err(|_| self.stop_settlement())
             })
         };
         self.end_transition();

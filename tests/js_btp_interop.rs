@@ -141,7 +141,7 @@ impl Drop for NodeProcess {
 
 /// The hub binary, checked to have started as asked.
 fn start_hub(credit_limit: u64) -> HubProcess {
-    let hub = HubProcess::start(&[
+    let hub = HubProcess::start_on_sim(&[
         "--credit-limit",
         &credit_limit.to_string(),
         "--max-packet-amount",

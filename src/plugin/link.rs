@@ -37,14 +37,10 @@ enum Transport {
     Server { server: BtpServer, address: Address },
 }
 
-/// Starts the thread that turns transport events into plugin events.
-type EventStarter = Box<dyn FnOnce() -> Result<(Sender<()>, JoinHandle<()>), PluginError> + Send>;
 
 /// A live transport plus its event thread.
 pub(crate) struct Link {
     transport: Transport,
-    /// Until [`Link::start_events`]: the transport queues its events meanwhile.
-    pending_events: Mutex<Option<EventStarter>>,
     stop_events: Mutex<Option<Sender<()>>>,
     event_thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -153,26 +149,10 @@ impl Link {
             }
         };
         *core.own_address.write() = Some(info.client_address);
-        let events = client.events();
-        let core = core.clone();
-        // The client's own Connected event (queued meanwhile) reaches the user once the plugin
-        // has stored the link, after IL-DCP: whoever reacts to it can already send.
-        let starter: EventStarter = Box::new(move || {
-            spawn_events("plugin-client-events", events, core, |e| {
-                Some(match e {
-                    ClientEvent::Connected => PluginEvent::Connected,
-                    ClientEvent::Disconnected(reason) => {
-                        PluginEvent::Disconnected(reason.to_string())
-                    }
-                    ClientEvent::AuthRefused(reply) => {
-                        PluginEvent::Disconnected(format!("authentication refused: {reply}"))
-                    }
-                })
-            })
-        });
+        // Its Connected event (queued meanwhile) reaches the user once the plugin has stored
+        // this link: see `start_events`.
         Ok(Link {
             transport: Transport::Client(client),
-            pending_events: Mutex::new(Some(starter)),
             stop_events: Mutex::new(None),
             event_thread: Mutex::new(None),
         })
@@ -210,38 +190,49 @@ impl Link {
         };
         let server = BtpServer::bind(listen, config, Arc::new(handler))
             .map_err(|e| PluginError::Transport(e.to_string()))?;
-        let events = server.events();
-        let core = core.clone();
-        let starter: EventStarter = Box::new(move || {
-            spawn_events("plugin-server-events", events, core, |e| {
-                Some(match e {
-                    ServerEvent::Connected { account } => PluginEvent::AccountConnected(account),
-                    ServerEvent::Disconnected { account, .. } => {
-                        PluginEvent::AccountDisconnected(account)
-                    }
-                })
-            })
-        });
         Ok(Link {
             transport: Transport::Server {
                 server,
                 address: address.clone(),
             },
-            pending_events: Mutex::new(Some(starter)),
             stop_events: Mutex::new(None),
             event_thread: Mutex::new(None),
         })
     }
 
-    /// Starts delivering the transport's events (queued since it started). Called once the
-    /// plugin holds the link; on failure the caller closes it.
-    pub(crate) fn start_events(&self) -> Result<(), PluginError> {
-        let starter = self.pending_events.lock().take();
-        if let Some(start) = starter {
-            let (stop, thread) = start()?;
-            *self.stop_events.lock() = Some(stop);
-            *self.event_thread.lock() = Some(thread);
-        }
+    /// Starts the thread that turns transport events into [`PluginEvent`]s. The plugin calls it
+    /// once it has stored this link, so that whoever hears "connected" (settlement greeting the
+    /// peer, a user's handler) can already send over it; events that came meanwhile are queued.
+    pub(crate) fn start_events(&self, core: &Arc<Core>) -> Result<(), PluginError> {
+        let (stop, thread) = match &self.transport {
+            Transport::Client(client) => {
+                spawn_events("plugin-client-events", client.events(), core.clone(), |e| {
+                    Some(match e {
+                        ClientEvent::Connected => PluginEvent::Connected,
+                        ClientEvent::Disconnected(reason) => {
+                            PluginEvent::Disconnected(reason.to_string())
+                        }
+                        ClientEvent::AuthRefused(reply) => {
+                            PluginEvent::Disconnected(format!("authentication refused: {reply}"))
+                        }
+                    })
+                })?
+            }
+            Transport::Server { server, .. } => {
+                spawn_events("plugin-server-events", server.events(), core.clone(), |e| {
+                    Some(match e {
+                        ServerEvent::Connected { account } => {
+                            PluginEvent::AccountConnected(account)
+                        }
+                        ServerEvent::Disconnected { account, .. } => {
+                            PluginEvent::AccountDisconnected(account)
+                        }
+                    })
+                })?
+            }
+        };
+        *self.stop_events.lock() = Some(stop);
+        *self.event_thread.lock() = Some(thread);
         Ok(())
     }
 

@@ -17,6 +17,11 @@ impl fmt::Display for FlagError {
 
 impl std::error::Error for FlagError {}
 
+/// Whether the user asks for a command's usage (`--help` or `-h` anywhere in its arguments).
+pub fn wants_help(args: &[String]) -> bool {
+    args.iter().any(|a| a == "--help" || a == "-h")
+}
+
 /// Parsed `--name value` pairs.
 #[derive(Debug)]
 pub struct Flags {
@@ -26,12 +31,26 @@ pub struct Flags {
 impl Flags {
     /// Parses `args`, accepting only the flags in `known` (names without the dashes).
     pub fn parse(args: &[String], known: &[&str]) -> Result<Flags, FlagError> {
+        let (flags, rest) = Flags::parse_until_command(args, known)?;
+        match rest.first() {
+            None => Ok(flags),
+            Some(stray) => Err(FlagError(format!("unexpected argument {stray:?}"))),
+        }
+    }
+
+    /// Parses the flags in front of a command word (`client --server U send ...`): stops at the
+    /// first argument that is not a flag and returns it with everything after it.
+    pub fn parse_until_command<'a>(
+        args: &'a [String],
+        known: &[&str],
+    ) -> Result<(Flags, &'a [String]), FlagError> {
         let mut values = HashMap::new();
-        let mut iter = args.iter();
-        while let Some(arg) = iter.next() {
-            let name = arg
-                .strip_prefix("--")
-                .ok_or_else(|| FlagError(format!("unexpected argument {arg:?}")))?;
+        let mut at = 0;
+        while let Some(arg) = args.get(at) {
+            let Some(name) = arg.strip_prefix("--") else {
+                break;
+            };
+            at += 1;
             // `--name=value` is accepted too.
             let (name, inline) = match name.split_once('=') {
                 Some((n, v)) => (n, Some(v.to_owned())),
@@ -42,16 +61,19 @@ impl Flags {
             }
             let value = match inline {
                 Some(v) => v,
-                None => iter
-                    .next()
-                    .cloned()
-                    .ok_or_else(|| FlagError(format!("--{name} needs a value")))?,
+                None => match args.get(at) {
+                    Some(v) if !v.starts_with("--") => {
+                        at += 1;
+                        v.clone()
+                    }
+                    _ => return Err(FlagError(format!("--{name} needs a value"))),
+                },
             };
             if values.insert(name.to_owned(), value).is_some() {
                 return Err(FlagError(format!("--{name} given twice")));
             }
         }
-        Ok(Flags { values })
+        Ok((Flags { values }, &args[at..]))
     }
 
     /// The raw value of `--name`.
@@ -101,11 +123,36 @@ mod tests {
             .contains("needs a value"));
         assert!(Flags::parse(&args(&["--a", "1", "--a", "2"]), &["a"]).is_err());
         assert!(Flags::parse(&args(&["stray"]), &["a"]).is_err());
+        assert!(Flags::parse(&args(&["--a", "--b", "1"]), &["a", "b"])
+            .unwrap_err()
+            .0
+            .contains("--a needs a value"));
         let bad = Flags::parse(&args(&["--a", "x"]), &["a"]).unwrap();
         assert!(bad
             .parsed::<u32>("a")
             .unwrap_err()
             .0
             .starts_with("--a \"x\""));
+    }
+}
+
+#[cfg(test)]
+mod command_tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn flags_stop_at_the_command_word() {
+        let all = args(&["--a", "1", "send", "--to", "x"]);
+        let (flags, rest) = Flags::parse_until_command(&all, &["a"]).unwrap();
+        assert_eq!(flags.get("a"), Some("1"));
+        assert_eq!(rest, &all[2..]);
+        let (_, rest) = Flags::parse_until_command(&all[..2], &["a"]).unwrap();
+        assert!(rest.is_empty());
+        assert!(wants_help(&args(&["--a", "1", "-h"])));
+        assert!(!wants_help(&args(&["--a", "1"])));
     }
 }
