@@ -923,7 +923,6 @@ impl SimNode {
             .release(self.index, None, release, now, now_ns)
     }
 
-<<<<<<< HEAD
     /// Every payment this node has sent, oldest first, one per payment hash (a failed payment
     /// retried with its hash shows its latest attempt), as LND's ListPayments would list them.
     pub fn payments(&self) -> Vec<SentPayment> {
@@ -937,12 +936,6 @@ impl SimNode {
     /// dispatched: the client gets the first update (unless it asked for none in flight) and
     /// then the stream fails with UNAVAILABLE, while the node completes the payment as it would
     /// have — the case where a client cannot tell whether it paid, and must track.
-=======
-    /// Breaks the SendPaymentV2 streams of this node's next `count` payments once the node has
-    /// registered and dispatched them: the client's stream fails with UNAVAILABLE, while the
-    /// node completes the payment as it would have — the case where a client cannot tell
-    /// whether it paid, and must track.
->>>>>>> js-settle
     pub fn break_next_payment_streams(&self, count: usize) {
         self.shared.ledger.lock().nodes[self.index]
             .stream_breaks
