@@ -235,7 +235,11 @@ impl JsPeer {
             .iter()
             .filter(|v| v["event"] == "settleFailed")
             .collect();
-        assert!(failed.is_empty(), "{}: failed to settle: {failed:?}", self.name);
+        assert!(
+            failed.is_empty(),
+            "{}: failed to settle: {failed:?}",
+            self.name
+        );
     }
 
     fn history(&self) -> String {

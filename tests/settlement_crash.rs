@@ -188,10 +188,7 @@ mod child {
                         Ok(()) => Duration::ZERO,
                         Err(_) => Duration::from_millis(100),
                     };
-                    if !matches!(
-                        quieted.recv_timeout(pause),
-                        Err(RecvTimeoutError::Timeout)
-                    ) {
+                    if !matches!(quieted.recv_timeout(pause), Err(RecvTimeoutError::Timeout)) {
                         return;
                     }
                 })
@@ -670,7 +667,16 @@ fn a_hub_killed_at_random_points_of_settlement_loses_creates_and_pays_twice_noth
         let (alice, sent, stop) = (alice.clone(), sent.clone(), stop.clone());
         std::thread::Builder::new()
             .name("crash-traffic".into())
-            .spawn(move || drive(&alice, "test.hub.bob", &alice_events, &sent, &stop, &fulfills))
+            .spawn(move || {
+                drive(
+                    &alice,
+                    "test.hub.bob",
+                    &alice_events,
+                    &sent,
+                    &stop,
+                    &fulfills,
+                )
+            })
             .unwrap()
     };
 
@@ -1085,7 +1091,11 @@ fn a_client_killed_at_random_points_of_settlement_loses_creates_and_pays_twice_n
     assert_eq!(carol_side.received_msat, hub_carol.paid_msat);
     assert_eq!(
         sim_paid(carol_node, "hub"),
-        (carol_side.payments, carol_side.paid_msat, carol_side.fees_msat)
+        (
+            carol_side.payments,
+            carol_side.paid_msat,
+            carol_side.fees_msat
+        )
     );
     assert_eq!(
         sim_paid(hub_node, "carol"),

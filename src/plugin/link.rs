@@ -37,7 +37,6 @@ enum Transport {
     Server { server: BtpServer, address: Address },
 }
 
-
 /// A live transport plus its event thread.
 pub(crate) struct Link {
     transport: Transport,
