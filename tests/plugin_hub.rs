@@ -21,8 +21,7 @@ fn prepare(destination: &str, amount: u64, expires_in_ms: i64, data: &[u8]) -> V
     common::ilp::prepare(&FULFILLMENT, destination, amount, expires_in_ms, data)
 }
 
-/// Fulfils, except by the destination's last segment: `final` → F00, `internal` → T00,
-/// `slow` → answers after 1.5 s.
+/// Fulfils, except by the destination's last segment: `final` → F00, `internal` → T00.
 fn receiver(prepare: &[u8]) -> Result<Vec<u8>, HandlerError> {
     let Ok(Packet::Prepare(p)) = Packet::parse(prepare) else {
         return Err(HandlerError::Final("not a prepare".into()));
@@ -30,7 +29,6 @@ fn receiver(prepare: &[u8]) -> Result<Vec<u8>, HandlerError> {
     match p.destination().rsplit('.').next() {
         Some("final") => return Err(HandlerError::Final("no such invoice".into())),
         Some("internal") => return Err(HandlerError::Internal("database down".into())),
-        Some("slow") => std::thread::sleep(Duration::from_millis(1500)),
         _ => {}
     }
     Ok(common::ilp::fulfill(&FULFILLMENT, p.data()))
@@ -77,8 +75,42 @@ fn client(hub: &LightningPlugin, user: &str) -> LightningPlugin {
         .unwrap()
 }
 
+/// A hub with credit limit 100 and maximum packet 50, alice and bob connected to it, bob
+/// answering with [`receiver`].
+struct Pair {
+    hub: Arc<LightningPlugin>,
+    hub_events: Receiver<PluginEvent>,
+    alice: LightningPlugin,
+    bob: LightningPlugin,
+}
+
+fn pair() -> Pair {
+    let (hub, hub_events) = hub(100, 50);
+    let alice = client(&hub, "alice");
+    let bob = client(&hub, "bob");
+    bob.register_data_handler(receiver).unwrap();
+    alice.connect().unwrap();
+    bob.connect().unwrap();
+    wait_for(&hub_events, &PluginEvent::AccountConnected("alice".into()));
+    wait_for(&hub_events, &PluginEvent::AccountConnected("bob".into()));
+    Pair {
+        hub,
+        hub_events,
+        alice,
+        bob,
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        self.alice.disconnect();
+        self.bob.disconnect();
+        self.hub.disconnect();
+    }
+}
+
 #[test]
-fn a_hub_routes_between_its_clients_and_rejects_what_it_must() {
+fn a_hub_routes_between_its_clients_with_data_intact() {
     let (hub, hub_events) = hub(100, 50);
     let alice = client(&hub, "alice");
     let bob = client(&hub, "bob");
@@ -97,38 +129,63 @@ fn a_hub_routes_between_its_clients_and_rejects_what_it_must() {
     accounts.sort();
     assert_eq!(accounts, ["alice", "bob"]);
 
-    // Through the hub and back, data intact.
     let reply = alice
         .send_data(&prepare("test.hub.bob.shop", 10, 5_000, b"order 1"))
         .unwrap();
     assert_eq!(Fulfill::parse(&reply).unwrap().data(), b"order 1");
+    let balances = hub.balances().unwrap();
+    assert_eq!(balances.balance("alice").receivable, 10);
+    assert_eq!(balances.balance("bob").payable, 10);
 
-    // The receiver's errors, with their messages.
-    let r = alice
+    bob.disconnect();
+    alice.disconnect();
+    hub.disconnect();
+    assert!(!hub.is_connected());
+}
+
+#[test]
+fn the_receivers_errors_reach_the_sender_with_their_messages_and_cost_nothing() {
+    let p = pair();
+    let r = p
+        .alice
         .send_data(&prepare("test.hub.bob.final", 1, 5_000, b""))
         .unwrap();
     assert_eq!(reject_of(&r).code(), ErrorCode::F00_BAD_REQUEST);
     assert_eq!(reject_of(&r).message(), "no such invoice");
     assert_eq!(reject_of(&r).triggered_by(), "test.hub.bob");
-    let r = alice
+    let r = p
+        .alice
         .send_data(&prepare("test.hub.bob.internal", 1, 5_000, b""))
         .unwrap();
     assert_eq!(reject_of(&r).code(), ErrorCode::T00_INTERNAL_ERROR);
     assert_eq!(reject_of(&r).message(), "database down");
+    let balances = p.hub.balances().unwrap();
+    assert_eq!(balances.balance("alice").receivable, 0);
+    assert_eq!(balances.balance("bob").payable, 0);
+}
 
-    // Nobody there, or not under the hub at all: F02 from the hub.
-    let r = alice
-        .send_data(&prepare("test.hub.carol.x", 1, 5_000, b""))
-        .unwrap();
-    assert_eq!(reject_of(&r).code(), ErrorCode::F02_UNREACHABLE);
-    assert_eq!(reject_of(&r).triggered_by(), "test.hub");
-    let r = alice
-        .send_data(&prepare("test.elsewhere.x", 1, 5_000, b""))
-        .unwrap();
-    assert_eq!(reject_of(&r).code(), ErrorCode::F02_UNREACHABLE);
+#[test]
+fn a_destination_nobody_holds_gets_f02_from_the_hub() {
+    let p = pair();
+    for destination in ["test.hub.carol.x", "test.elsewhere.x"] {
+        let r = p
+            .alice
+            .send_data(&prepare(destination, 1, 5_000, b""))
+            .unwrap();
+        assert_eq!(
+            reject_of(&r).code(),
+            ErrorCode::F02_UNREACHABLE,
+            "{destination}"
+        );
+        assert_eq!(reject_of(&r).triggered_by(), "test.hub", "{destination}");
+    }
+}
 
-    // Too big for the hub: F08 with the amounts.
-    let r = alice
+#[test]
+fn a_packet_above_the_maximum_gets_f08_with_the_amounts() {
+    let p = pair();
+    let r = p
+        .alice
         .send_data(&prepare("test.hub.bob.x", 51, 5_000, b""))
         .unwrap();
     assert_eq!(reject_of(&r).code(), ErrorCode::F08_AMOUNT_TOO_LARGE);
@@ -139,63 +196,125 @@ fn a_hub_routes_between_its_clients_and_rejects_what_it_must() {
             maximum: 50
         }
     );
-
-    // Alice owes 10; 90 more fit under the limit of 100, then T04.
-    alice
+    // The maximum itself passes.
+    let reply = p
+        .alice
         .send_data(&prepare("test.hub.bob.x", 50, 5_000, b""))
         .unwrap();
-    let reply = alice
-        .send_data(&prepare("test.hub.bob.x", 40, 5_000, b""))
-        .unwrap();
     assert!(Fulfill::parse(&reply).is_ok());
-    let r = alice
+}
+
+#[test]
+fn the_credit_limit_is_reached_exactly_then_t04() {
+    let p = pair();
+    for amount in [50, 40, 10] {
+        let reply = p
+            .alice
+            .send_data(&prepare("test.hub.bob.x", amount, 5_000, b""))
+            .unwrap();
+        assert!(Fulfill::parse(&reply).is_ok(), "{amount}");
+    }
+    let r = p
+        .alice
         .send_data(&prepare("test.hub.bob.x", 1, 5_000, b""))
         .unwrap();
     assert_eq!(reject_of(&r).code(), ErrorCode::T04_INSUFFICIENT_LIQUIDITY);
-    let balances = hub.balances().unwrap();
+    let balances = p.hub.balances().unwrap();
     assert_eq!(balances.balance("alice").receivable, 100);
     assert_eq!(balances.balance("bob").payable, 100);
+}
 
-    // Alice is slower than the Prepare's expiry: R00, not her late Fulfill.
-    let r = bob_to_alice_slow(&alice, &bob);
+/// The receiver holds the Prepare past its expiry: the sender gets R00 from the hub while the
+/// receiver's handler is still running (the test releases it only after the R00 came back), and
+/// the Fulfill it sends late moves no money.
+#[test]
+fn a_receiver_slower_than_the_expiry_gets_the_sender_r00_and_its_late_fulfill_counts_for_nothing() {
+    let p = pair();
+    let (entered_tx, entered_rx) = unbounded::<()>();
+    let (release_tx, release_rx) = unbounded::<()>();
+    let (answered_tx, answered_rx) = unbounded::<()>();
+    p.alice
+        .register_data_handler(move |prepare| {
+            let _ = entered_tx.send(());
+            let _ = release_rx.recv_timeout(WAIT);
+            let reply = receiver(prepare);
+            let _ = answered_tx.send(());
+            reply
+        })
+        .unwrap();
+    let r = p
+        .bob
+        .send_data(&prepare("test.hub.alice.slow", 1, 2_000, b""))
+        .unwrap();
+    entered_rx
+        .try_recv()
+        .expect("alice's handler got the Prepare before the R00");
+    assert!(
+        answered_rx.try_recv().is_err(),
+        "the R00 came while alice's handler was still holding the Prepare"
+    );
     assert_eq!(reject_of(&r).code(), ErrorCode::R00_TRANSFER_TIMED_OUT);
+    release_tx.send(()).unwrap();
+    answered_rx
+        .recv_timeout(WAIT)
+        .expect("alice's handler answered once released");
+    // The late Fulfill went to a hub that had already given up: only the packet sent after it
+    // is booked.
+    p.alice.deregister_data_handler();
+    p.alice.register_data_handler(receiver).unwrap();
+    let reply = p
+        .bob
+        .send_data(&prepare("test.hub.alice.x", 2, 5_000, b""))
+        .unwrap();
+    assert!(Fulfill::parse(&reply).is_ok());
+    let balances = p.hub.balances().unwrap();
+    assert_eq!(balances.balance("bob").receivable, 2);
+    assert_eq!(balances.balance("alice").payable, 2);
+}
 
-    // A Prepare that expired before sending never leaves.
-    let r = bob
+#[test]
+fn an_expired_prepare_never_leaves_and_garbage_is_a_typed_error() {
+    let p = pair();
+    let (seen_tx, seen_rx) = unbounded::<()>();
+    p.alice
+        .register_data_handler(move |prepare| {
+            let _ = seen_tx.send(());
+            receiver(prepare)
+        })
+        .unwrap();
+    let r = p
+        .bob
         .send_data(&prepare("test.hub.alice", 1, -10, b""))
         .unwrap();
     assert_eq!(reject_of(&r).code(), ErrorCode::R00_TRANSFER_TIMED_OUT);
-    // Not a Prepare at all: a typed error.
     assert!(matches!(
-        bob.send_data(&[13, 1, 0]),
+        p.bob.send_data(&[13, 1, 0]),
         Err(PluginError::InvalidPrepare(_))
     ));
+    // A live one does reach alice, so the expired one would have been seen first had it left.
+    let reply = p
+        .bob
+        .send_data(&prepare("test.hub.alice", 1, 5_000, b""))
+        .unwrap();
+    assert!(Fulfill::parse(&reply).is_ok());
+    assert_eq!(seen_rx.try_iter().count(), 1);
+}
 
-    // Alice leaves: the hub notices, and Prepares for her get F02.
-    alice.disconnect();
-    assert!(!alice.is_connected());
+#[test]
+fn a_client_that_left_gets_f02_and_the_hub_notices() {
+    let p = pair();
+    p.alice.disconnect();
+    assert!(!p.alice.is_connected());
     wait_for(
-        &hub_events,
+        &p.hub_events,
         &PluginEvent::AccountDisconnected("alice".into()),
     );
-    let r = bob
+    assert!(!p.hub.connected_accounts().contains(&"alice".to_string()));
+    let r = p
+        .bob
         .send_data(&prepare("test.hub.alice.x", 1, 5_000, b""))
         .unwrap();
     assert_eq!(reject_of(&r).code(), ErrorCode::F02_UNREACHABLE);
-
-    bob.disconnect();
-    hub.disconnect();
-    assert!(!hub.is_connected());
-}
-
-/// Alice registers a handler that takes 1.5 s; bob sends her a Prepare that expires in 400 ms.
-fn bob_to_alice_slow(alice: &LightningPlugin, bob: &LightningPlugin) -> Vec<u8> {
-    alice.register_data_handler(receiver).unwrap();
-    let r = bob
-        .send_data(&prepare("test.hub.alice.slow", 1, 400, b""))
-        .unwrap();
-    alice.deregister_data_handler();
-    r
 }
 
 #[test]
