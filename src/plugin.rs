@@ -52,12 +52,16 @@ use crate::ilp::{Address, ErrorCode, Prepare};
 use crate::lnd::Lightning;
 use crate::settlement::{MemoryStore, PeerLink, Store};
 use link::Link;
-use packets::{check_reply, reject, Incoming, Sent};
+use packets::{check_reply, reject, InFlight, Incoming, Sent};
 
 /// The asset a server tells its clients about by default: satoshis.
 pub const DEFAULT_ASSET_CODE: &str = "BTC";
 /// Satoshis have no decimal places in ILP amounts here.
 pub const DEFAULT_ASSET_SCALE: u8 = 0;
+/// How much earlier a Prepare forwarded by [`route_between_clients`] expires than the one that
+/// came in, unless [`PluginBuilder::forward_expiry_margin`] says otherwise: a second, as
+/// connectors commonly leave for one hop.
+pub const DEFAULT_FORWARD_EXPIRY_MARGIN: Duration = Duration::from_secs(1);
 
 /// Which side of a BTP connection the plugin is.
 #[derive(Clone)]
@@ -218,6 +222,8 @@ pub struct PluginBuilder {
     auth_timeout: Duration,
     max_connections: usize,
     handler_threads: usize,
+    max_in_flight: Option<usize>,
+    forward_expiry_margin: Duration,
     token_store: Option<Arc<dyn TokenStore>>,
     hooks: Option<Arc<dyn SettlementHooks>>,
     lightning: Option<Arc<dyn Lightning>>,
@@ -237,6 +243,8 @@ impl PluginBuilder {
             auth_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             handler_threads: 8,
+            max_in_flight: None,
+            forward_expiry_margin: DEFAULT_FORWARD_EXPIRY_MARGIN,
             token_store: None,
             hooks: None,
             lightning: None,
@@ -290,6 +298,24 @@ impl PluginBuilder {
     /// for the next hop, so this bounds how many packets it forwards at once.
     pub fn handler_threads(mut self, threads: usize) -> Self {
         self.handler_threads = threads;
+        self
+    }
+
+    /// Most Prepares one account may have in the data handler at once; past it a Prepare gets
+    /// T03 (connector busy). Default: no limit. A hub's handler holds its thread until the next
+    /// hop answers, so without a limit one client can occupy every handler thread and stall
+    /// everyone else's packets: set it below [`PluginBuilder::handler_threads`] on a hub.
+    pub fn max_in_flight(mut self, max: usize) -> Self {
+        self.max_in_flight = Some(max);
+        self
+    }
+
+    /// How much earlier than the incoming Prepare a Prepare forwarded by
+    /// [`route_between_clients`] expires (default 1 s), as ILP connectors do: the hub gives up
+    /// on the next hop, and answers its sender, before the sender gives up on the hub. A Prepare
+    /// with less time left than this gets R02.
+    pub fn forward_expiry_margin(mut self, margin: Duration) -> Self {
+        self.forward_expiry_margin = margin;
         self
     }
 
@@ -407,6 +433,7 @@ impl PluginBuilder {
         let core = Arc::new(Core {
             own_address: RwLock::new(own_address),
             max_packet_amount: self.max_packet_amount,
+            in_flight: self.max_in_flight.map(InFlight::new),
             hooks,
             data_handler: RwLock::new(None),
             money_handler: RwLock::new(None),
@@ -428,6 +455,8 @@ impl PluginBuilder {
 pub(crate) struct Core {
     own_address: RwLock<Option<Address>>,
     max_packet_amount: Option<u64>,
+    /// Prepares each account has in the data handler, when they are capped.
+    in_flight: Option<InFlight>,
     hooks: Arc<dyn SettlementHooks>,
     data_handler: RwLock<Option<DataHandler>>,
     money_handler: RwLock<Option<MoneyHandler>>,
@@ -462,6 +491,7 @@ impl Core {
                 own_address,
                 account,
                 max_packet_amount: self.max_packet_amount,
+                in_flight: self.in_flight.as_ref(),
                 hooks: &*self.hooks,
                 ildcp,
             },
@@ -922,17 +952,59 @@ pub fn route_between_clients(plugin: &Arc<LightningPlugin>) -> Result<(), Plugin
         let plugin = weak
             .upgrade()
             .ok_or_else(|| HandlerError::Internal("hub is shutting down".into()))?;
-        match plugin.send_data(prepare) {
+        let own_address = plugin.core.own_address_text();
+        let forwarded = match shorten_expiry(prepare, plugin.options.forward_expiry_margin) {
+            Ok(forwarded) => forwarded,
+            Err(why) => {
+                return Ok(reject(
+                    ErrorCode::R02_INSUFFICIENT_TIMEOUT,
+                    &own_address,
+                    &why,
+                    &[],
+                ))
+            }
+        };
+        match plugin.send_data(&forwarded) {
             Ok(reply) => Ok(reply),
             Err(PluginError::InvalidPrepare(e)) => Err(HandlerError::Final(e.to_string())),
             // The next hop went away or refused the request: temporary, so T01.
             Err(e @ (PluginError::Transport(_) | PluginError::PeerError { .. })) => Ok(reject(
                 ErrorCode::T01_PEER_UNREACHABLE,
-                &plugin.core.own_address_text(),
+                &own_address,
                 &format!("next hop unreachable: {e}"),
                 &[],
             )),
             Err(e) => Err(HandlerError::Internal(format!("forwarding failed: {e}"))),
         }
     })
+}
+
+/// The Prepare to forward: `prepare` expiring `margin` earlier, so that the hub's wait for the
+/// next hop ends, and its sender hears why, before the sender itself gives up. With too little
+/// time left for that: why, for an R02.
+fn shorten_expiry(prepare: &[u8], margin: Duration) -> Result<Vec<u8>, String> {
+    let Ok(parsed) = Prepare::parse(prepare) else {
+        // The packet path parsed it before the handler ran; keep the bytes as they came.
+        return Ok(prepare.to_vec());
+    };
+    let margin_ms = i64::try_from(margin.as_millis()).unwrap_or(i64::MAX);
+    let expires_at = parsed.expires_at().add_millis(margin_ms.saturating_neg());
+    if expires_at <= crate::ilp::Timestamp::now() {
+        return Err(format!(
+            "the Prepare expires at {}: less than the {} ms this hub keeps for the next hop",
+            parsed.expires_at(),
+            margin.as_millis()
+        ));
+    }
+    let shortened = crate::ilp::PrepareBuilder {
+        amount: parsed.amount(),
+        expires_at,
+        execution_condition: parsed.execution_condition(),
+        destination: parsed.destination(),
+        data: parsed.data(),
+    }
+    .build()
+    .map(|shortened| shortened.to_bytes());
+    // Only the expiry changed, so building cannot fail on what parsed.
+    Ok(shortened.unwrap_or_else(|_| prepare.to_vec()))
 }

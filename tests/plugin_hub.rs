@@ -568,3 +568,137 @@ fn racing_prepares_never_break_the_books_or_the_credit_limit() {
     alice.disconnect();
     hub.disconnect();
 }
+
+/// A hub with `max_in_flight` and `handler_threads` set, routing between its clients.
+fn capped_hub(
+    max_in_flight: usize,
+    threads: usize,
+) -> (Arc<LightningPlugin>, Receiver<PluginEvent>) {
+    let (tx, rx) = unbounded();
+    let hub = Arc::new(
+        LightningPlugin::server(
+            "127.0.0.1:0".parse().unwrap(),
+            Address::new("test.hub").unwrap(),
+        )
+        .credit_limit(None)
+        .max_in_flight(max_in_flight)
+        .handler_threads(threads)
+        .on_event(move |e| {
+            let _ = tx.send(e.clone());
+        })
+        .build()
+        .unwrap(),
+    );
+    route_between_clients(&hub).unwrap();
+    hub.connect().unwrap();
+    (hub, rx)
+}
+
+/// Alice fills her two places in a hub of four handler threads with Prepares bob holds: her
+/// third gets T03 at once, while carol's packets to dave go through as if alice were not there.
+#[test]
+fn one_client_cannot_occupy_the_hubs_threads_past_its_in_flight_cap() {
+    let (hub, hub_events) = capped_hub(2, 4);
+    let (alice, bob, carol, dave) = (
+        Arc::new(client(&hub, "alice")),
+        client(&hub, "bob"),
+        client(&hub, "carol"),
+        client(&hub, "dave"),
+    );
+    let (entered_tx, entered_rx) = unbounded::<()>();
+    let (release_tx, release_rx) = unbounded::<()>();
+    bob.register_data_handler(move |prepare| {
+        let _ = entered_tx.send(());
+        let _ = release_rx.recv_timeout(WAIT);
+        receiver(prepare)
+    })
+    .unwrap();
+    dave.register_data_handler(receiver).unwrap();
+    for c in [&*alice, &bob, &carol, &dave] {
+        c.connect().unwrap();
+    }
+    for name in ["alice", "bob", "carol", "dave"] {
+        wait_for(&hub_events, &PluginEvent::AccountConnected(name.into()));
+    }
+    let held: Vec<_> = (0..2)
+        .map(|i| {
+            let alice = alice.clone();
+            common::threads::spawn(&format!("held-{i}"), move || {
+                alice.send_data(&prepare("test.hub.bob.x", 1, 20_000, b""))
+            })
+        })
+        .collect();
+    for _ in 0..2 {
+        entered_rx
+            .recv_timeout(WAIT)
+            .expect("bob's handler got both of alice's Prepares");
+    }
+    let r = alice
+        .send_data(&prepare("test.hub.bob.x", 1, 20_000, b""))
+        .unwrap();
+    assert_eq!(reject_of(&r).code(), ErrorCode::T03_CONNECTOR_BUSY);
+    assert_eq!(reject_of(&r).triggered_by(), "test.hub");
+    assert!(
+        entered_rx.try_recv().is_err(),
+        "the third never reached bob"
+    );
+    for i in 0..10 {
+        let reply = carol
+            .send_data(&prepare("test.hub.dave.x", 1, 5_000, &[i]))
+            .unwrap();
+        assert_eq!(Fulfill::parse(&reply).unwrap().data(), [i]);
+    }
+    drop(release_tx);
+    for sender in held {
+        let reply = sender.join().unwrap().unwrap();
+        assert!(Fulfill::parse(&reply).is_ok());
+    }
+    // Her places are back.
+    let bob_free = alice
+        .send_data(&prepare("test.hub.bob.x", 1, 20_000, b""))
+        .unwrap();
+    assert!(Fulfill::parse(&bob_free).is_ok());
+    let balances = hub.balances().unwrap();
+    assert_eq!(balances.balance("alice").receivable, 3);
+    assert_eq!(balances.balance("carol").receivable, 10);
+    for c in [&*alice, &bob, &carol, &dave] {
+        c.disconnect();
+    }
+    hub.disconnect();
+}
+
+/// The hub forwards a Prepare expiring a second earlier than the one it got, so that its own
+/// wait ends first; one with less than that left gets R02 from the hub and goes nowhere.
+#[test]
+fn a_forwarded_prepare_expires_a_margin_before_the_incoming_one() {
+    let p = pair();
+    let (seen_tx, seen_rx) = unbounded();
+    p.bob.deregister_data_handler();
+    p.bob
+        .register_data_handler(move |prepare| {
+            if let Ok(Packet::Prepare(parsed)) = Packet::parse(prepare) {
+                let _ = seen_tx.send(parsed.expires_at());
+            }
+            receiver(prepare)
+        })
+        .unwrap();
+    let sent = prepare("test.hub.bob.x", 1, 10_000, b"");
+    let Ok(Packet::Prepare(original)) = Packet::parse(&sent) else {
+        unreachable!()
+    };
+    let reply = p.alice.send_data(&sent).unwrap();
+    assert!(Fulfill::parse(&reply).is_ok());
+    assert_eq!(
+        seen_rx.try_recv().unwrap(),
+        original.expires_at().add_millis(-1_000)
+    );
+
+    let r = p
+        .alice
+        .send_data(&prepare("test.hub.bob.x", 1, 900, b""))
+        .unwrap();
+    assert_eq!(reject_of(&r).code(), ErrorCode::R02_INSUFFICIENT_TIMEOUT);
+    assert_eq!(reject_of(&r).triggered_by(), "test.hub");
+    assert!(seen_rx.try_recv().is_err(), "bob never saw it");
+    assert_eq!(p.hub.balances().unwrap().balance("alice").receivable, 1);
+}

@@ -47,6 +47,8 @@ pub enum UriError {
     InvalidPercentEncoding,
     /// An IPv6 host opened with `[` but never closed.
     UnclosedBracket,
+    /// A control character or a space, which no URI holds unescaped, at this byte offset.
+    InvalidCharacter(usize),
 }
 
 impl fmt::Display for UriError {
@@ -64,6 +66,10 @@ impl fmt::Display for UriError {
                 f.write_str("BTP URI user or token has an invalid %-escape or is not UTF-8")
             }
             UriError::UnclosedBracket => f.write_str("BTP URI IPv6 host is missing its ']'"),
+            UriError::InvalidCharacter(offset) => write!(
+                f,
+                "BTP URI has a control character or space at byte {offset} (escape it as %XX)"
+            ),
         }
     }
 }
@@ -73,6 +79,11 @@ impl std::error::Error for UriError {}
 impl BtpUri {
     /// Parses `btp+ws://[user[:token]@]host[:port][/path]`.
     pub fn parse(uri: &str) -> Result<Self, UriError> {
+        // A host such as "127\0..." would otherwise be handed to the resolver, and a path
+        // with raw control characters to the HTTP request line.
+        if let Some(offset) = uri.bytes().position(|b| b.is_ascii_control() || b == b' ') {
+            return Err(UriError::InvalidCharacter(offset));
+        }
         let (scheme, rest) = uri
             .split_once("://")
             .ok_or_else(|| UriError::UnsupportedScheme(String::new()))?;
@@ -206,6 +217,20 @@ fn percent_decode(s: &str) -> Result<String, UriError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_and_spaces_are_refused_with_their_offset() {
+        // Found by fuzzing (tests/fuzz/regressions/btp_uri): a host with NULs was accepted.
+        assert_eq!(
+            BtpUri::parse("btp+ws://:token@127\0\x1a/x"),
+            Err(UriError::InvalidCharacter(19))
+        );
+        assert_eq!(
+            BtpUri::parse("btp+ws://host:80/a b"),
+            Err(UriError::InvalidCharacter(18))
+        );
+        assert!(BtpUri::parse("btp+ws://host:80/a%20b").is_ok());
+    }
 
     #[test]
     fn parses_full_uri() {

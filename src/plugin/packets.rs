@@ -4,6 +4,7 @@
 //! Every failure becomes an ILP Reject that says what went wrong; nothing here panics on bad
 //! input, and a panicking data handler is caught and answered with T00.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -13,6 +14,8 @@ use crate::ilp::packet::MAX_MESSAGE_LEN;
 use crate::ilp::{
     Address, ErrorCode, MaxPacketAmountDetails, Packet, Prepare, RejectBuilder, Timestamp,
 };
+use parking_lot::Mutex;
+
 use crate::settlement::{PrepareRefused, SettlementHooks};
 
 /// What a data handler returns when it cannot answer with a Fulfill or Reject of its own; the
@@ -66,6 +69,60 @@ pub fn reject(code: ErrorCode, triggered_by: &str, message: &str, data: &[u8]) -
         .unwrap_or_default()
 }
 
+/// Counts each account's Prepares in the data handler, up to a cap.
+pub struct InFlight {
+    max: usize,
+    counts: Mutex<HashMap<String, usize>>,
+}
+
+/// One Prepare's place under an [`InFlight`] cap, given back when dropped.
+pub struct InFlightSlot<'a> {
+    owner: &'a InFlight,
+    account: &'a str,
+}
+
+impl InFlight {
+    /// A cap of `max` Prepares per account.
+    pub fn new(max: usize) -> Self {
+        InFlight {
+            max,
+            counts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A place for one more of `account`'s Prepares, or the cap when it has none left.
+    pub fn enter<'a>(&'a self, account: &'a str) -> Result<InFlightSlot<'a>, usize> {
+        let mut counts = self.counts.lock();
+        let count = counts.entry(account.to_owned()).or_insert(0);
+        if *count >= self.max {
+            return Err(self.max);
+        }
+        *count += 1;
+        Ok(InFlightSlot {
+            owner: self,
+            account,
+        })
+    }
+
+    /// How many of `account`'s Prepares are in the handler now.
+    pub fn count(&self, account: &str) -> usize {
+        self.counts.lock().get(account).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for InFlightSlot<'_> {
+    fn drop(&mut self) {
+        let mut counts = self.owner.counts.lock();
+        if let Some(count) = counts.get_mut(self.account) {
+            *count -= 1;
+            // An account with nothing in flight takes no memory: accounts come and go.
+            if *count == 0 {
+                counts.remove(self.account);
+            }
+        }
+    }
+}
+
 /// Everything the incoming path needs to know about the account a Prepare came from.
 pub struct Incoming<'a> {
     /// Our own ILP address (the Rejects' `triggeredBy`); empty if not known yet.
@@ -74,6 +131,8 @@ pub struct Incoming<'a> {
     pub account: &'a str,
     /// Prepares above this amount get F08.
     pub max_packet_amount: Option<u64>,
+    /// Caps the Prepares each account has in the data handler at once (T03 past it).
+    pub in_flight: Option<&'a InFlight>,
     /// The balance hooks.
     pub hooks: &'a dyn SettlementHooks,
     /// Server role: how to answer IL-DCP for this account. Client role: `None`, and IL-DCP
@@ -169,6 +228,19 @@ pub fn answer_prepare(ctx: &Incoming<'_>, packet: &[u8], handler: Option<&DataHa
             "no data handler registered",
             &[],
         );
+    };
+    // Held until the handler answered, on every path out.
+    let _slot = match ctx.in_flight.map(|cap| cap.enter(ctx.account)) {
+        Some(Err(max)) => {
+            return reject(
+                ErrorCode::T03_CONNECTOR_BUSY,
+                ctx.own_address,
+                &format!("this account already has {max} packets in flight"),
+                &[],
+            )
+        }
+        Some(Ok(slot)) => Some(slot),
+        None => None,
     };
     match ctx.hooks.on_incoming_prepare(ctx.account, prepare.amount()) {
         Ok(()) => {}
@@ -372,6 +444,7 @@ mod tests {
             own_address: "test.hub",
             account: "alice",
             max_packet_amount: max,
+            in_flight: None,
             hooks: balances,
             ildcp: None,
         }
@@ -593,5 +666,40 @@ mod tests {
         let parsed = rejected(&r);
         assert!(parsed.message().len() <= MAX_MESSAGE_LEN);
         assert_eq!(parsed.triggered_by(), "");
+    }
+
+    #[test]
+    fn an_account_past_its_in_flight_cap_gets_t03_and_its_places_come_back() {
+        let balances = Balances::new(None);
+        let cap = InFlight::new(2);
+        let c = Incoming {
+            in_flight: Some(&cap),
+            ..ctx(&balances, None)
+        };
+        let first = cap.enter("alice").unwrap();
+        let second = cap.enter("alice").unwrap();
+        assert_eq!(cap.count("alice"), 2);
+        let reply = answer_prepare(
+            &c,
+            &prepare(1, 5_000, "test.hub.x"),
+            Some(&fulfilling_handler()),
+        );
+        let r = rejected(&reply);
+        assert_eq!(r.code(), ErrorCode::T03_CONNECTOR_BUSY);
+        assert_eq!(r.message(), "this account already has 2 packets in flight");
+        // Another account is not held up by alice's packets.
+        assert!(cap.enter("bob").is_ok());
+        drop(first);
+        let reply = answer_prepare(
+            &c,
+            &prepare(1, 5_000, "test.hub.x"),
+            Some(&fulfilling_handler()),
+        );
+        assert!(Packet::parse(&reply).is_ok_and(|p| matches!(p, Packet::Fulfill(_))));
+        // The place the handler took is back once it answered; nothing is kept for idle accounts.
+        assert_eq!(cap.count("alice"), 1);
+        drop(second);
+        assert_eq!(cap.count("alice"), 0);
+        assert!(cap.counts.lock().is_empty());
     }
 }

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ilp_plugin_lightning::ilp::Address;
 use ilp_plugin_lightning::lnd::{Lightning, NodeInfo};
@@ -34,6 +35,11 @@ It prints one JSON line when it listens ({{\"event\":\"listening\",...}}), then 
   --listen HOST:PORT        where the BTP server listens (port 0: any free port)
   --address ILP_ADDRESS     the hub's ILP address; account USER gets ILP_ADDRESS.USER
   --max-packet-amount SAT   larger Prepares get F08 (default: no maximum)
+  --max-in-flight N         Prepares one account may have waiting on the next hop at once;
+                            past it T03 (default {DEFAULT_MAX_IN_FLIGHT}, a quarter of the
+                            {HANDLER_THREADS} handler threads: no client can stall the others)
+  --forward-margin-ms MS    a forwarded Prepare expires this much before the one that came
+                            in (default 1000; less time left: R02)
 {}
 {}",
         node::USAGE,
@@ -41,7 +47,19 @@ It prints one JSON line when it listens ({{\"event\":\"listening\",...}}), then 
     )
 }
 
-const OWN_FLAGS: &[&str] = &["listen", "address", "max-packet-amount"];
+const OWN_FLAGS: &[&str] = &[
+    "listen",
+    "address",
+    "max-packet-amount",
+    "max-in-flight",
+    "forward-margin-ms",
+];
+
+/// Threads that run the hub's incoming requests, each held while its Prepare waits on the next
+/// hop.
+const HANDLER_THREADS: usize = 32;
+/// `--max-in-flight` unless given.
+const DEFAULT_MAX_IN_FLIGHT: usize = HANDLER_THREADS / 4;
 
 /// The hub's settings, from its flags.
 #[derive(Debug, Clone)]
@@ -58,6 +76,10 @@ pub struct ServerOptions {
     pub settlement: SettlementOptions,
     /// `--max-packet-amount`: larger Prepares get F08.
     pub max_packet_amount: Option<u64>,
+    /// `--max-in-flight`: Prepares one account may have in the hub at once.
+    pub max_in_flight: usize,
+    /// `--forward-margin-ms`: how much earlier a forwarded Prepare expires.
+    pub forward_margin: Duration,
 }
 
 /// Reads and checks the flags.
@@ -76,6 +98,12 @@ pub fn parse(args: &[String]) -> Result<ServerOptions, FlagError> {
         address,
         settlement: settle::options(&flags, SettlementOptions::server())?,
         max_packet_amount: flags.parsed("max-packet-amount")?,
+        max_in_flight: match flags.parsed::<usize>("max-in-flight")? {
+            Some(0) => return Err(FlagError("--max-in-flight: must be at least 1".into())),
+            Some(max) => max,
+            None => DEFAULT_MAX_IN_FLIGHT,
+        },
+        forward_margin: Duration::from_millis(flags.parsed("forward-margin-ms")?.unwrap_or(1_000)),
         store: settle::store_dir(&flags, "server")?,
         node: node::parse(&flags)?,
     })
@@ -93,7 +121,9 @@ pub fn start(
         .store(store.clone())
         .token_store(store)
         .settlement_options(options.settlement.clone())
-        .handler_threads(32)
+        .handler_threads(HANDLER_THREADS)
+        .max_in_flight(options.max_in_flight)
+        .forward_expiry_margin(options.forward_margin)
         .on_event(|event| match event {
             PluginEvent::AccountConnected(a) => log::info!("account {a} connected"),
             PluginEvent::AccountDisconnected(a) => log::info!("account {a} disconnected"),
