@@ -1,16 +1,18 @@
 //! `ilp-lightning server`: a hub. The plugin in server role, routing Prepares between its own
-//! clients and settling with each of them over LND, its books in an embedded store. It prints one
-//! JSON line when it listens, then serves until killed.
+//! clients and settling with each of them over LND, its books in an embedded store (or, built
+//! with the `redis` feature, in Redis). It prints one JSON line when it listens, then serves
+//! until killed.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use ilp_plugin_lightning::btp::auth::TokenStore;
 use ilp_plugin_lightning::ilp::Address;
 use ilp_plugin_lightning::lnd::{Lightning, NodeInfo};
 use ilp_plugin_lightning::plugin::{route_between_clients, LightningPlugin, PluginEvent};
-use ilp_plugin_lightning::settlement::{EmbeddedStore, SettlementOptions};
+use ilp_plugin_lightning::settlement::{SettlementOptions, Store};
 
 use crate::flags::{wants_help, FlagError, Flags};
 use crate::json::Object;
@@ -35,7 +37,10 @@ It prints one JSON line when it listens ({{\"event\":\"listening\",...}}), then 
   --address ILP_ADDRESS     the hub's ILP address; account USER gets ILP_ADDRESS.USER
   --max-packet-amount SAT   larger Prepares get F08 (default: no maximum)
 {}
-{}",
+{}
+    --store redis://HOST:PORT/DB
+                            the books and tokens in Redis, shared by every hub process given
+                            the same URL (needs a build with `--features redis`)",
         node::USAGE,
         settle::USAGE
     )
@@ -53,11 +58,56 @@ pub struct ServerOptions {
     /// The node it settles through.
     pub node: NodeLocation,
     /// `--store`: the books and the account-to-token bindings.
-    pub store: PathBuf,
+    pub store: StoreLocation,
     /// The settlement rules (server defaults: credit limit 0, pay after every Fulfill).
     pub settlement: SettlementOptions,
     /// `--max-packet-amount`: larger Prepares get F08.
     pub max_packet_amount: Option<u64>,
+}
+
+/// Where the hub keeps its books and token bindings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// An embedded database in this folder: one process at a time.
+    Dir(PathBuf),
+    /// A Redis database (`redis://HOST:PORT/DB`), shared by several hub processes.
+    Redis(String),
+}
+
+impl StoreLocation {
+    fn describe(&self) -> String {
+        match self {
+            StoreLocation::Dir(dir) => dir.display().to_string(),
+            StoreLocation::Redis(url) => url.clone(),
+        }
+    }
+
+    /// Opens the books there: the store, and the same object as the token store.
+    fn open(&self) -> Result<(Arc<dyn Store>, Arc<dyn TokenStore>), String> {
+        match self {
+            StoreLocation::Dir(dir) => {
+                let store = settle::open_store(dir)?;
+                Ok((store.clone(), store))
+            }
+            StoreLocation::Redis(url) => open_redis(url),
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+fn open_redis(url: &str) -> Result<(Arc<dyn Store>, Arc<dyn TokenStore>), String> {
+    let store = ilp_plugin_lightning::settlement::RedisStore::open(url)
+        .map(Arc::new)
+        .map_err(|e| format!("--store {url}: {e}"))?;
+    Ok((store.clone(), store))
+}
+
+#[cfg(not(feature = "redis"))]
+fn open_redis(url: &str) -> Result<(Arc<dyn Store>, Arc<dyn TokenStore>), String> {
+    Err(format!(
+        "--store {url}: this ilp-lightning was built without Redis support (build it with \
+         `cargo build --release --features redis`)"
+    ))
 }
 
 /// Reads and checks the flags.
@@ -76,22 +126,26 @@ pub fn parse(args: &[String]) -> Result<ServerOptions, FlagError> {
         address,
         settlement: settle::options(&flags, SettlementOptions::server())?,
         max_packet_amount: flags.parsed("max-packet-amount")?,
-        store: settle::store_dir(&flags, "server")?,
+        store: match flags.get("store") {
+            Some(url) if url.starts_with("redis://") => StoreLocation::Redis(url.to_owned()),
+            _ => StoreLocation::Dir(settle::store_dir(&flags, "server")?),
+        },
         node: node::parse(&flags)?,
     })
 }
 
-/// Starts the hub on `node` with its books in `store`; it serves on its own threads until the
-/// plugin is dropped.
+/// Starts the hub on `node` with its books in `store` and its token bindings in `tokens`; it
+/// serves on its own threads until the plugin is dropped.
 pub fn start(
     options: &ServerOptions,
     node: Arc<dyn Lightning>,
-    store: Arc<EmbeddedStore>,
+    store: Arc<dyn Store>,
+    tokens: Arc<dyn TokenStore>,
 ) -> Result<Arc<LightningPlugin>, String> {
     let mut builder = LightningPlugin::server(options.listen, options.address.clone())
         .lightning(node)
-        .store(store.clone())
-        .token_store(store)
+        .store(store)
+        .token_store(tokens)
         .settlement_options(options.settlement.clone())
         .handler_threads(32)
         .on_event(|event| match event {
@@ -133,7 +187,7 @@ fn listening_line(options: &ServerOptions, hub: &LightningPlugin, info: &NodeInf
         .boolean("settlement", true)
         .string("lnd_pubkey", &info.pubkey.to_string())
         .string("network", &info.network.to_string())
-        .string("store", &options.store.display().to_string());
+        .string("store", &options.store.describe());
     line.finish()
 }
 
@@ -151,8 +205,8 @@ pub fn run(args: &[String]) -> ExitCode {
         }
     };
     let started = node::connect(&options.node).and_then(|(node, info)| {
-        let store = settle::open_store(&options.store)?;
-        let hub = start(&options, node, store)?;
+        let (store, tokens) = options.store.open()?;
+        let hub = start(&options, node, store, tokens)?;
         Ok((hub, info))
     });
     let (hub, info) = match started {
@@ -203,7 +257,12 @@ mod tests {
         assert_eq!(ok.settlement.credit_limit, Some(0));
         assert_eq!(ok.settlement.settle_threshold, Some(0));
         assert_eq!(ok.max_packet_amount, Some(5));
-        assert_eq!(ok.store, PathBuf::from("/tmp/s"));
+        assert_eq!(ok.store, StoreLocation::Dir(PathBuf::from("/tmp/s")));
+        let shared = with(&["--store", "redis://127.0.0.1:6379/2"]).unwrap();
+        assert_eq!(
+            shared.store,
+            StoreLocation::Redis("redis://127.0.0.1:6379/2".into())
+        );
         assert_eq!(ok.node.macaroon, dir.join("admin.macaroon"));
         assert_eq!(ok.address.as_str(), "test.hub");
 
