@@ -65,6 +65,9 @@ pub struct ServerOptions {
     pub max_packet_amount: Option<u64>,
 }
 
+/// The books, and the token bindings (the same object for both stores of this crate).
+type OpenedStore = (Arc<dyn Store>, Arc<dyn TokenStore>);
+
 /// Where the hub keeps its books and token bindings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreLocation {
@@ -83,7 +86,7 @@ impl StoreLocation {
     }
 
     /// Opens the books there: the store, and the same object as the token store.
-    fn open(&self) -> Result<(Arc<dyn Store>, Arc<dyn TokenStore>), String> {
+    fn open(&self) -> Result<OpenedStore, String> {
         match self {
             StoreLocation::Dir(dir) => {
                 let store = settle::open_store(dir)?;
@@ -95,7 +98,7 @@ impl StoreLocation {
 }
 
 #[cfg(feature = "redis")]
-fn open_redis(url: &str) -> Result<(Arc<dyn Store>, Arc<dyn TokenStore>), String> {
+fn open_redis(url: &str) -> Result<OpenedStore, String> {
     let store = ilp_plugin_lightning::settlement::RedisStore::open(url)
         .map(Arc::new)
         .map_err(|e| format!("--store {url}: {e}"))?;
@@ -103,7 +106,7 @@ fn open_redis(url: &str) -> Result<(Arc<dyn Store>, Arc<dyn TokenStore>), String
 }
 
 #[cfg(not(feature = "redis"))]
-fn open_redis(url: &str) -> Result<(Arc<dyn Store>, Arc<dyn TokenStore>), String> {
+fn open_redis(url: &str) -> Result<OpenedStore, String> {
     Err(format!(
         "--store {url}: this ilp-lightning was built without Redis support (build it with \
          `cargo build --release --features redis`)"

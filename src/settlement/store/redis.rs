@@ -100,8 +100,10 @@ return redis.call('HGETALL', KEYS[1])
 "#;
 
 /// KEYS: book, in-flight, payments, paid invoices, accounts.
-/// ARGV: hash (hex), amount, encoded intent, account.
+/// ARGV: hash (hex), amount, encoded intent, account. The very same intent again (a repeat after
+/// a lost reply) is answered 'ok' and changes nothing.
 const BEGIN_PAYMENT: &str = r#"
+if redis.call('HGET', KEYS[3], ARGV[1]) == ARGV[3] then return {'ok'} end
 if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 or redis.call('HEXISTS', KEYS[4], ARGV[1]) == 1 then
   return {'duplicate'}
 end
@@ -146,7 +148,13 @@ return 'finished'
 /// KEYS: invoice, open invoices. ARGV: hash (hex), account, payment request, add index,
 /// expiry, state. (An account is listed once money moves, as in the other stores.)
 const ISSUE_INVOICE: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 'duplicate' end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('HGET', KEYS[1], 'account') == ARGV[2]
+      and redis.call('HGET', KEYS[1], 'request') == ARGV[3] then
+    return 'ok'
+  end
+  return 'duplicate'
+end
 redis.call('HSET', KEYS[1], 'account', ARGV[2], 'request', ARGV[3], 'add_index', ARGV[4],
   'expires_at', ARGV[5], 'state', ARGV[6])
 if ARGV[6] == 'open' then redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1]) end
@@ -255,6 +263,10 @@ impl fmt::Debug for RedisStore {
             .field("url", &self.url)
             .finish_non_exhaustive()
     }
+}
+
+fn broken(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error()
 }
 
 fn io(e: RedisError) -> StoreError {
@@ -373,7 +385,7 @@ impl RedisStore {
             reserved: Mutex::new(HashMap::new()),
         };
         let cutoff = now_secs().saturating_sub(3600);
-        store.with(|con| {
+        store.with_retry(|con| {
             store
                 .scripts
                 .forget_paid_invoices
@@ -389,42 +401,90 @@ impl RedisStore {
         &self.url
     }
 
-    /// Runs `f` on a connection (an idle one, or a new one). A connection that failed is dropped,
-    /// so that after Redis restarts the next command connects again.
+    /// Runs `f` once, for a change that must not run twice (it has no identity to make a
+    /// repeat harmless): a broken connection is an error, the change may or may not be applied.
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> RedisResult<T>) -> Result<T, StoreError> {
+        self.attempt(f).map_err(io)
+    }
+
+    /// Runs `f`, a read or a change that is a no-op when repeated; when the connection broke
+    /// (Redis restarted), once more on a new connection.
+    fn with_retry<T>(
+        &self,
+        f: impl Fn(&mut Connection) -> RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        match self.attempt(&f) {
+            Err(e) if broken(&e) => self.attempt(&f).map_err(io),
+            other => other.map_err(io),
+        }
+    }
+
+    /// Runs `f` on a connection (an idle one, or a new one). When a connection broke, every idle
+    /// one is dropped too (they all went to the same server), so the next command connects anew.
+    fn attempt<T>(&self, f: impl FnOnce(&mut Connection) -> RedisResult<T>) -> RedisResult<T> {
         let idle = self.idle.lock().pop();
         let mut con = match idle {
             Some(con) => con,
             None => {
-                let con = self
-                    .client
-                    .get_connection_with_timeout(COMMAND_TIMEOUT)
-                    .map_err(io)?;
-                con.set_read_timeout(Some(COMMAND_TIMEOUT)).map_err(io)?;
-                con.set_write_timeout(Some(COMMAND_TIMEOUT)).map_err(io)?;
+                let con = self.client.get_connection_with_timeout(COMMAND_TIMEOUT)?;
+                con.set_read_timeout(Some(COMMAND_TIMEOUT))?;
+                con.set_write_timeout(Some(COMMAND_TIMEOUT))?;
                 con
             }
         };
-        match f(&mut con) {
-            Ok(value) => {
-                self.idle.lock().push(con);
-                Ok(value)
+        let result = f(&mut con);
+        match &result {
+            Err(e) if broken(e) => {
+                // Closed outside the lock.
+                let stale = std::mem::take(&mut *self.idle.lock());
+                drop((con, stale));
             }
-            Err(e) => {
-                if !(e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error()) {
-                    self.idle.lock().push(con);
-                }
-                Err(io(e))
-            }
+            _ => self.idle.lock().push(con),
         }
+        result
     }
 
     fn fields(&self, key: &str) -> Result<HashMap<String, String>, StoreError> {
-        self.with(|con| redis::cmd("HGETALL").arg(key).query(con))
+        self.with_retry(|con| redis::cmd("HGETALL").arg(key).query(con))
     }
 
     fn local_reserved(&self, account: &str) -> u128 {
         self.reserved.lock().get(account).copied().unwrap_or(0)
+    }
+
+    /// Whether `held` (this process's reservations, the new one included) fits the account's
+    /// limit on top of its shared balance.
+    fn check_limit(
+        &self,
+        account: &str,
+        held: u128,
+        limit_msat: Option<u128>,
+    ) -> Result<Result<(), OverLimit>, StoreError> {
+        let Some(limit) = limit_msat else {
+            return Ok(Ok(()));
+        };
+        let receivable: i128 = self
+            .with_retry(|con| {
+                redis::cmd("HGET")
+                    .arg(book_key(account))
+                    .arg("receivable")
+                    .query::<Option<String>>(con)
+            })?
+            .map_or(Ok(0), |v| {
+                v.parse()
+                    .map_err(|_| corrupt(format!("account {account}: receivable {v:?}")))
+            })?;
+        let would_owe = i128::try_from(held)
+            .ok()
+            .and_then(|h| receivable.checked_add(h))
+            .ok_or(BookError::Overflow("reservation"))?;
+        if would_owe > i128::try_from(limit).unwrap_or(i128::MAX) {
+            return Ok(Err(OverLimit {
+                would_owe_msat: would_owe,
+                limit_msat: limit,
+            }));
+        }
+        Ok(Ok(()))
     }
 
     fn release(&self, account: &str, amount_msat: u128) -> Result<(), StoreError> {
@@ -464,33 +524,7 @@ impl Store for RedisStore {
                 .ok_or(BookError::Overflow("reservation"))?;
             *held
         };
-        let checked = (|| {
-            let Some(limit) = limit_msat else {
-                return Ok(Ok(()));
-            };
-            let receivable: i128 = self
-                .with(|con| {
-                    redis::cmd("HGET")
-                        .arg(book_key(account))
-                        .arg("receivable")
-                        .query::<Option<String>>(con)
-                })?
-                .map_or(Ok(0), |v| {
-                    v.parse()
-                        .map_err(|_| corrupt(format!("account {account}: receivable {v:?}")))
-                })?;
-            let would_owe = i128::try_from(held)
-                .ok()
-                .and_then(|h| receivable.checked_add(h))
-                .ok_or(BookError::Overflow("reservation"))?;
-            if would_owe > i128::try_from(limit).unwrap_or(i128::MAX) {
-                return Ok(Err(OverLimit {
-                    would_owe_msat: would_owe,
-                    limit_msat: limit,
-                }));
-            }
-            Ok(Ok(()))
-        })();
+        let checked = self.check_limit(account, held, limit_msat);
         if !matches!(checked, Ok(Ok(()))) {
             self.release(account, amount)?;
         }
@@ -553,7 +587,7 @@ impl Store for RedisStore {
     fn begin_payment(&self, intent: &PaymentIntent) -> Result<Result<(), PaymentBusy>, StoreError> {
         let amount = exact(u128::from(intent.amount_msat), "payable")?;
         let hash = hex::encode(intent.payment_hash.0);
-        let answer: Vec<String> = self.with(|con| {
+        let answer: Vec<String> = self.with_retry(|con| {
             self.scripts
                 .begin_payment
                 .key(book_key(&intent.account))
@@ -585,7 +619,7 @@ impl Store for RedisStore {
         result: PaymentResult,
     ) -> Result<Option<PaymentIntent>, StoreError> {
         let hash = hex::encode(payment_hash.0);
-        let Some(bytes) = self.with(|con| {
+        let Some(bytes) = self.with_retry(|con| {
             redis::cmd("HGET")
                 .arg(PAYMENTS)
                 .arg(&hash)
@@ -605,7 +639,7 @@ impl Store for RedisStore {
             }
             _ => String::new(),
         };
-        let answer: String = self.with(|con| {
+        let answer: String = self.with_retry(|con| {
             self.scripts
                 .finish_payment
                 .key(book_key(&intent.account))
@@ -616,7 +650,7 @@ impl Store for RedisStore {
                 .arg(intent.amount_msat)
                 .arg(outcome)
                 .arg(fee)
-                .arg(expires)
+                .arg(&expires)
                 .invoke(con)
         })?;
         match answer.as_str() {
@@ -628,7 +662,7 @@ impl Store for RedisStore {
     }
 
     fn issue_invoice(&self, invoice: &IssuedInvoice) -> Result<(), StoreError> {
-        let answer: String = self.with(|con| {
+        let answer: String = self.with_retry(|con| {
             self.scripts
                 .issue_invoice
                 .key(invoice_key(&invoice.payment_hash))
@@ -659,7 +693,7 @@ impl Store for RedisStore {
         exact(u128::from(amount_msat), "received")?;
         let key = invoice_key(payment_hash);
         // An invoice's account never changes once issued; the script checks it anyway.
-        let account: Option<String> = self.with(|con| {
+        let account: Option<String> = self.with_retry(|con| {
             redis::cmd("HGET")
                 .arg(&key)
                 .arg("account")
@@ -667,7 +701,9 @@ impl Store for RedisStore {
         })?;
         let hash = hex::encode(payment_hash.0);
         let account = account.unwrap_or_default();
-        let answer: String = self.with(|con| {
+        // Retried after a broken connection: if the first run credited, the retry answers
+        // AlreadyCredited, and the receipt waits in `pending_receipts` for the next start.
+        let answer: String = self.with_retry(|con| {
             self.scripts
                 .credit_invoice
                 .key(CURSOR)
@@ -696,7 +732,7 @@ impl Store for RedisStore {
     }
 
     fn close_invoice(&self, payment_hash: &PaymentHash) -> Result<(), StoreError> {
-        self.with(|con| {
+        self.with_retry(|con| {
             self.scripts
                 .close_invoice
                 .key(invoice_key(payment_hash))
@@ -708,7 +744,7 @@ impl Store for RedisStore {
     }
 
     fn receipt_delivered(&self, payment_hash: &PaymentHash) -> Result<(), StoreError> {
-        self.with(|con| {
+        self.with_retry(|con| {
             redis::cmd("HDEL")
                 .arg(RECEIPTS)
                 .arg(hex::encode(payment_hash.0))
@@ -718,7 +754,7 @@ impl Store for RedisStore {
     }
 
     fn advance_cursor(&self, cursor: InvoiceCursor) -> Result<(), StoreError> {
-        self.with(|con| {
+        self.with_retry(|con| {
             self.scripts
                 .advance_cursor
                 .key(CURSOR)
@@ -737,7 +773,7 @@ impl Store for RedisStore {
 
     fn accounts(&self) -> Result<Vec<(String, AccountBook)>, StoreError> {
         let mut names: Vec<String> =
-            self.with(|con| redis::cmd("SMEMBERS").arg(ACCOUNTS).query(con))?;
+            self.with_retry(|con| redis::cmd("SMEMBERS").arg(ACCOUNTS).query(con))?;
         names.extend(self.reserved.lock().keys().cloned());
         names.sort();
         names.dedup();
@@ -749,7 +785,7 @@ impl Store for RedisStore {
 
     fn open_payments(&self) -> Result<Vec<PaymentIntent>, StoreError> {
         let records: Vec<Vec<u8>> =
-            self.with(|con| redis::cmd("HVALS").arg(PAYMENTS).query(con))?;
+            self.with_retry(|con| redis::cmd("HVALS").arg(PAYMENTS).query(con))?;
         let mut open = records
             .iter()
             .map(|bytes| codec::decode_payment(bytes).map_err(StoreError::Corrupt))
@@ -763,7 +799,7 @@ impl Store for RedisStore {
     }
 
     fn open_invoices(&self, account: Option<&str>) -> Result<Vec<IssuedInvoice>, StoreError> {
-        let hashes: Vec<String> = self.with(|con| {
+        let hashes: Vec<String> = self.with_retry(|con| {
             redis::cmd("ZRANGE")
                 .arg(OPEN_INVOICES)
                 .arg(0)
@@ -787,7 +823,7 @@ impl Store for RedisStore {
 
     fn pending_receipts(&self) -> Result<Vec<Receipt>, StoreError> {
         let all: HashMap<String, String> =
-            self.with(|con| redis::cmd("HGETALL").arg(RECEIPTS).query(con))?;
+            self.with_retry(|con| redis::cmd("HGETALL").arg(RECEIPTS).query(con))?;
         let mut receipts = Vec::with_capacity(all.len());
         for (hex_hash, amount) in all {
             let hash = hash_of(&hex_hash)?;
@@ -823,7 +859,7 @@ impl TokenStore for RedisStore {
     ) -> Result<TokenCheck, TokenStoreError> {
         // SET NX GET: binds the token if the account has none, and returns the bound one.
         let bound: Option<Vec<u8>> = self
-            .with(|con| {
+            .with_retry(|con| {
                 redis::cmd("SET")
                     .arg(token_key(account))
                     .arg(&token_hash[..])
