@@ -437,3 +437,72 @@ fn a_hub_settles_with_its_books_and_tokens_in_redis() {
     drop((alice, bob, hub));
     let _ = std::fs::remove_dir_all(redis.dir());
 }
+
+/// Two `ilp-lightning server` processes on one simulated LND node and one Redis: alice prefunds
+/// through hub A; A is SIGKILLed; alice reconnects to hub B with her token and her balance.
+#[cfg(feature = "sim")]
+#[test]
+fn an_account_moves_to_another_hub_process_with_its_balance_and_token() {
+    use common::hub::{HubProcess, SimFiles};
+    use common::lightning::{node_client, reject_code, with_events};
+    use ilp_plugin_lightning::plugin::LightningPlugin;
+    use std::time::{Duration, Instant};
+
+    let redis = RedisServer::start("two-hubs");
+    let url = redis.url();
+    let lnd = SimFiles::start(&["hub", "alice"]);
+    let hub_args = ["--lnddir", &lnd.lnddir("hub"), "--store", &url];
+    let hub_a = HubProcess::start(&hub_args);
+    let hub_b = HubProcess::start(&hub_args);
+    assert_eq!(hub_a.first_line["store"], url.as_str());
+    let alice_node = lnd.network.node("alice").unwrap();
+    let connect = |port: u16, token: &str| {
+        let builder = LightningPlugin::client(&format!("btp+ws://alice:{token}@127.0.0.1:{port}"))
+            .connect_timeout(Duration::from_secs(10))
+            .lightning(node_client(alice_node));
+        let (builder, events) = with_events(builder);
+        let client = builder.build().expect("client builds");
+        client.connect().map(|()| (client, events))
+    };
+    let packet = |nonce: u8| {
+        let fulfillment = [nonce; 32];
+        common::ilp::prepare(&fulfillment, "test.hub.nobody", 10, 30_000, &fulfillment)
+    };
+
+    let (alice, _events) = connect(hub_a.port, "alice-secret").expect("alice joins hub A");
+    // Credit limit 0: refused before she prefunds.
+    let refused = alice.send_data(&packet(1)).unwrap();
+    assert_eq!(reject_code(&refused).as_deref(), Some("T04"));
+    alice
+        .send_money(1_000)
+        .expect("alice prefunds over Lightning");
+    // The credit is booked in another process: no event reaches this one, so the shared books
+    // are read until they show it (bounded: 60 s).
+    let books = RedisStore::open(&url).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while books.account("alice").unwrap().received_msat < 1_000_000 {
+        assert!(Instant::now() < deadline, "the prefund was never credited");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(alice);
+    // SIGKILL hub A.
+    drop(hub_a);
+
+    // Hub B knows alice's token: another one is refused, hers accepted.
+    assert!(connect(hub_b.port, "not-alices").is_err());
+    let (alice, _events) = connect(hub_b.port, "alice-secret").expect("alice joins hub B");
+    // Hub B sees her prefund: the Prepare passes the credit check (no T04) and is then
+    // rejected only because nobody is there to receive it.
+    let reply = alice.send_data(&packet(2)).unwrap();
+    let code = reject_code(&reply).expect("a Reject");
+    assert_ne!(code, "T04", "hub B does not see alice's prefund");
+    let book = books.account("alice").unwrap();
+    assert_eq!(
+        (book.receivable_msat, book.received_msat, book.reserved_msat),
+        (-1_000_000, 1_000_000, 0)
+    );
+    // Credited once, though both hubs saw the payment settle.
+    assert_eq!(book.receipts, 1);
+    drop((alice, hub_b));
+    let _ = std::fs::remove_dir_all(redis.dir());
+}
