@@ -286,4 +286,13 @@ mod tests {
         assert!(bad_address.unwrap_err().0.starts_with("--address:"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[cfg(not(feature = "redis"))]
+    #[test]
+    fn a_redis_store_without_the_feature_is_refused_with_how_to_build_it() {
+        let Err(refused) = StoreLocation::Redis("redis://127.0.0.1:1/0".into()).open() else {
+            panic!("opened a Redis store without the redis feature");
+        };
+        assert!(refused.contains("--features redis"), "{refused}");
+    }
 }
