@@ -506,3 +506,144 @@ fn an_account_moves_to_another_hub_process_with_its_balance_and_token() {
     drop((alice, hub_b));
     let _ = std::fs::remove_dir_all(redis.dir());
 }
+
+/// A seeded random run of every change of money, spread over two Redis stores (two processes'
+/// worth of connections and reservations) and mirrored on a [`MemoryStore`]: after every step the
+/// shared books are the model's, answers included.
+#[test]
+fn a_random_run_over_two_processes_keeps_the_books_of_one() {
+    let redis = RedisServer::start("random");
+    let stores = [
+        RedisStore::open(&redis.url()).unwrap(),
+        RedisStore::open(&redis.url()).unwrap(),
+    ];
+    let model = MemoryStore::new();
+    let accounts = ["alice", "bob", "carol"];
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |below: u64| {
+        // xorshift64: reproducible without a dependency.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % below
+    };
+    let mut held: Vec<(usize, &str, u128)> = Vec::new();
+    // Steps run, per kind: the run must have exercised each.
+    let mut done = [0u32; 7];
+    let mut open_payments: Vec<PaymentHash> = Vec::new();
+    let mut invoices: Vec<(PaymentHash, u64)> = Vec::new();
+    let mut next_hash: u32 = 0;
+    let mut fresh_hash = || {
+        next_hash += 1;
+        let mut bytes = [0u8; 32];
+        bytes[..4].copy_from_slice(&next_hash.to_be_bytes());
+        (PaymentHash(bytes), u64::from(next_hash))
+    };
+    for step in 0..400 {
+        let s = next(2) as usize;
+        let store = &stores[s];
+        let account = accounts[next(3) as usize];
+        let amount = u128::from(next(5000) + 1);
+        let op = next(7);
+        match op {
+            0 => {
+                // An account's Prepares arrive at the process it is attached to (reservations
+                // are per process: see the README).
+                let s = accounts.iter().position(|a| *a == account).unwrap() % 2;
+                let store = &stores[s];
+                let limit = Some(u128::from(next(20_000)));
+                let got = store.reserve(account, amount, limit).unwrap();
+                assert_eq!(
+                    got,
+                    model.reserve(account, amount, limit).unwrap(),
+                    "{step}"
+                );
+                if got.is_ok() {
+                    held.push((s, account, amount));
+                }
+            }
+            1 if !held.is_empty() => {
+                let (s, account, amount) = held.swap_remove(next(held.len() as u64) as usize);
+                if next(2) == 0 {
+                    stores[s].post(account, amount).unwrap();
+                    model.post(account, amount).unwrap();
+                } else {
+                    stores[s].void(account, amount).unwrap();
+                    model.void(account, amount).unwrap();
+                }
+            }
+            2 => {
+                store.owe(account, amount).unwrap();
+                model.owe(account, amount).unwrap();
+            }
+            3 => {
+                let (hash, number) = fresh_hash();
+                let mut paying = intent(account, 0, amount as u64, 4_000_000_000);
+                paying.payment_hash = hash;
+                paying.created_at_ms = number;
+                let got = store.begin_payment(&paying).unwrap();
+                assert_eq!(got, model.begin_payment(&paying).unwrap(), "{step}");
+                if got.is_ok() {
+                    open_payments.push(hash);
+                }
+            }
+            4 if !open_payments.is_empty() => {
+                let hash = open_payments.swap_remove(next(open_payments.len() as u64) as usize);
+                let result = if next(2) == 0 {
+                    PaymentResult::Failed
+                } else {
+                    PaymentResult::Succeeded { fee_msat: next(10) }
+                };
+                let got = store.finish_payment(&hash, result).unwrap();
+                assert_eq!(got, model.finish_payment(&hash, result).unwrap(), "{step}");
+                // The other process books it again: a no-op.
+                assert_eq!(stores[1 - s].finish_payment(&hash, result).unwrap(), None);
+            }
+            5 => {
+                let (hash, add_index) = fresh_hash();
+                let mut issued = invoice(account, 0, add_index);
+                issued.payment_hash = hash;
+                store.issue_invoice(&issued).unwrap();
+                model.issue_invoice(&issued).unwrap();
+                invoices.push((hash, amount as u64));
+            }
+            _ if !invoices.is_empty() => {
+                // Both processes see the settle, each possibly twice.
+                let (hash, paid) = invoices[next(invoices.len() as u64) as usize];
+                let cursor = InvoiceCursor {
+                    add_index: next(1000),
+                    settle_index: next(1000),
+                };
+                let expected = model.credit_invoice(&hash, paid, cursor).unwrap();
+                let got = store.credit_invoice(&hash, paid, cursor).unwrap();
+                assert_eq!(got, expected, "{step}");
+                assert_eq!(
+                    stores[1 - s].credit_invoice(&hash, paid, cursor).unwrap(),
+                    Credit::AlreadyCredited
+                );
+                assert_eq!(stores[1 - s].cursor().unwrap(), model.cursor().unwrap());
+            }
+            _ => continue,
+        }
+        done[op as usize] += 1;
+        // Every account as the model has it; reservations are each process's own, so the two
+        // processes' together are the model's.
+        for name in accounts {
+            let mut shared = stores[0].account(name).unwrap();
+            shared.reserved_msat += stores[1].account(name).unwrap().reserved_msat;
+            assert_eq!(
+                shared,
+                model.account(name).unwrap(),
+                "{name} after step {step}"
+            );
+        }
+        assert_eq!(
+            stores[1].open_payments().unwrap(),
+            model.open_payments().unwrap()
+        );
+    }
+    assert!(done.iter().all(|n| *n >= 20), "{done:?}");
+    let credited = model.pending_receipts().unwrap().len();
+    assert!(credited >= 10, "{credited}");
+    let _ = std::fs::remove_dir_all(redis.dir());
+}
