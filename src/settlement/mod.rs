@@ -35,4 +35,6 @@ mod watcher;
 pub use amount::Unit;
 pub use engine::{FeeLimit, PeerLink, Settlement, SettlementOptions, StartError};
 pub use hooks::{Balance, Balances, CreditRefused, PrepareRefused, SettlementHooks, PEER_ACCOUNT};
+#[cfg(feature = "redis")]
+pub use store::RedisStore;
 pub use store::{EmbeddedStore, MemoryStore, Store, StoreError};

@@ -6,4 +6,5 @@ pub mod hub;
 pub mod ilp;
 pub mod js;
 pub mod lightning;
+pub mod redis_server;
 pub mod threads;

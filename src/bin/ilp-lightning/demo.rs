@@ -900,10 +900,12 @@ mod tests {
         assert_eq!(r.fees_msat, 3_000);
     }
 
+    /// Spoils a consistent set of tallies: the clients', the hub's and the router's.
+    type Spoil = dyn Fn(&mut Vec<(String, ClientTally)>, &mut i128, &mut i128);
+
     #[test]
     fn every_kind_of_disagreement_is_found() {
-        let check = |change: &dyn Fn(&mut Vec<(String, ClientTally)>, &mut i128, &mut i128),
-                     expect: &str| {
+        let check = |change: &Spoil, expect: &str| {
             let (mut clients, mut hub, mut router) = consistent();
             change(&mut clients, &mut hub, &mut router);
             let r = reconcile(&clients, hub, router);

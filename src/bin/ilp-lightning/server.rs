@@ -1,6 +1,7 @@
 //! `ilp-lightning server`: a hub. The plugin in server role, routing Prepares between its own
-//! clients and settling with each of them over LND, its books in an embedded store. It prints one
-//! JSON line when it listens, then serves until killed.
+//! clients and settling with each of them over LND, its books in an embedded store (or, built
+//! with the `redis` feature, in Redis). It prints one JSON line when it listens, then serves
+//! until killed.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,10 +9,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ilp_plugin_lightning::btp::auth::TokenStore;
 use ilp_plugin_lightning::ilp::Address;
 use ilp_plugin_lightning::lnd::{Lightning, NodeInfo};
 use ilp_plugin_lightning::plugin::{route_between_clients, LightningPlugin, PluginEvent};
-use ilp_plugin_lightning::settlement::{EmbeddedStore, SettlementOptions};
+use ilp_plugin_lightning::settlement::{SettlementOptions, Store};
 
 use crate::flags::{wants_help, FlagError, Flags};
 use crate::json::Object;
@@ -41,7 +43,10 @@ It prints one JSON line when it listens ({{\"event\":\"listening\",...}}), then 
   --forward-margin-ms MS    a forwarded Prepare expires this much before the one that came
                             in (default 1000; less time left: R02)
 {}
-{}",
+{}
+    --store redis://HOST:PORT/DB
+                            the books and tokens in Redis, shared by every hub process given
+                            the same URL (needs a build with `--features redis`)",
         node::USAGE,
         settle::USAGE
     )
@@ -71,7 +76,7 @@ pub struct ServerOptions {
     /// The node it settles through.
     pub node: NodeLocation,
     /// `--store`: the books and the account-to-token bindings.
-    pub store: PathBuf,
+    pub store: StoreLocation,
     /// The settlement rules (server defaults: credit limit 0, pay after every Fulfill).
     pub settlement: SettlementOptions,
     /// `--max-packet-amount`: larger Prepares get F08.
@@ -80,6 +85,54 @@ pub struct ServerOptions {
     pub max_in_flight: usize,
     /// `--forward-margin-ms`: how much earlier a forwarded Prepare expires.
     pub forward_margin: Duration,
+}
+
+/// The books, and the token bindings (the same object for both stores of this crate).
+type OpenedStore = (Arc<dyn Store>, Arc<dyn TokenStore>);
+
+/// Where the hub keeps its books and token bindings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// An embedded database in this folder: one process at a time.
+    Dir(PathBuf),
+    /// A Redis database (`redis://HOST:PORT/DB`), shared by several hub processes.
+    Redis(String),
+}
+
+impl StoreLocation {
+    fn describe(&self) -> String {
+        match self {
+            StoreLocation::Dir(dir) => dir.display().to_string(),
+            StoreLocation::Redis(url) => url.clone(),
+        }
+    }
+
+    /// Opens the books there: the store, and the same object as the token store.
+    fn open(&self) -> Result<OpenedStore, String> {
+        match self {
+            StoreLocation::Dir(dir) => {
+                let store = settle::open_store(dir)?;
+                Ok((store.clone(), store))
+            }
+            StoreLocation::Redis(url) => open_redis(url),
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+fn open_redis(url: &str) -> Result<OpenedStore, String> {
+    let store = ilp_plugin_lightning::settlement::RedisStore::open(url)
+        .map(Arc::new)
+        .map_err(|e| format!("--store {url}: {e}"))?;
+    Ok((store.clone(), store))
+}
+
+#[cfg(not(feature = "redis"))]
+fn open_redis(url: &str) -> Result<OpenedStore, String> {
+    Err(format!(
+        "--store {url}: this ilp-lightning was built without Redis support (build it with \
+         `cargo build --release --features redis`)"
+    ))
 }
 
 /// Reads and checks the flags.
@@ -104,22 +157,26 @@ pub fn parse(args: &[String]) -> Result<ServerOptions, FlagError> {
             None => DEFAULT_MAX_IN_FLIGHT,
         },
         forward_margin: Duration::from_millis(flags.parsed("forward-margin-ms")?.unwrap_or(1_000)),
-        store: settle::store_dir(&flags, "server")?,
+        store: match flags.get("store") {
+            Some(url) if url.starts_with("redis://") => StoreLocation::Redis(url.to_owned()),
+            _ => StoreLocation::Dir(settle::store_dir(&flags, "server")?),
+        },
         node: node::parse(&flags)?,
     })
 }
 
-/// Starts the hub on `node` with its books in `store`; it serves on its own threads until the
-/// plugin is dropped.
+/// Starts the hub on `node` with its books in `store` and its token bindings in `tokens`; it
+/// serves on its own threads until the plugin is dropped.
 pub fn start(
     options: &ServerOptions,
     node: Arc<dyn Lightning>,
-    store: Arc<EmbeddedStore>,
+    store: Arc<dyn Store>,
+    tokens: Arc<dyn TokenStore>,
 ) -> Result<Arc<LightningPlugin>, String> {
     let mut builder = LightningPlugin::server(options.listen, options.address.clone())
         .lightning(node)
-        .store(store.clone())
-        .token_store(store)
+        .store(store)
+        .token_store(tokens)
         .settlement_options(options.settlement.clone())
         .handler_threads(HANDLER_THREADS)
         .max_in_flight(options.max_in_flight)
@@ -163,7 +220,7 @@ fn listening_line(options: &ServerOptions, hub: &LightningPlugin, info: &NodeInf
         .boolean("settlement", true)
         .string("lnd_pubkey", &info.pubkey.to_string())
         .string("network", &info.network.to_string())
-        .string("store", &options.store.display().to_string());
+        .string("store", &options.store.describe());
     line.finish()
 }
 
@@ -181,8 +238,8 @@ pub fn run(args: &[String]) -> ExitCode {
         }
     };
     let started = node::connect(&options.node).and_then(|(node, info)| {
-        let store = settle::open_store(&options.store)?;
-        let hub = start(&options, node, store)?;
+        let (store, tokens) = options.store.open()?;
+        let hub = start(&options, node, store, tokens)?;
         Ok((hub, info))
     });
     let (hub, info) = match started {
@@ -233,7 +290,12 @@ mod tests {
         assert_eq!(ok.settlement.credit_limit, Some(0));
         assert_eq!(ok.settlement.settle_threshold, Some(0));
         assert_eq!(ok.max_packet_amount, Some(5));
-        assert_eq!(ok.store, PathBuf::from("/tmp/s"));
+        assert_eq!(ok.store, StoreLocation::Dir(PathBuf::from("/tmp/s")));
+        let shared = with(&["--store", "redis://127.0.0.1:6379/2"]).unwrap();
+        assert_eq!(
+            shared.store,
+            StoreLocation::Redis("redis://127.0.0.1:6379/2".into())
+        );
         assert_eq!(ok.node.macaroon, dir.join("admin.macaroon"));
         assert_eq!(ok.address.as_str(), "test.hub");
 
@@ -253,5 +315,14 @@ mod tests {
         ]));
         assert!(bad_address.unwrap_err().0.starts_with("--address:"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(not(feature = "redis"))]
+    #[test]
+    fn a_redis_store_without_the_feature_is_refused_with_how_to_build_it() {
+        let Err(refused) = StoreLocation::Redis("redis://127.0.0.1:1/0".into()).open() else {
+            panic!("opened a Redis store without the redis feature");
+        };
+        assert!(refused.contains("--features redis"), "{refused}");
     }
 }

@@ -268,14 +268,15 @@ fn hash_key(key: &[u8]) -> Result<PaymentHash, StoreError> {
     })
 }
 
+/// Reads one stored row (key, value) into the books.
+type RowVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError> + 'a;
+
 fn load(db: &Database) -> Result<(Books, HashMap<String, TokenHash>), StoreError> {
     let read = io_error("cannot read the store");
     let txn = db.begin_read().map_err(|e| read(e.into()))?;
     let mut books = Books::default();
     let mut tokens = HashMap::new();
-    let each = |table: Bytes,
-                visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>|
-     -> Result<(), StoreError> {
+    let each = |table: Bytes, visit: &mut RowVisitor| -> Result<(), StoreError> {
         let table = txn.open_table(table).map_err(|e| read(e.into()))?;
         for row in table.iter().map_err(|e| read(e.into()))? {
             let (key, value) = row.map_err(|e| read(e.into()))?;

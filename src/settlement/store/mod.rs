@@ -1,5 +1,6 @@
 //! Where the books live: the [`Store`] trait, an in-memory store for tests and short-lived
-//! plugins, and [`EmbeddedStore`], a crash-safe embedded database (redb) for everything else.
+//! plugins, [`EmbeddedStore`], a crash-safe embedded database (redb) for everything else, and
+//! (cargo feature `redis`) `RedisStore`, books in Redis shared by several hub processes.
 //!
 //! A store applies each change of money atomically, and a method that changes what must survive a
 //! crash returns only once the change is durable. Settlement relies on that order: a payment's
@@ -8,11 +9,15 @@
 
 mod codec;
 mod embedded;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::fmt;
 
 use parking_lot::Mutex;
 
+#[cfg(feature = "redis")]
+pub use self::redis::RedisStore;
 pub use super::book::{
     AccountBook, BookError, Credit, IssuedInvoice, IssuedState, OverLimit, PaymentBusy,
     PaymentIntent, PaymentResult, PaymentRoute, Receipt,
