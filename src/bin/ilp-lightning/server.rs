@@ -6,16 +6,17 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ilp_plugin_lightning::ilp::Address;
 use ilp_plugin_lightning::lnd::{Lightning, NodeInfo};
 use ilp_plugin_lightning::plugin::{route_between_clients, LightningPlugin, PluginEvent};
-use ilp_plugin_lightning::settlement::{EmbeddedStore, SettlementOptions};
+use ilp_plugin_lightning::settlement::{EmbeddedStore, SettlementOptions, Status};
 
 use crate::flags::{wants_help, FlagError, Flags};
 use crate::json::Object;
 use crate::node::{self, NodeLocation};
-use crate::{settle, EXIT_BAD_INPUT};
+use crate::{settle, status, EXIT_BAD_INPUT};
 
 /// The one-line summary `ilp-lightning --help` shows.
 pub const SUMMARY: &str = "  server --listen HOST:PORT --address ILP_ADDRESS [options]
@@ -34,6 +35,8 @@ It prints one JSON line when it listens ({{\"event\":\"listening\",...}}), then 
   --listen HOST:PORT        where the BTP server listens (port 0: any free port)
   --address ILP_ADDRESS     the hub's ILP address; account USER gets ILP_ADDRESS.USER
   --max-packet-amount SAT   larger Prepares get F08 (default: no maximum)
+  --status-every SECONDS    log a one-line summary of the books this often (default 60;
+                            0: never); `ilp-lightning status` shows them per account
 {}
 {}",
         node::USAGE,
@@ -41,7 +44,10 @@ It prints one JSON line when it listens ({{\"event\":\"listening\",...}}), then 
     )
 }
 
-const OWN_FLAGS: &[&str] = &["listen", "address", "max-packet-amount"];
+const OWN_FLAGS: &[&str] = &["listen", "address", "max-packet-amount", "status-every"];
+
+/// How often the hub logs its summary line by default.
+const DEFAULT_STATUS_EVERY: Duration = Duration::from_secs(60);
 
 /// The hub's settings, from its flags.
 #[derive(Debug, Clone)]
@@ -58,6 +64,8 @@ pub struct ServerOptions {
     pub settlement: SettlementOptions,
     /// `--max-packet-amount`: larger Prepares get F08.
     pub max_packet_amount: Option<u64>,
+    /// `--status-every`: how often to log the summary line (`None`: never).
+    pub status_every: Option<Duration>,
 }
 
 /// Reads and checks the flags.
@@ -76,6 +84,11 @@ pub fn parse(args: &[String]) -> Result<ServerOptions, FlagError> {
         address,
         settlement: settle::options(&flags, SettlementOptions::server())?,
         max_packet_amount: flags.parsed("max-packet-amount")?,
+        status_every: match flags.parsed::<u64>("status-every")? {
+            None => Some(DEFAULT_STATUS_EVERY),
+            Some(0) => None,
+            Some(seconds) => Some(Duration::from_secs(seconds)),
+        },
         store: settle::store_dir(&flags, "server")?,
         node: node::parse(&flags)?,
     })
@@ -152,10 +165,10 @@ pub fn run(args: &[String]) -> ExitCode {
     };
     let started = node::connect(&options.node).and_then(|(node, info)| {
         let store = settle::open_store(&options.store)?;
-        let hub = start(&options, node, store)?;
-        Ok((hub, info))
+        let hub = start(&options, node, store.clone())?;
+        Ok((hub, info, store))
     });
-    let (hub, info) = match started {
+    let (hub, info, store) = match started {
         Ok(started) => started,
         Err(e) => {
             eprintln!("ilp-lightning server: {e}");
@@ -163,9 +176,28 @@ pub fn run(args: &[String]) -> ExitCode {
         }
     };
     println!("{}", listening_line(&options, &hub, &info));
-    // Serve until the process is killed; the plugin's threads do the work.
+    // Serve until the process is killed; the plugin's threads do the work, this one logs the
+    // summary now and then.
+    let _hub = hub;
+    let Some(every) = options.status_every else {
+        loop {
+            std::thread::park();
+        }
+    };
+    let mut next = Instant::now() + every;
     loop {
-        std::thread::park();
+        let now = Instant::now();
+        if now < next {
+            std::thread::park_timeout(next - now);
+            continue;
+        }
+        next += every;
+        match Status::of(&*store) {
+            Ok(status) => {
+                log::info!(target: status::LOG_TARGET, "{}", status::summary_line(&status))
+            }
+            Err(e) => log::warn!("status: cannot read the books: {e}"),
+        }
     }
 }
 
