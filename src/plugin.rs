@@ -134,6 +134,14 @@ pub enum PluginEvent {
         /// Why it failed.
         reason: String,
     },
+    /// Settlement cancelled an invoice it had issued to this account and no longer needed
+    /// (see [`SettlementOptions::invoice_grace`]).
+    InvoiceCancelled {
+        /// Whose invoice it was.
+        account: String,
+        /// Whether the node also deleted it from its database (LND 0.20 and later).
+        deleted: bool,
+    },
 }
 
 /// Called with each [`PluginEvent`], on a transport thread: keep it short.
@@ -508,7 +516,8 @@ impl Core {
             PluginEvent::AccountDisconnected(account) => self.hooks.on_disconnected(account),
             PluginEvent::MoneyReceived { .. }
             | PluginEvent::MoneySent { .. }
-            | PluginEvent::PaymentFailed { .. } => {}
+            | PluginEvent::PaymentFailed { .. }
+            | PluginEvent::InvoiceCancelled { .. } => {}
         }
         if let Some(handler) = &self.on_event {
             handler(&event);
@@ -585,6 +594,15 @@ impl PeerLink for PluginPeerLink {
                 account: account.to_owned(),
                 amount_msat,
                 reason: why.to_owned(),
+            });
+        }
+    }
+
+    fn invoice_cancelled(&self, account: &str, deleted: bool) {
+        if let Some(core) = self.core.upgrade() {
+            core.emit(PluginEvent::InvoiceCancelled {
+                account: account.to_owned(),
+                deleted,
             });
         }
     }

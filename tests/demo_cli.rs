@@ -47,6 +47,14 @@ fn check_run(out: &Output, clients: u64, packets: u64, amount: u64) -> Value {
         "{line}"
     );
     assert!(stderr.contains("balances reconcile"), "{stderr}");
+    // Invoice mode: each settlement pays one invoice; every peer holds up to 20 of the other
+    // side's (the hub's stock for each client, each client's for the hub), never more.
+    assert_eq!(line["settlements"], line["lightning_payments"], "{line}");
+    let created = line["invoices_created"].as_u64().unwrap();
+    let open = line["invoices_open_at_end"].as_u64().unwrap();
+    assert!(created >= line["settlements"].as_u64().unwrap(), "{line}");
+    assert!(open <= 2 * clients * 20 && open <= created, "{line}");
+    assert!(line["lnd_calls"].as_u64().unwrap() > created, "{line}");
     line
 }
 

@@ -41,6 +41,11 @@ pub trait PeerLink: Send + Sync {
     /// A payment of `amount_msat` to `account`'s peer failed for good (`why`); the amount is
     /// owed again.
     fn payment_failed(&self, account: &str, amount_msat: u64, why: &str);
+    /// An invoice we had issued to `account`'s peer and no longer needed was cancelled on the
+    /// node (and `deleted` from its database too, where the node can) and closed in the books.
+    fn invoice_cancelled(&self, account: &str, deleted: bool) {
+        let _ = (account, deleted);
+    }
 }
 
 /// How much routing fee a payment may cost: the larger of a floor and a share of the amount.
@@ -88,6 +93,11 @@ pub struct SettlementOptions {
     pub settle_to: u64,
     /// Invoices each connected peer holds of ours (default 20).
     pub invoice_stock: usize,
+    /// How long an invoice we no longer need (its peer gone, replaced before it expired, over
+    /// the stock) stays open before it is cancelled (default 10 minutes). It must be longer
+    /// than any payment to it may take to arrive: a payment on its way to a cancelled invoice
+    /// fails. A peer that reconnects within it gets the invoice back.
+    pub invoice_grace: Duration,
     /// Lifetime of the invoices we create (default 1 hour, LND's default for the JS plugin).
     pub invoice_expiry: Duration,
     /// An invoice is replaced this long before it expires (default 5 minutes).
@@ -112,6 +122,7 @@ impl SettlementOptions {
             settle_threshold: None,
             settle_to: 0,
             invoice_stock: 20,
+            invoice_grace: Duration::from_secs(600),
             invoice_expiry: Duration::from_secs(3600),
             invoice_refresh: Duration::from_secs(300),
             pay_margin: Duration::from_secs(60),

@@ -29,12 +29,14 @@ pub mod hooks;
 mod payer;
 pub mod peer;
 mod refiller;
+pub mod status;
 pub mod store;
 mod watcher;
 
 pub use amount::Unit;
 pub use engine::{FeeLimit, PeerLink, Settlement, SettlementOptions, StartError};
 pub use hooks::{Balance, Balances, CreditRefused, PrepareRefused, SettlementHooks, PEER_ACCOUNT};
+pub use status::{AccountStatus, Status};
 #[cfg(feature = "redis")]
 pub use store::RedisStore;
 pub use store::{EmbeddedStore, MemoryStore, Store, StoreError};

@@ -7,6 +7,15 @@
 //! that is gone. Each invoice is recorded (with its account) before it is sent, so a payment to
 //! it is always credited to the right account, after a restart too.
 //!
+//! Invoices no longer needed are retired and, after a grace period, cancelled: those of a peer
+//! that disconnected, those replaced before they expired, those over the stock (it was
+//! reduced). A retired invoice is not handed out again, except to its own peer when it
+//! reconnects within the grace period; it is cancelled only once no payment to it can still
+//! be on its way ([`SettlementOptions::invoice_grace`](super::SettlementOptions)), then deleted
+//! from the node where it can (`DeleteCanceledInvoice`, LND 0.20 and later) and closed in the
+//! books. An invoice paid meanwhile is credited as any other: a cancel that the node refuses is
+//! checked against the invoice's state, and one found settled is left to the watcher.
+//!
 //! A peer that does not take a message (not reachable yet, slow, a failed node call) is tried
 //! again with a growing delay for as long as it stays connected: without our key and invoices
 //! it could never pay us. A peer that refused our `peeringRequest` is greeted again at once when
@@ -22,7 +31,7 @@ use super::engine::{unix_now, Shared};
 use super::peer::{PAYMENT_REQUEST, PEERING_REQUEST};
 use super::store::{IssuedInvoice, IssuedState};
 use crate::btp::ProtocolDataEntry;
-use crate::lnd::PaymentHash;
+use crate::lnd::{InvoiceState, LndError, PaymentHash};
 
 /// What the refiller is told.
 #[derive(Debug)]
@@ -74,10 +83,135 @@ impl Peer {
     }
 }
 
+/// Invoices no longer handed out, waiting to be cancelled.
+#[derive(Default)]
+struct Retired {
+    /// Each invoice's account and when to cancel it.
+    due: HashMap<PaymentHash, (String, Instant)>,
+    /// The node said it has no `DeleteCanceledInvoice` (LND before 0.20): cancel only.
+    delete_unsupported: bool,
+}
+
+impl Retired {
+    /// Retires every open invoice of ours that no connected peer holds, and forgets those that
+    /// are held again or no longer open (paid, closed).
+    fn sweep(&mut self, shared: &Shared, peers: &HashMap<String, Peer>) {
+        let Ok(open) = shared.store.open_invoices(None) else {
+            return;
+        };
+        let grace = shared.options.invoice_grace;
+        let now = Instant::now();
+        let mut unneeded = HashMap::with_capacity(open.len());
+        for invoice in open {
+            let held = peers.get(&invoice.account).is_some_and(|peer| {
+                peer.holds
+                    .iter()
+                    .any(|(hash, _)| *hash == invoice.payment_hash)
+            });
+            if !held {
+                unneeded.insert(invoice.payment_hash, invoice.account);
+            }
+        }
+        self.due.retain(|hash, _| unneeded.contains_key(hash));
+        for (hash, account) in unneeded {
+            self.due.entry(hash).or_insert_with(|| {
+                log::debug!("settlement: invoice {hash} of {account} retired");
+                (account, now + grace)
+            });
+        }
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.due.values().map(|(_, at)| *at).min()
+    }
+
+    /// Cancels the retired invoices whose grace period is over.
+    fn cancel_due(&mut self, shared: &Shared) {
+        let now = Instant::now();
+        let due: Vec<(PaymentHash, String)> = self
+            .due
+            .iter()
+            .filter(|(_, (_, at))| *at <= now)
+            .map(|(hash, (account, _))| (*hash, account.clone()))
+            .collect();
+        for (hash, account) in due {
+            if shared.is_stopping() {
+                return;
+            }
+            match self.cancel(shared, &hash, &account) {
+                Ok(()) => {
+                    self.due.remove(&hash);
+                }
+                Err(e) => {
+                    log::warn!("settlement: cannot cancel invoice {hash} of {account} yet: {e}");
+                    let retry = now + RETRY_MAX.min(shared.options.invoice_grace).max(RETRY_START);
+                    self.due.insert(hash, (account, retry));
+                }
+            }
+        }
+    }
+
+    /// Cancels one invoice on the node, deletes it where the node can, and closes it in the
+    /// books; one found settled is left open for the watcher to credit.
+    fn cancel(&mut self, shared: &Shared, hash: &PaymentHash, account: &str) -> Result<(), String> {
+        if let Err(refused) = shared.node.cancel_invoice(hash) {
+            // Refused: learn why from the invoice's state, not from the message.
+            match shared.node.lookup_invoice(hash) {
+                Ok(invoice) if invoice.state == InvoiceState::Settled => {
+                    log::info!(
+                        "settlement: invoice {hash} of {account} was paid as it was retired"
+                    );
+                    return Ok(());
+                }
+                Ok(invoice) if invoice.state == InvoiceState::Canceled => {}
+                Err(LndError::NotFound(_)) => {}
+                Ok(_) => return Err(refused.to_string()),
+                Err(e) => return Err(format!("{refused}; and looking it up: {e}")),
+            }
+        }
+        let deleted = !self.delete_unsupported
+            && match shared.node.delete_canceled_invoice(hash) {
+                Ok(()) | Err(LndError::NotFound(_)) => true,
+                Err(LndError::Unsupported(e)) => {
+                    log::info!(
+                        "settlement: the node keeps cancelled invoices (no DeleteCanceledInvoice \
+                         before LND 0.20): {e}"
+                    );
+                    self.delete_unsupported = true;
+                    false
+                }
+                Err(e) => {
+                    // Cancelled is what matters; the record stays on the node.
+                    log::warn!("settlement: cannot delete cancelled invoice {hash}: {e}");
+                    false
+                }
+            };
+        shared
+            .store
+            .close_invoice(hash)
+            .map_err(|e| format!("cannot close it in the books: {e}"))?;
+        log::debug!("settlement: invoice {hash} of {account} cancelled (deleted: {deleted})");
+        if let Some(link) = shared.link() {
+            link.invoice_cancelled(account, deleted);
+        }
+        Ok(())
+    }
+}
+
 pub(crate) fn run(shared: &Shared, commands: &Receiver<Command>) {
     let mut peers: HashMap<String, Peer> = HashMap::new();
+    let mut retired = Retired::default();
+    retired.sweep(shared, &peers);
     loop {
-        let timeout = next_wake(shared, &peers);
+        let timeout = [
+            next_wake(shared, &peers),
+            retired
+                .next_due()
+                .map(|at| at.saturating_duration_since(Instant::now())),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let command = match timeout {
             Some(wait) => match commands.recv_timeout(wait) {
                 Ok(c) => Some(c),
@@ -124,6 +258,8 @@ pub(crate) fn run(shared: &Shared, commands: &Receiver<Command>) {
             return;
         }
         refresh(shared, &mut peers);
+        retired.sweep(shared, &peers);
+        retired.cancel_due(shared);
     }
 }
 

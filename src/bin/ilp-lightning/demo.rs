@@ -43,7 +43,11 @@ each client's mirror each other, and nothing is left owed or in flight.
 
 Progress goes to stderr; last comes one JSON line on stdout:
   {{\"packets_fulfilled\":..,\"ilp_amount_sat\":..,\"lightning_settled_sat\":..,\"fees_msat\":..,
-   \"balances_ok\":true,...}}
+   \"balances_ok\":true,\"settlements\":..,\"invoices_created\":..,
+   \"invoices_open_at_end\":..,\"lnd_calls\":..,...}}
+(settlements: Lightning payments made; invoices_created and lnd_calls: AddInvoice and all gRPC
+calls the plugins' nodes received, counted by the simulator; invoices_open_at_end: invoices
+still open on those nodes when the plugins stopped)
 and the exit status is 0 only if every balance reconciles.
 
   --clients N     clients, {MIN_CLIENTS} to {MAX_CLIENTS} (default {DEFAULT_CLIENTS})
@@ -707,6 +711,7 @@ fn demo(settings: &Settings, progress: &mut Progress) -> Result<Finished, String
         client.plugin.disconnect();
     }
     hub.disconnect();
+    let node_figures = NodeFigures::of(&network);
     let mut line = Object::new();
     line.number("packets_fulfilled", packets_fulfilled)
         .number(
@@ -725,6 +730,10 @@ fn demo(settings: &Settings, progress: &mut Progress) -> Result<Finished, String
         .number("clients", clients.len() as u64)
         .number("packets_rejected", rejected)
         .number("lightning_payments", reconciled.lightning_payments)
+        .number("settlements", reconciled.lightning_payments)
+        .number("invoices_created", node_figures.invoices_created)
+        .number("invoices_open_at_end", node_figures.invoices_open)
+        .number("lnd_calls", node_figures.calls)
         .number(
             "elapsed_ms",
             u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -736,6 +745,36 @@ fn demo(settings: &Settings, progress: &mut Progress) -> Result<Finished, String
         balances_ok,
         network,
     })
+}
+
+/// What the simulated nodes of the plugins (not the router) were asked, counted by the nodes.
+struct NodeFigures {
+    /// AddInvoice calls.
+    invoices_created: u64,
+    /// Invoices still open.
+    invoices_open: u64,
+    /// Every gRPC call.
+    calls: u64,
+}
+
+impl NodeFigures {
+    fn of(network: &SimNetwork) -> NodeFigures {
+        let mut figures = NodeFigures {
+            invoices_created: 0,
+            invoices_open: 0,
+            calls: 0,
+        };
+        for node in network.nodes().iter().filter(|n| n.name() != "router") {
+            let calls = node.calls();
+            figures.invoices_created += calls
+                .get("/lnrpc.Lightning/AddInvoice")
+                .copied()
+                .unwrap_or(0);
+            figures.calls += calls.values().sum::<u64>();
+            figures.invoices_open += node.invoice_counts().0 as u64;
+        }
+        figures
+    }
 }
 
 /// A sender thread: `packets` test packets of `amount` to `to`, one after the other (each client

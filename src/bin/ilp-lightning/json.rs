@@ -69,6 +69,13 @@ impl Object {
         self
     }
 
+    /// `"key":-123` (a signed amount).
+    pub fn integer(&mut self, key: &str, value: i128) -> &mut Self {
+        self.key(key);
+        let _ = write!(self.out, "{value}");
+        self
+    }
+
     /// `"key":true`
     pub fn boolean(&mut self, key: &str, value: bool) -> &mut Self {
         self.key(key);

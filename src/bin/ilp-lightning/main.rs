@@ -11,6 +11,7 @@ mod json;
 mod node;
 mod server;
 mod settle;
+mod status;
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -42,6 +43,7 @@ fn usage() -> String {
         DEMO_SUMMARY,
         server::SUMMARY,
         client::SUMMARY,
+        status::SUMMARY,
         SIM_SUMMARY,
         DECODE_USAGE,
         bench::USAGE,
@@ -58,7 +60,10 @@ fn usage() -> String {
 fn main() -> ExitCode {
     // Logs go to stderr, warnings and errors only unless RUST_LOG asks for more (RUST_LOG=info
     // shows the hub's accounts coming and going); stdout stays the commands' JSON.
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("warn,ilp_lightning::status=info"),
+    )
+    .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rest = args.get(1..).unwrap_or_default();
     match args.first().map(String::as_str) {
@@ -66,6 +71,7 @@ fn main() -> ExitCode {
         Some("demo") => demo::run(rest),
         Some("server") => server::run(rest),
         Some("client") => client::run(rest),
+        Some("status") => status::run(rest),
         Some("bench") if wants_help(rest) => {
             println!("usage: ilp-lightning\n{}", bench::USAGE);
             ExitCode::SUCCESS

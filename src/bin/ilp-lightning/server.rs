@@ -7,18 +7,18 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ilp_plugin_lightning::btp::auth::TokenStore;
 use ilp_plugin_lightning::ilp::Address;
 use ilp_plugin_lightning::lnd::{Lightning, NodeInfo};
 use ilp_plugin_lightning::plugin::{route_between_clients, LightningPlugin, PluginEvent};
-use ilp_plugin_lightning::settlement::{SettlementOptions, Store};
+use ilp_plugin_lightning::settlement::{SettlementOptions, Status, Store};
 
 use crate::flags::{wants_help, FlagError, Flags};
 use crate::json::Object;
 use crate::node::{self, NodeLocation};
-use crate::{settle, EXIT_BAD_INPUT};
+use crate::{settle, status, EXIT_BAD_INPUT};
 
 /// The one-line summary `ilp-lightning --help` shows.
 pub const SUMMARY: &str = "  server --listen HOST:PORT --address ILP_ADDRESS [options]
@@ -42,6 +42,8 @@ It prints one JSON line when it listens ({{\"event\":\"listening\",...}}), then 
                             {HANDLER_THREADS} handler threads: no client can stall the others)
   --forward-margin-ms MS    a forwarded Prepare expires this much before the one that came
                             in (default 1000; less time left: R02)
+  --status-every SECONDS    log a one-line summary of the books this often (default 60;
+                            0: never); `ilp-lightning status` shows them per account
 {}
 {}
     --store redis://HOST:PORT/DB
@@ -58,6 +60,7 @@ const OWN_FLAGS: &[&str] = &[
     "max-packet-amount",
     "max-in-flight",
     "forward-margin-ms",
+    "status-every",
 ];
 
 /// Threads that run the hub's incoming requests, each held while its Prepare waits on the next
@@ -65,6 +68,9 @@ const OWN_FLAGS: &[&str] = &[
 const HANDLER_THREADS: usize = 32;
 /// `--max-in-flight` unless given.
 const DEFAULT_MAX_IN_FLIGHT: usize = HANDLER_THREADS / 4;
+
+/// How often the hub logs its summary line by default.
+const DEFAULT_STATUS_EVERY: Duration = Duration::from_secs(60);
 
 /// The hub's settings, from its flags.
 #[derive(Debug, Clone)]
@@ -85,6 +91,8 @@ pub struct ServerOptions {
     pub max_in_flight: usize,
     /// `--forward-margin-ms`: how much earlier a forwarded Prepare expires.
     pub forward_margin: Duration,
+    /// `--status-every`: how often to log the summary line (`None`: never).
+    pub status_every: Option<Duration>,
 }
 
 /// The books, and the token bindings (the same object for both stores of this crate).
@@ -151,6 +159,11 @@ pub fn parse(args: &[String]) -> Result<ServerOptions, FlagError> {
         address,
         settlement: settle::options(&flags, SettlementOptions::server())?,
         max_packet_amount: flags.parsed("max-packet-amount")?,
+        status_every: match flags.parsed::<u64>("status-every")? {
+            None => Some(DEFAULT_STATUS_EVERY),
+            Some(0) => None,
+            Some(seconds) => Some(Duration::from_secs(seconds)),
+        },
         max_in_flight: match flags.parsed::<usize>("max-in-flight")? {
             Some(0) => return Err(FlagError("--max-in-flight: must be at least 1".into())),
             Some(max) => max,
@@ -239,10 +252,10 @@ pub fn run(args: &[String]) -> ExitCode {
     };
     let started = node::connect(&options.node).and_then(|(node, info)| {
         let (store, tokens) = options.store.open()?;
-        let hub = start(&options, node, store, tokens)?;
-        Ok((hub, info))
+        let hub = start(&options, node, store.clone(), tokens)?;
+        Ok((hub, info, store))
     });
-    let (hub, info) = match started {
+    let (hub, info, store) = match started {
         Ok(started) => started,
         Err(e) => {
             eprintln!("ilp-lightning server: {e}");
@@ -250,9 +263,28 @@ pub fn run(args: &[String]) -> ExitCode {
         }
     };
     println!("{}", listening_line(&options, &hub, &info));
-    // Serve until the process is killed; the plugin's threads do the work.
+    // Serve until the process is killed; the plugin's threads do the work, this one logs the
+    // summary now and then.
+    let _hub = hub;
+    let Some(every) = options.status_every else {
+        loop {
+            std::thread::park();
+        }
+    };
+    let mut next = Instant::now() + every;
     loop {
-        std::thread::park();
+        let now = Instant::now();
+        if now < next {
+            std::thread::park_timeout(next - now);
+            continue;
+        }
+        next += every;
+        match Status::of(&*store) {
+            Ok(status) => {
+                log::info!(target: status::LOG_TARGET, "{}", status::summary_line(&status))
+            }
+            Err(e) => log::warn!("status: cannot read the books: {e}"),
+        }
     }
 }
 

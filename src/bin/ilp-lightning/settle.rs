@@ -16,6 +16,7 @@ pub const FLAGS: &[&str] = &[
     "settle-threshold",
     "settle-to",
     "invoice-stock",
+    "invoice-grace",
     "max-fee-ppm",
     "max-fee-msat",
 ];
@@ -31,6 +32,9 @@ pub const USAGE: &str = "  settlement:
                             (server default 0; client default: only on T04 and --prefund)
     --settle-to SAT         what we still owe after paying by ourselves (default 0)
     --invoice-stock N       invoices of ours each peer holds (default 20)
+    --invoice-grace SECONDS an invoice no longer needed (peer gone, replaced, over the
+                            stock) is cancelled after this long (default 600); make it
+                            longer than any payment to it may take
     --max-fee-ppm PPM       routing fee a payment may cost, in millionths of its amount
                             (default 10000, i.e. 1%)...
     --max-fee-msat MSAT     ...or this much, if more (default 10000)";
@@ -56,6 +60,9 @@ pub fn options(
             ));
         }
         options.invoice_stock = stock;
+    }
+    if let Some(grace) = flags.parsed::<u64>("invoice-grace")? {
+        options.invoice_grace = std::time::Duration::from_secs(grace);
     }
     let FeeLimit { floor_msat, ppm } = options.fee_limit;
     options.fee_limit = FeeLimit {
@@ -107,6 +114,8 @@ mod tests {
                 "10",
                 "--invoice-stock",
                 "5",
+                "--invoice-grace",
+                "90",
                 "--max-fee-ppm",
                 "2000",
                 "--max-fee-msat",
@@ -119,6 +128,7 @@ mod tests {
         assert_eq!(tuned.settle_threshold, Some(100));
         assert_eq!(tuned.settle_to, 10);
         assert_eq!(tuned.invoice_stock, 5);
+        assert_eq!(tuned.invoice_grace, std::time::Duration::from_secs(90));
         assert_eq!(
             tuned.fee_limit,
             FeeLimit {

@@ -456,6 +456,20 @@ pub(crate) struct InvoiceStore {
 }
 
 impl InvoiceStore {
+    /// How many invoices are (open, settled, cancelled).
+    pub(crate) fn counts(&self) -> (usize, usize, usize) {
+        self.by_add_index
+            .values()
+            .fold(
+                (0, 0, 0),
+                |(open, settled, canceled), invoice| match invoice.state {
+                    InvoiceState::Open => (open + 1, settled, canceled),
+                    InvoiceState::Settled => (open, settled + 1, canceled),
+                    InvoiceState::Canceled => (open, settled, canceled + 1),
+                },
+            )
+    }
+
     /// Cancels the OPEN invoices whose expiry has passed, as LND's expiry watcher does. Called
     /// before every read or write, so no one observes an expired invoice still OPEN.
     pub(crate) fn expire(&mut self, now: i64) {

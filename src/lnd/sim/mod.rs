@@ -36,6 +36,7 @@ mod server;
 mod timer;
 mod tls;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Write;
 use std::path::Path;
@@ -235,6 +236,8 @@ pub(crate) struct Shared {
     pub(crate) minor: u32,
     /// Signalled whenever a node starts holding a payment.
     pub(crate) held_changed: Condvar,
+    /// Per node: the calls it received, by gRPC method path.
+    pub(crate) calls: Vec<Mutex<BTreeMap<String, u64>>>,
 }
 
 /// The minor number of an LND version string ("0.20.3-beta commit=..." is 20).
@@ -542,6 +545,9 @@ impl SimNetworkBuilder {
             version,
             minor,
             held_changed: Condvar::new(),
+            calls: (0..node_count)
+                .map(|_| Mutex::new(BTreeMap::new()))
+                .collect(),
         });
 
         let (stopped_sender, stopped) = crossbeam_channel::unbounded();
@@ -784,6 +790,20 @@ impl SimNode {
                 channel.balance_msat[channel.side(self.index)]
             })
             .sum()
+    }
+
+    /// The gRPC calls this node received so far, by method path (`/lnrpc.Lightning/AddInvoice`),
+    /// counting refused ones: how much a client asks of its node.
+    pub fn calls(&self) -> BTreeMap<String, u64> {
+        self.shared.calls[self.index].lock().clone()
+    }
+
+    /// The invoices this node holds, by state: (open, settled, cancelled). Deleted ones are
+    /// gone; expired ones count as cancelled, as LND cancels them.
+    pub fn invoice_counts(&self) -> (usize, usize, usize) {
+        let now = self.shared.now();
+        let mut ledger = self.shared.ledger.lock();
+        ledger.invoices(self.index, now).counts()
     }
 
     /// Writes `dir/tls.cert` (PEM), `dir/admin.macaroon` (binary) and `dir/node.json`

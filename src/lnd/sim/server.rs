@@ -208,6 +208,11 @@ impl Api {
     /// errors), and this node's macaroon ("verification failed: signature mismatch after
     /// caveat verification").
     fn authenticate(&self, ctx: &RpcContext<'_>) -> Result<(), RpcStatus> {
+        let method = String::from_utf8_lossy(ctx.method()).into_owned();
+        *self.shared.calls[self.node]
+            .lock()
+            .entry(method)
+            .or_insert(0) += 1;
         // LND checks its state before the macaroon (`rpcperms/interceptor.go` `checkRPCState`).
         if self.shared.wallet_locked[self.node].load(std::sync::atomic::Ordering::SeqCst) {
             return Err(unknown(

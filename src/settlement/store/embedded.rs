@@ -14,12 +14,12 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Builder, ConcurrencyMode, Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::codec;
 use super::{
-    books_store, open_invoices_of, sorted_accounts, AccountBook, Credit, IssuedInvoice, OverLimit,
-    PaymentBusy, PaymentIntent, PaymentResult, Receipt, Store, StoreError,
+    books_store, open_invoices_of, sorted_accounts, AccountBook, Credit, IssuedInvoice,
+    MemoryStore, OverLimit, PaymentBusy, PaymentIntent, PaymentResult, Receipt, Store, StoreError,
 };
 use crate::btp::auth::{constant_time_eq, TokenCheck, TokenHash, TokenStore, TokenStoreError};
 use crate::lnd::{InvoiceCursor, PaymentHash};
@@ -87,13 +87,17 @@ fn corrupt(e: codec::CorruptRecord) -> StoreError {
 
 impl EmbeddedStore {
     /// Opens the store in directory `dir` (created if missing; the database is
-    /// `dir/books.redb`) and loads it. Only one process may have it open at a time.
+    /// `dir/books.redb`) and loads it. Only one process may have it open for writing at a time;
+    /// others may read it meanwhile ([`EmbeddedStore::read_only_snapshot`]).
     pub fn open(dir: impl AsRef<Path>) -> Result<EmbeddedStore, StoreError> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join(DATABASE_FILE);
-        let db = Database::create(&path)
+        // One writer (this process), any number of read-only readers (`ilp-lightning status`).
+        let db = Builder::new()
+            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+            .create(&path)
             .map_err(|e| StoreError::Io(format!("cannot open {}: {e}", path.display())))?;
         // Create every table once, so that reads never meet a missing one.
         let setup = || -> Result<(), redb::Error> {
@@ -129,6 +133,24 @@ impl EmbeddedStore {
             .saturating_sub(3600);
         store.change(|books| Ok(((), books.forget_paid_invoices(cutoff))))?;
         Ok(store)
+    }
+
+    /// Reads the books in `dir` as they are now, without writing anything: also while the
+    /// process that keeps them has them open. The copy is in memory and does not follow later
+    /// changes; changing it changes nothing on disk.
+    pub fn read_only_snapshot(dir: impl AsRef<Path>) -> Result<MemoryStore, StoreError> {
+        let path = dir.as_ref().join(DATABASE_FILE);
+        if !path.is_file() {
+            return Err(StoreError::Io(format!("no books at {}", path.display())));
+        }
+        let db = Builder::new()
+            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+            .open_read_only(&path)
+            .map_err(|e| StoreError::Io(format!("cannot open {}: {e}", path.display())))?;
+        let (mut books, _) = load(&db)?;
+        // Reservations are not persisted; what is in flight now lives in the writer's memory.
+        books.clear_reservations();
+        Ok(MemoryStore::from_books(books))
     }
 
     /// The database file.
@@ -271,7 +293,7 @@ fn hash_key(key: &[u8]) -> Result<PaymentHash, StoreError> {
 /// Reads one stored row (key, value) into the books.
 type RowVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError> + 'a;
 
-fn load(db: &Database) -> Result<(Books, HashMap<String, TokenHash>), StoreError> {
+fn load(db: &impl ReadableDatabase) -> Result<(Books, HashMap<String, TokenHash>), StoreError> {
     let read = io_error("cannot read the store");
     let txn = db.begin_read().map_err(|e| read(e.into()))?;
     let mut books = Books::default();

@@ -259,6 +259,13 @@ impl MemoryStore {
         Self::default()
     }
 
+    /// These books.
+    pub(crate) fn from_books(books: Books) -> Self {
+        MemoryStore {
+            books: Mutex::new(books),
+        }
+    }
+
     fn change<T>(
         &self,
         f: impl FnOnce(&mut Books) -> Result<(T, Vec<Changed>), StoreError>,
