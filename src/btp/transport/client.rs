@@ -9,15 +9,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, select, Receiver, Sender};
 use parking_lot::Mutex;
-use tungstenite::protocol::Role;
 
-use super::connection::{CloseReason, Connection, ConnectionConfig, Prepared};
+use super::connection::{CloseReason, Connection, ConnectionConfig, Dispatch, Prepared};
 use super::pool::HandlerPool;
 use super::request::{
     frame_handler, interpret_reply, ErrorReply, RequestError, RequestHandler, ResponseFrame,
 };
 use super::uri::{BtpUri, UriError};
-use super::{auth_message, ProtocolDataEntry};
+use crate::btp::codec::{auth_message, ProtocolDataEntry};
 
 /// Client settings. Defaults follow the JS `ilp-plugin-btp`.
 #[derive(Debug, Clone)]
@@ -416,23 +415,24 @@ impl Supervisor {
         ) {
             return Err(AttemptError::Other("stopped".into()));
         }
-        let (io, prepared) = Prepared::new(stream, Role::Client, cfg)
+        let (io, prepared) = Prepared::new(stream, true, cfg)
             .map_err(|e| AttemptError::Other(format!("socket setup: {e}")))?;
-        let (ws, _) = tungstenite::client::client_with_config(
+        // The WebSocket tungstenite returns is done with: the connection reads and writes
+        // frames itself from here on.
+        tungstenite::client::client_with_config(
             self.uri.websocket_url(),
             io,
             Some(cfg.websocket_config()),
         )
         .map_err(|e| AttemptError::Other(format!("WebSocket handshake: {e}")))?;
         let peer = format!("{}:{}", self.uri.host, self.uri.port);
-        let (conn, reader) = Connection::start(ws, prepared, peer, cfg.clone());
-        reader
-            .spawn(
-                self.config.thread_stack_size,
-                self.pool.handle(),
-                frame_handler(self.handler.clone()),
-                Box::new(|_| {}),
-            )
+        let (conn, reader) = Connection::start(prepared, peer, cfg.clone());
+        let dispatch = Dispatch {
+            pool: self.pool.handle(),
+            handler: frame_handler(self.handler.clone()),
+            stack_size: self.config.thread_stack_size,
+        };
+        conn.spawn_reading(reader, dispatch, Box::new(|_| {}))
             .map_err(|e| AttemptError::Other(format!("spawn reader: {e}")))?;
         let username = self.uri.username.as_deref().unwrap_or("");
         let token = self.uri.token.as_deref().unwrap_or("");
