@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, select, Receiver, Sender};
+use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
 use parking_lot::Mutex;
 
 use super::connection::{CloseReason, Connection, ConnectionConfig, Dispatch, Prepared};
@@ -138,8 +138,6 @@ impl fmt::Debug for BtpClient {
     }
 }
 
-const EVENT_QUEUE: usize = 1024;
-
 impl BtpClient {
     /// Connects to `uri` (`btp+ws://[user:token@]host:port[/path]`), authenticates, and returns
     /// once authenticated; reconnects on its own afterwards. `handler` answers the server's
@@ -164,7 +162,7 @@ impl BtpClient {
         let attempting = Arc::new(Mutex::new(None));
         let (stop_tx, stop_rx) = bounded::<()>(0);
         let (ready_tx, ready_rx) = bounded::<Result<(), AttemptError>>(1);
-        let (events_tx, events_rx) = bounded(EVENT_QUEUE);
+        let (events_tx, events_rx) = unbounded();
         let supervisor = Supervisor {
             uri,
             config: config.clone(),
@@ -229,8 +227,8 @@ impl BtpClient {
         self.current.lock().clone()
     }
 
-    /// Connect and disconnect events, in order. Events are dropped (and logged) while 1024
-    /// of them wait unread.
+    /// Connect and disconnect events, in order; every one is delivered (the queue has no
+    /// bound: read it, as the plugin's event thread does, so that it does not grow).
     pub fn events(&self) -> Receiver<ClientEvent> {
         self.events.clone()
     }
@@ -294,9 +292,8 @@ struct Supervisor {
 
 impl Supervisor {
     fn emit(&self, event: ClientEvent) {
-        if self.events.try_send(event).is_err() {
-            log::warn!("BTP client event queue full: event dropped");
-        }
+        // Fails only when nobody can read it any more (the client is gone).
+        let _ = self.events.send(event);
     }
 
     /// Waits `delay` unless told to stop first; true if told to stop.

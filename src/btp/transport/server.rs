@@ -163,8 +163,6 @@ struct Shared {
     next_id: AtomicU64,
 }
 
-const EVENT_QUEUE: usize = 4096;
-
 /// A BTP server. Threads: `btp-accept`, `btp-reaper` (joins finished connection threads),
 /// one `btp-conn-<n>` per connection (handshake, auth, then reading), and
 /// `btp-server-handler-<i>`. [`BtpServer::shutdown`] (or dropping it) closes every connection
@@ -202,7 +200,7 @@ impl BtpServer {
             config.handler_stack_size,
         )
         .map_err(ServerError::Spawn)?;
-        let (events_tx, events_rx) = bounded(EVENT_QUEUE);
+        let (events_tx, events_rx) = unbounded();
         let (exits_tx, exits_rx) = unbounded();
         let (reaper_stop_tx, reaper_stop_rx) = bounded::<()>(0);
         let shared = Arc::new(Shared {
@@ -253,8 +251,8 @@ impl BtpServer {
         self.local_addr
     }
 
-    /// Accounts connecting and disconnecting, in order. Events are dropped (and logged) while
-    /// 4096 of them wait unread.
+    /// Accounts connecting and disconnecting, in order; every one is delivered (the queue has
+    /// no bound: read it, as the plugin's event thread does, so that it does not grow).
     pub fn events(&self) -> Receiver<ServerEvent> {
         self.events.clone()
     }
@@ -375,9 +373,8 @@ impl Drop for BtpServer {
 }
 
 fn emit(shared: &Shared, event: ServerEvent) {
-    if shared.events.try_send(event).is_err() {
-        log::warn!("BTP server event queue full: event dropped");
-    }
+    // Fails only when nobody can read it any more (the server is gone).
+    let _ = shared.events.send(event);
 }
 
 fn reap(shared: &Shared, exits: Receiver<u64>, stop: Receiver<()>) {
