@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
 use parking_lot::Mutex;
 
-use super::connection::{CloseReason, Connection, ConnectionConfig, Dispatch, Prepared};
+use super::connection::{
+    CloseReason, Connection, ConnectionConfig, Dispatch, Prepared, Watch, WatchHandle, WATCH_PERIOD,
+};
 use super::pool::HandlerPool;
 use super::request::{
     frame_handler, interpret_reply, ErrorReply, RequestError, RequestHandler, ResponseFrame,
@@ -127,6 +129,7 @@ pub struct BtpClient {
     stop: Mutex<Option<Sender<()>>>,
     supervisor: Mutex<Option<JoinHandle<()>>>,
     pool: Arc<HandlerPool>,
+    watch: Watch,
     events: Receiver<ClientEvent>,
 }
 
@@ -158,6 +161,7 @@ impl BtpClient {
             )
             .map_err(|e| ClientError::Spawn(e.to_string()))?,
         );
+        let watch = Watch::start(WATCH_PERIOD).map_err(|e| ClientError::Spawn(e.to_string()))?;
         let current = Arc::new(Mutex::new(None));
         let attempting = Arc::new(Mutex::new(None));
         let (stop_tx, stop_rx) = bounded::<()>(0);
@@ -169,6 +173,7 @@ impl BtpClient {
             current: current.clone(),
             attempting: attempting.clone(),
             pool: pool.clone(),
+            watch: watch.handle(),
             handler,
             stop: stop_rx,
             events: events_tx,
@@ -188,6 +193,7 @@ impl BtpClient {
             stop: Mutex::new(Some(stop_tx)),
             supervisor: Mutex::new(Some(handle)),
             pool,
+            watch,
             events: events_rx,
         };
         match ready_rx.recv_timeout(config.connect_timeout) {
@@ -265,6 +271,7 @@ impl BtpClient {
             let _ = h.join();
         }
         self.pool.shutdown();
+        self.watch.stop();
     }
 }
 
@@ -280,6 +287,7 @@ struct Supervisor {
     current: Arc<Mutex<Option<Connection>>>,
     attempting: Arc<Mutex<Option<TcpStream>>>,
     pool: Arc<HandlerPool>,
+    watch: WatchHandle,
     handler: Arc<dyn RequestHandler>,
     stop: Receiver<()>,
     events: Sender<ClientEvent>,
@@ -428,6 +436,7 @@ impl Supervisor {
             pool: self.pool.handle(),
             handler: frame_handler(self.handler.clone()),
             stack_size: self.config.thread_stack_size,
+            watch: self.watch.clone(),
         };
         conn.spawn_reading(reader, dispatch, Box::new(|_| {}))
             .map_err(|e| AttemptError::Other(format!("spawn reader: {e}")))?;

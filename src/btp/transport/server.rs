@@ -31,7 +31,8 @@ use tungstenite::protocol::frame::coding::CloseCode;
 
 use super::auth::{account_name, hash_token, MemoryTokenStore, TokenCheck, TokenStore};
 use super::connection::{
-    CloseReason, Connection, ConnectionConfig, Dispatch, FirstFrame, Prepared, Reader,
+    CloseReason, Connection, ConnectionConfig, Dispatch, FirstFrame, Prepared, Reader, Watch,
+    WATCH_PERIOD,
 };
 use super::pool::HandlerPool;
 use super::request::{
@@ -153,6 +154,7 @@ struct Shared {
     config: ServerConfig,
     handler: Arc<dyn AccountHandler>,
     pool: HandlerPool,
+    watch: Watch,
     /// Authenticated accounts: connection id and connection.
     accounts: Mutex<HashMap<String, (u64, Connection)>>,
     /// Every connection thread not yet joined.
@@ -200,6 +202,7 @@ impl BtpServer {
             config.handler_stack_size,
         )
         .map_err(ServerError::Spawn)?;
+        let watch = Watch::start(WATCH_PERIOD).map_err(ServerError::Spawn)?;
         let (events_tx, events_rx) = unbounded();
         let (exits_tx, exits_rx) = unbounded();
         let (reaper_stop_tx, reaper_stop_rx) = bounded::<()>(0);
@@ -207,6 +210,7 @@ impl BtpServer {
             config,
             handler,
             pool,
+            watch,
             accounts: Mutex::new(HashMap::new()),
             slots: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
@@ -233,6 +237,7 @@ impl BtpServer {
                 drop(reaper_stop_tx);
                 let _ = reaper.join();
                 shared.pool.shutdown();
+                shared.watch.stop();
                 return Err(ServerError::Spawn(e));
             }
         };
@@ -363,6 +368,7 @@ impl BtpServer {
         }
         shared.accounts.lock().clear();
         shared.pool.shutdown();
+        shared.watch.stop();
     }
 }
 
@@ -631,6 +637,7 @@ fn serve(shared: &Arc<Shared>, id: u64, stream: TcpStream) {
         pool: shared.pool.handle(),
         handler: frame_handler(handler),
         stack_size: connection_stack_size(&shared.config),
+        watch: shared.watch.handle(),
     };
     conn.run_reading(reader, dispatch, on_close);
     // The partner thread, if the connection had one.

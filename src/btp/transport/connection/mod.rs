@@ -54,11 +54,13 @@ mod reader;
 mod replies;
 mod threads;
 mod turns;
+mod watch;
 mod wire;
 mod writer;
 
 use std::fmt;
 use std::io;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -72,6 +74,7 @@ pub(crate) use reader::{FirstFrame, Reader};
 use threads::ConnectionThreads;
 pub(crate) use turns::Dispatch;
 use turns::Seat;
+pub(crate) use watch::{Watch, WatchHandle, WATCH_PERIOD};
 use wire::CLOSE_NORMAL;
 use writer::FrameWriter;
 
@@ -90,6 +93,9 @@ struct Inner {
     writer: Arc<FrameWriter>,
     /// The read turn and the requests in flight (see `turns`).
     seat: Mutex<Seat>,
+    /// The ticket of a reader parked with nobody reading (0 when there is none), for the
+    /// watch to read without the lock.
+    watch_ticket: Arc<AtomicU64>,
     /// Where the connection's own threads wait for the reader or a request.
     turn: Condvar,
     /// Set when reading starts.
@@ -149,12 +155,14 @@ impl Connection {
             config.pong_timeout,
             done_tx,
         );
+        let watch_ticket = Arc::new(AtomicU64::new(0));
         let conn = Connection {
             inner: Arc::new(Inner {
                 peer,
                 config,
                 writer: prepared.writer,
-                seat: Mutex::new(Seat::new(random_u32())),
+                seat: Mutex::new(Seat::new(random_u32(), watch_ticket.clone())),
+                watch_ticket,
                 turn: Condvar::new(),
                 dispatch: OnceLock::new(),
                 threads: ConnectionThreads::new(),
@@ -193,6 +201,7 @@ impl Connection {
     }
 
     fn prepare_reading(&self, dispatch: Dispatch, on_close: OnClose) {
+        dispatch.watch.watch(self);
         if self.inner.dispatch.set(dispatch).is_err() {
             log::error!("BTP {}: reading started twice", self.inner.peer);
         }
@@ -439,6 +448,7 @@ pub(crate) mod testing {
         pub(crate) client: Connection,
         pub(crate) server: Connection,
         _pools: [HandlerPool; 2],
+        _watches: [Watch; 2],
     }
 
     impl Drop for Pair {
@@ -448,11 +458,12 @@ pub(crate) mod testing {
         }
     }
 
-    fn dispatch(pool: &HandlerPool, handler: FrameHandler) -> Dispatch {
+    fn dispatch(pool: &HandlerPool, handler: FrameHandler, watch: &Watch) -> Dispatch {
         Dispatch {
             pool: pool.handle(),
             handler,
             stack_size: 256 * 1024,
+            watch: watch.handle(),
         }
     }
 
@@ -460,6 +471,16 @@ pub(crate) mod testing {
         config: ConnectionConfig,
         client_handler: FrameHandler,
         server_handler: FrameHandler,
+    ) -> Pair {
+        pair_watched(config, client_handler, server_handler, WATCH_PERIOD)
+    }
+
+    /// [`pair`] with the client's watch looking every `client_watch_period`.
+    pub(crate) fn pair_watched(
+        config: ConnectionConfig,
+        client_handler: FrameHandler,
+        server_handler: FrameHandler,
+        client_watch_period: Duration,
     ) -> Pair {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -479,24 +500,30 @@ pub(crate) mod testing {
             HandlerPool::new("test-client-pool", 2, 8, 256 * 1024).unwrap(),
             HandlerPool::new("test-server-pool", 2, 8, 256 * 1024).unwrap(),
         ];
+        let watches = [
+            Watch::start(client_watch_period).unwrap(),
+            Watch::start(WATCH_PERIOD).unwrap(),
+        ];
+        let client_dispatch = dispatch(&pools[0], client_handler, &watches[0]);
         client
-            .spawn_reading(
-                client_reader,
-                dispatch(&pools[0], client_handler),
-                Box::new(|_| {}),
-            )
+            .spawn_reading(client_reader, client_dispatch, Box::new(|_| {}))
             .unwrap();
+        let server_dispatch = dispatch(&pools[1], server_handler, &watches[1]);
         server
-            .spawn_reading(
-                server_reader,
-                dispatch(&pools[1], server_handler),
-                Box::new(|_| {}),
-            )
+            .spawn_reading(server_reader, server_dispatch, Box::new(|_| {}))
             .unwrap();
         Pair {
             client,
             server,
             _pools: pools,
+            _watches: watches,
+        }
+    }
+
+    impl Pair {
+        /// The shared state of the client's watch.
+        pub(crate) fn client_watch(&self) -> &super::watch::Shared {
+            self._watches[0].shared()
         }
     }
 

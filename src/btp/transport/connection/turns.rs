@@ -1,56 +1,52 @@
 //! Who reads a connection: its own threads and the callers waiting for a reply take turns
-//! holding its one [`Reader`] (leader/follower).
+//! holding its one [`Reader`] (leader/follower), so that a round trip wakes two threads: the
+//! peer's reader, and the caller.
 //!
 //! # Callers read their own replies
 //! A caller that has sent a request and finds nobody reading takes the reader and reads the
-//! socket itself. When its own reply comes, it has it without any other thread waking up: a
-//! round trip wakes two threads, the peer's reader and the caller. Replies for other callers it
-//! copies into their buffers and wakes them; a request from the peer it hands to a connection
-//! thread or the handler pool (a caller never runs a handler). Then it passes the turn on: to
-//! the caller asleep the longest, else (when the peer sends requests, or a handler runs) to the
-//! connection's own threads, else it leaves the reader parked for the next caller.
+//! socket itself. When its own reply comes, it has it without any other thread waking up.
+//! Replies for other callers it copies into their buffers and wakes them; a request from the
+//! peer it hands to a connection thread or the handler pool (a caller never runs a handler).
+//! Then it passes the turn on: to the caller asleep the longest, else (when the peer sends
+//! requests, or a handler runs) to the connection's own threads, else it leaves the reader
+//! parked for the next caller, under [the watch](super::watch).
 //!
 //! # The connection's own threads
 //! At most two per connection: the first, and a partner started once the peer has sent a
 //! second request. They read while no caller does. When one of them reads a request while the
-//! other waits idle, it parks the reader (for a sleeping caller if there is one, else for its
-//! partner) and runs the handler itself with the frame still hot: the request reaches its
-//! handler without a wake-up on its path. When its partner is busy, the request goes to the
-//! handler pool. A handler runs on a connection thread only while the other one is idle, and
-//! the turn is passed to a connection thread whenever a caller leaves while a handler runs, so
-//! someone always reads while a handler runs: a handler that waits for a response from the same
-//! peer cannot deadlock. When a connection thread reads a reply while the peer only answers
-//! (it has sent nothing but replies lately) and no handler runs, it leaves the reader to the
-//! callers and goes idle.
+//! other waits idle, it runs the handler itself with the frame still hot, and leaves the reader
+//! parked: for a caller asleep if there is one (it then reads its own reply), else for itself,
+//! to take back when the handler returns, and under the watch meanwhile, which hands it to the
+//! idle partner if the handler runs long. So a request reaches its handler and the next request
+//! is read without any thread woken in between. When the partner is busy, the request goes to
+//! the handler pool and reading goes on. When a connection thread reads a reply while the peer
+//! only answers (it has sent nothing but replies lately) and no handler runs, it leaves the
+//! reader to the callers and goes idle.
 //!
-//! # The watch
-//! Parked for the next caller, the reader has nobody blocked on the socket: between two of a
-//! caller's requests nothing reads. So while callers hold the turn, one idle connection thread
-//! keeps watch: it wakes every [`WATCH_PERIOD`] and takes the reader back once a whole period
-//! passed with the reader parked and no caller having taken it. That bounds how long a frame
-//! the peer sends unasked (a request, a ping, a close) waits when the callers have stopped,
-//! costs at most 500 wake-ups a second on a connection whose callers are busy, and none on an
-//! idle one (its connection thread then sleeps in `read`). A frame that comes while a caller
-//! reads is handled at once.
+//! # Never stuck
+//! A reader lies parked with nobody reading only under the watch, which hands it to an idle
+//! connection thread after at most two periods (a handler runs on a connection thread only
+//! while the other is idle, so there is one); and a caller waiting for a reply takes a parked
+//! reader at once. So a handler that waits for a response from the same peer cannot deadlock,
+//! and a frame the peer sends unasked waits a few milliseconds at most.
 //!
 //! All this state, and the requests in flight ([`Pending`]), live under the connection's one
 //! lock, held briefly and never across I/O or a handler.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, MutexGuard};
+use parking_lot::Condvar;
 
 use super::config::{CloseReason, TransportError};
 use super::reader::{Event, Reader, Until};
 use super::replies::{Outcome, Pending};
+use super::watch::WatchHandle;
 use super::{Connection, FrameHandler, OnClose};
 use crate::btp::transport::pool::{PoolHandle, SubmitError};
 use crate::btp::transport::request::ErrorReply;
-
-/// How often a connection thread on watch looks at a reader parked for the callers.
-pub(crate) const WATCH_PERIOD: Duration = Duration::from_millis(2);
 
 /// Requests a connection must have sent before it gets a second thread: a connection that
 /// only ever sends its IL-DCP request keeps one.
@@ -71,11 +67,12 @@ pub(crate) fn caller_wake() -> Arc<Condvar> {
 /// Who a parked reader is meant for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Offer {
-    /// A connection thread (a caller may take it too).
+    /// A connection thread, woken for it (a caller may take it too).
     Connection,
     /// The caller of this request, woken for it.
     Caller(u32),
-    /// The next caller; the watch takes it back if none comes.
+    /// Nobody woken: the next caller, or the connection thread that parked it when its
+    /// handler returns; the watch hands it to a connection thread if neither comes.
     Anyone,
 }
 
@@ -87,12 +84,13 @@ enum Holder {
     Caller,
 }
 
-/// How requests get run: the handler, and the pool for when no connection thread is free.
+/// How requests get run, and who watches: set when the reading starts.
 pub(crate) struct Dispatch {
     pub(crate) pool: PoolHandle,
     pub(crate) handler: FrameHandler,
     /// The stack size of the connection's threads (they run handlers).
     pub(crate) stack_size: usize,
+    pub(crate) watch: WatchHandle,
 }
 
 /// The state of the read turn and the requests in flight, under the connection's lock.
@@ -102,22 +100,21 @@ pub(crate) struct Seat {
     parked: Option<Reader>,
     offer: Offer,
     holder: Holder,
+    /// The ticket of a reader parked for [`Offer::Anyone`] (0 otherwise), where the watch
+    /// reads it without this lock.
+    ticket: Arc<AtomicU64>,
+    /// Readers parked for [`Offer::Anyone`] so far (their tickets).
+    parks: u64,
     /// Connection threads waiting for work.
     idle: u8,
     /// Connection threads running a handler.
     running: u8,
-    /// One idle connection thread keeps watch (see the module docs).
-    watching: bool,
     /// A request a caller read, for an idle connection thread to run.
     inbox: Option<Vec<u8>>,
-    /// How many times a caller took the reader (the watch's measure of activity).
-    caller_turns: u64,
     ended: bool,
     partner_started: bool,
     requests_seen: u32,
     on_close: Option<OnClose>,
-    /// See [`WATCH_PERIOD`] (longer in tests that must not race the watch).
-    pub(crate) watch_period: Duration,
     /// Replies read by their own caller, and replies handed to their caller by another thread.
     pub(crate) replies_read_by_caller: u64,
     pub(crate) replies_handed: u64,
@@ -125,26 +122,29 @@ pub(crate) struct Seat {
 
 impl Seat {
     /// The seat of a connection whose first thread holds the reader; request ids start at
-    /// `first_id`.
-    pub(crate) fn new(first_id: u32) -> Self {
+    /// `first_id`; `ticket` is where the watch looks.
+    pub(crate) fn new(first_id: u32, ticket: Arc<AtomicU64>) -> Self {
         Seat {
             pending: Pending::new(first_id),
             parked: None,
             offer: Offer::Connection,
             holder: Holder::Connection,
+            ticket,
+            parks: 0,
             idle: 0,
             running: 0,
-            watching: false,
             inbox: None,
-            caller_turns: 0,
             ended: false,
             partner_started: false,
             requests_seen: 0,
             on_close: None,
-            watch_period: WATCH_PERIOD,
             replies_read_by_caller: 0,
             replies_handed: 0,
         }
+    }
+
+    pub(crate) fn set_on_close(&mut self, on_close: OnClose) {
+        self.on_close = Some(on_close);
     }
 
     /// Hands a reply read by another thread to its caller; false when nobody waits for it.
@@ -154,14 +154,31 @@ impl Seat {
         delivered
     }
 
-    pub(crate) fn set_on_close(&mut self, on_close: OnClose) {
-        self.on_close = Some(on_close);
-    }
-
+    /// Parks `reader` for `offer` (waking nobody: see [`offer`](Self::offer)).
     fn park(&mut self, reader: Reader, offer: Offer) {
         self.parked = Some(reader);
-        self.offer = offer;
         self.holder = Holder::Nobody;
+        self.set_offer(offer);
+    }
+
+    /// Says who the parked reader is for, with its ticket for the watch.
+    fn set_offer(&mut self, offer: Offer) {
+        self.offer = offer;
+        let ticket = if offer == Offer::Anyone {
+            self.parks += 1;
+            self.parks
+        } else {
+            0
+        };
+        self.ticket.store(ticket, Ordering::SeqCst);
+    }
+
+    /// Takes the parked reader, for `holder`.
+    fn take(&mut self, holder: Holder) -> Option<Reader> {
+        let reader = self.parked.take()?;
+        self.holder = holder;
+        self.ticket.store(0, Ordering::SeqCst);
+        Some(reader)
     }
 
     /// Counts a request sent to the pool; true when it is time to start the partner thread.
@@ -172,12 +189,43 @@ impl Seat {
         start
     }
 
-    /// After the connection failed: whoever the reader is parked for, a connection thread
-    /// should read on to the end now.
+    /// After the connection failed: a parked reader goes to a connection thread, to read on
+    /// to the end (the caller wakes the connection threads).
     pub(crate) fn closing(&mut self) {
         if self.parked.is_some() {
-            self.offer = Offer::Connection;
+            self.set_offer(Offer::Connection);
         }
+    }
+}
+
+/// Parks `reader` for `offer` and wakes whoever must know: a connection thread, the caller
+/// (already woken by [`Pending::offer_to_sleeper`]), or the watch if it sleeps.
+fn park(conn: &Connection, seat: &mut Seat, reader: Reader, offer: Offer) {
+    seat.park(reader, offer);
+    notify_offer(conn, offer);
+}
+
+fn notify_offer(conn: &Connection, offer: Offer) {
+    match offer {
+        Offer::Connection => {
+            conn.inner.turn.notify_one();
+        }
+        Offer::Anyone => {
+            if let Some(dispatch) = conn.inner.dispatch.get() {
+                dispatch.watch.parked();
+            }
+        }
+        Offer::Caller(_) => {}
+    }
+}
+
+/// The watch saw the reader parked with `ticket` a whole period ago and still there: a
+/// connection thread takes it now.
+pub(crate) fn hand_over_parked(conn: &Connection, ticket: u64) {
+    let mut seat = conn.inner.seat.lock();
+    if seat.parked.is_some() && seat.offer == Offer::Anyone && seat.parks == ticket {
+        seat.set_offer(Offer::Connection);
+        conn.inner.turn.notify_one();
     }
 }
 
@@ -190,7 +238,7 @@ enum Work {
 
 /// How a connection thread's reading ended.
 enum Handed {
-    /// It handed the reader on and ran a request's handler.
+    /// It ran a request's handler, the reader parked meanwhile.
     Ran,
     /// It parked the reader for the callers.
     Parked,
@@ -223,50 +271,36 @@ pub(crate) fn run_connection_thread(conn: &Connection, first: Option<Reader>) {
     }
 }
 
-/// Waits until the reader or a request is there for this connection thread, or the end.
+/// Waits until the reader or a request is there for this connection thread, or the end. A
+/// thread back from a handler takes a reader left for anyone at once (it left it there).
 fn next_work(conn: &Connection, ran_handler: bool) -> Work {
     let inner = &conn.inner;
     let mut seat = inner.seat.lock();
     if ran_handler {
         seat.running -= 1;
     }
-    // The callers' turns when this thread began a watch period, if it is keeping watch.
-    let mut watched: Option<u64> = None;
+    let mut back_from_handler = ran_handler;
     loop {
         if seat.ended {
             return Work::Stop;
         }
         if let Some(frame) = seat.inbox.take() {
             seat.running += 1;
-            // Another idle thread takes over the watch.
-            if seat.idle > 0 && seat.holder != Holder::Connection {
-                inner.turn.notify_one();
-            }
             return Work::Run(frame);
         }
-        if seat.parked.is_some() {
-            let take = match seat.offer {
-                Offer::Connection => true,
-                Offer::Anyone => watched == Some(seat.caller_turns),
-                Offer::Caller(_) => false,
-            };
-            if take {
-                seat.holder = Holder::Connection;
-                let reader = seat.parked.take().expect("checked");
+        let take = match seat.offer {
+            Offer::Connection => true,
+            Offer::Anyone => back_from_handler,
+            Offer::Caller(_) => false,
+        };
+        if take {
+            if let Some(reader) = seat.take(Holder::Connection) {
                 return Work::Read(reader);
             }
         }
+        back_from_handler = false;
         seat.idle += 1;
-        if seat.holder != Holder::Connection && !seat.watching {
-            seat.watching = true;
-            watched = Some(seat.caller_turns);
-            let period = seat.watch_period;
-            inner.turn.wait_for(&mut seat, period);
-            seat.watching = false;
-        } else {
-            watched = None;
-            inner.turn.wait(&mut seat);
-        }
+        inner.turn.wait(&mut seat);
         seat.idle -= 1;
     }
 }
@@ -284,11 +318,11 @@ fn read_for_connection(conn: &Connection, mut reader: Reader) -> Handed {
                 // A peer that only answers: the callers read their replies themselves.
                 if seat.running == 0 && !reader.peer_sends_requests() {
                     if let Some(id) = seat.pending.offer_to_sleeper() {
-                        seat.park(reader, Offer::Caller(id));
+                        park(conn, &mut seat, reader, Offer::Caller(id));
                         return Handed::Parked;
                     }
                     if seat.pending.unanswered() == 0 {
-                        seat.park(reader, Offer::Anyone);
+                        park(conn, &mut seat, reader, Offer::Anyone);
                         return Handed::Parked;
                     }
                 }
@@ -296,18 +330,17 @@ fn read_for_connection(conn: &Connection, mut reader: Reader) -> Handed {
             Event::Request(frame) => {
                 let mut seat = inner.seat.lock();
                 if seat.idle > 0 {
-                    // Someone else reads while this thread runs the handler: a caller asleep
-                    // (it then reads its own reply) or else the idle partner.
+                    // This thread runs the handler; the reader waits for a caller asleep if
+                    // there is one (it then reads its own reply), else for this thread, under
+                    // the watch, which gives it to the idle partner if the handler runs long.
                     let mut scratch = SCRATCH.take();
                     scratch.clear();
                     scratch.extend_from_slice(reader.payload(&frame));
-                    match seat.pending.offer_to_sleeper() {
-                        Some(id) => seat.park(reader, Offer::Caller(id)),
-                        None => {
-                            seat.park(reader, Offer::Connection);
-                            inner.turn.notify_one();
-                        }
-                    }
+                    let offer = match seat.pending.offer_to_sleeper() {
+                        Some(id) => Offer::Caller(id),
+                        None => Offer::Anyone,
+                    };
+                    park(conn, &mut seat, reader, offer);
                     seat.running += 1;
                     drop(seat);
                     run_handler(conn, &scratch);
@@ -367,46 +400,46 @@ pub(crate) fn await_reply(
             Offer::Caller(offered) => offered == id,
             Offer::Connection | Offer::Anyone => true,
         };
-        if for_me && seat.parked.is_some() {
-            let mut mine = seat
-                .pending
-                .get_mut(id)
-                .map(|w| std::mem::take(&mut w.reply))
-                .unwrap_or_default();
-            let reader = seat.parked.take().expect("checked");
-            seat.holder = Holder::Caller;
-            seat.caller_turns += 1;
-            drop(seat);
-            let led = lead(conn, reader, id, deadline, &mut mine);
-            let mut seat = inner.seat.lock();
-            seat.pending.remove(id);
-            return match led {
-                Led::Answered => {
-                    *out = mine;
-                    Ok(())
-                }
-                Led::TimedOut => {
-                    mine.clear();
-                    *out = mine;
-                    Err(TransportError::Timeout {
-                        request_id: id,
-                        after: timeout,
-                    })
-                }
-                Led::Ended => {
-                    mine.clear();
-                    *out = mine;
-                    Err(closed(&seat))
-                }
-            };
+        if for_me {
+            if let Some(reader) = seat.take(Holder::Caller) {
+                let mut mine = seat
+                    .pending
+                    .get_mut(id)
+                    .map(|w| std::mem::take(&mut w.reply))
+                    .unwrap_or_default();
+                drop(seat);
+                let led = lead(conn, reader, id, deadline, &mut mine);
+                let mut seat = inner.seat.lock();
+                seat.pending.remove(id);
+                return match led {
+                    Led::Answered => {
+                        *out = mine;
+                        Ok(())
+                    }
+                    Led::TimedOut => {
+                        mine.clear();
+                        *out = mine;
+                        Err(TransportError::Timeout {
+                            request_id: id,
+                            after: timeout,
+                        })
+                    }
+                    Led::Ended => {
+                        mine.clear();
+                        *out = mine;
+                        Err(closed(&seat))
+                    }
+                };
+            }
         }
         if Instant::now() >= deadline {
             *out = remove(&mut seat, id);
             out.clear();
             // A turn offered to this caller must not be lost with it.
             if seat.parked.is_some() && seat.offer == Offer::Caller(id) {
-                let connection_needed = seat.running > 0;
-                pass_on(conn, &mut seat, connection_needed);
+                let offer = next_offer(&mut seat, false);
+                seat.set_offer(offer);
+                notify_offer(conn, offer);
             }
             return Err(TransportError::Timeout {
                 request_id: id,
@@ -485,8 +518,8 @@ fn lead(
         seat.replies_read_by_caller += 1;
     }
     let connection_needed = saw_request || reader.peer_sends_requests();
-    seat.park(reader, Offer::Anyone);
-    pass_on(conn, &mut seat, connection_needed);
+    let offer = next_offer(&mut seat, connection_needed);
+    park(conn, &mut seat, reader, offer);
     if answered {
         Led::Answered
     } else {
@@ -494,17 +527,16 @@ fn lead(
     }
 }
 
-/// Decides who a parked reader is for: the caller asleep the longest, else a connection thread
-/// when `connection_needed` (the peer sends requests), a handler runs or the connection is
-/// closing, else the next caller.
-fn pass_on(conn: &Connection, seat: &mut MutexGuard<'_, Seat>, connection_needed: bool) {
+/// Who a reader a caller leaves is for: the caller asleep the longest (woken), else a
+/// connection thread when `connection_needed` (the peer sends requests), a handler runs or the
+/// connection is closing, else the next caller.
+fn next_offer(seat: &mut Seat, connection_needed: bool) -> Offer {
     if let Some(id) = seat.pending.offer_to_sleeper() {
-        seat.offer = Offer::Caller(id);
+        Offer::Caller(id)
     } else if connection_needed || seat.running > 0 || seat.pending.closed.is_some() {
-        seat.offer = Offer::Connection;
-        conn.inner.turn.notify_one();
+        Offer::Connection
     } else {
-        seat.offer = Offer::Anyone;
+        Offer::Anyone
     }
 }
 
@@ -599,6 +631,7 @@ fn finish(conn: &Connection, reader: Reader, reason: CloseReason) {
         seat.ended = true;
         seat.holder = Holder::Nobody;
         seat.parked = None;
+        seat.ticket.store(0, Ordering::SeqCst);
         seat.on_close.take()
     };
     conn.inner.turn.notify_all();
@@ -616,7 +649,7 @@ mod tests {
 
     use crossbeam_channel::bounded;
 
-    use super::super::testing::{echo, pair, request};
+    use super::super::testing::{echo, pair, pair_watched, request};
     use super::super::{Connection, ConnectionConfig, FrameHandler};
 
     fn counts(conn: &Connection) -> (u64, u64) {
@@ -626,9 +659,13 @@ mod tests {
 
     #[test]
     fn a_caller_reads_its_own_reply_once_the_connection_thread_lets_go() {
-        let pair = pair(ConnectionConfig::default(), echo(b"c:"), echo(b"s:"));
-        // No watch: nothing but the callers may take the reader once it is parked for them.
-        pair.client.inner.seat.lock().watch_period = Duration::from_secs(3600);
+        // No watch to speak of: nothing but the callers take the reader parked for them.
+        let pair = pair_watched(
+            ConnectionConfig::default(),
+            echo(b"c:"),
+            echo(b"s:"),
+            Duration::from_secs(3600),
+        );
         for i in 0..100u32 {
             let body = i.to_be_bytes();
             let reply = pair
@@ -703,8 +740,12 @@ mod tests {
             reply.extend_from_slice(&body);
             conn.send_frame(reply).unwrap();
         });
-        let pair = pair(ConnectionConfig::default(), echo(b"c:"), server_handler);
-        pair.client.inner.seat.lock().watch_period = Duration::from_secs(3600);
+        let pair = pair_watched(
+            ConnectionConfig::default(),
+            echo(b"c:"),
+            server_handler,
+            Duration::from_secs(3600),
+        );
         for _ in 0..20 {
             let reply = pair
                 .client
@@ -712,6 +753,38 @@ mod tests {
                 .unwrap();
             assert_eq!(&reply[5..], b"c:backslow");
         }
+    }
+
+    #[test]
+    fn a_handler_that_blocks_does_not_hold_up_the_requests_after_it() {
+        let (release_tx, release_rx) = bounded::<()>(0);
+        let server_handler: FrameHandler = Arc::new(move |conn: &Connection, frame: &[u8]| {
+            if &frame[5..] == b"block" {
+                let _ = release_rx.recv_timeout(Duration::from_secs(20));
+            }
+            echo(b"s:")(conn, frame)
+        });
+        let pair = pair(ConnectionConfig::default(), echo(b"c:"), server_handler);
+        // Enough requests for the server's second thread: from then on, the thread that reads
+        // a request runs it with the reader parked, under the watch.
+        for i in 0..10u8 {
+            pair.client
+                .request_frame(|id| request(id, &[i]), None)
+                .unwrap();
+        }
+        std::thread::scope(|s| {
+            let blocked = s.spawn(|| pair.client.request_frame(|id| request(id, b"block"), None));
+            // Answered while the other handler still blocks.
+            for _ in 0..5 {
+                let reply = pair
+                    .client
+                    .request_frame(|id| request(id, b"quick"), Some(Duration::from_secs(20)))
+                    .unwrap();
+                assert_eq!(&reply[5..], b"s:quick");
+            }
+            drop(release_tx);
+            assert_eq!(&blocked.join().unwrap().unwrap()[5..], b"s:block");
+        });
     }
 
     #[test]
@@ -724,8 +797,12 @@ mod tests {
             }
             echo(b"s:")(conn, frame)
         });
-        let pair = pair(ConnectionConfig::default(), echo(b"c:"), server_handler);
-        pair.client.inner.seat.lock().watch_period = Duration::from_secs(3600);
+        let pair = pair_watched(
+            ConnectionConfig::default(),
+            echo(b"c:"),
+            server_handler,
+            Duration::from_secs(3600),
+        );
         let started = Instant::now();
         let err = pair
             .client
