@@ -5,6 +5,7 @@
 #
 #   benches/packet-path.sh [PACKETS]      # default 20000; needs a release build and `npm ci`
 #                                         # in benches/js-bench
+#   OURS=path/to/ilp-lightning benches/packet-path.sh    # another build of ours
 #
 # Configurations: concurrency 1, concurrency 1 with the whole process on CPU 0 (our --pin 0,
 # `taskset -c 0` for Node), concurrency 100. The machine should be otherwise idle: check
@@ -12,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 packets="${1:-20000}"
-ours="${CARGO_TARGET_DIR:-target}/release/ilp-lightning"
+ours="${OURS:-${CARGO_TARGET_DIR:-target}/release/ilp-lightning}"
 [ -x "$ours" ] || { echo "build it first: cargo build --release" >&2; exit 2; }
 [ -d benches/js-bench/node_modules ] || (cd benches/js-bench && npm ci --no-audit --no-fund >&2)
 out="$(mktemp)"
