@@ -16,6 +16,8 @@ use ilp_plugin_lightning::btp::{
     ProtocolDataEntry, Reply, RequestError, RequestHandler, Response, ServerConfig, ServerEvent,
     TransportError,
 };
+use tungstenite::error::ProtocolError;
+use tungstenite::handshake::HandshakeError;
 use tungstenite::{Message as WsMessage, WebSocket};
 
 /// Long enough for a loaded 2-core machine; only reached when something is broken.
@@ -270,33 +272,57 @@ fn auth_timeout_and_non_auth_first_message() {
 
 #[test]
 fn request_timeout_leaves_nothing_behind() {
-    let (release_tx, release_rx) = bounded::<()>(0);
-    let handler = move |_: &str, request: &Packet<'_>| {
-        if request.protocol_data().ilp() == Some(&b"hang"[..]) {
-            let _ = release_rx.recv_timeout(DEADLINE);
-        }
-        Reply::Response(vec![OwnedEntry::ilp(b"ok".to_vec())])
-    };
-    let server =
-        BtpServer::bind("127.0.0.1:0", ServerConfig::default(), Arc::new(handler)).unwrap();
-    let client = echo_client(server.local_addr(), "alice", "t").unwrap();
+    // A fake server that answers the request that timed out only after the client gave up,
+    // then the next request: on the wire the late reply comes first.
+    let (received_tx, received_rx) = bounded::<u32>(1);
+    let (gave_up_tx, gave_up_rx) = bounded::<()>(0);
+    let (addr, fake) = fake_server(move |mut ws| {
+        let hang = raw_read(&mut ws).expect("the request that times out");
+        let hang_id = Packet::parse(&hang).unwrap().request_id();
+        received_tx.send(hang_id).unwrap();
+        gave_up_rx
+            .recv_timeout(DEADLINE)
+            .expect("the client gave up");
+        let entries = ilp(b"late");
+        let late = Response::new(hang_id, ProtocolData::new(&entries).unwrap());
+        ws.send(WsMessage::Binary(Packet::Response(late).to_bytes()))
+            .unwrap();
+        let next = raw_read(&mut ws).expect("the next request");
+        let entries = ilp(b"fine");
+        let fine = Response::new(
+            Packet::parse(&next).unwrap().request_id(),
+            ProtocolData::new(&entries).unwrap(),
+        );
+        ws.send(WsMessage::Binary(Packet::Response(fine).to_bytes()))
+            .unwrap();
+        // Until the client leaves.
+        while raw_read(&mut ws).is_some() {}
+    });
+    let client = echo_client(addr, "alice", "t").unwrap();
+    let conn = client.connection().unwrap();
     let err = client
         .request(&ilp(b"hang"), None, Some(Duration::from_millis(200)))
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            RequestError::Transport(TransportError::Timeout { after, .. })
-                if after == Duration::from_millis(200)
-        ),
-        "{err:?}"
+    let hang_id = received_rx.recv_timeout(DEADLINE).unwrap();
+    assert_eq!(
+        err,
+        RequestError::Transport(TransportError::Timeout {
+            request_id: hang_id,
+            after: Duration::from_millis(200)
+        })
     );
-    drop(release_tx);
-    // The late answer to the timed-out request is dropped; the connection still works.
-    let reply = client.request(&ilp(b"fine"), None, None).unwrap();
-    assert_eq!(reply.ilp(), Some(&b"ok"[..]));
+    assert_eq!(
+        conn.pending_requests(),
+        0,
+        "the timed-out request is still registered"
+    );
+    gave_up_tx.send(()).unwrap();
+    // The late reply finds nobody waiting and is dropped; the next request gets its own reply.
+    let reply = client.request(&ilp(b"next"), None, None).unwrap();
+    assert_eq!(reply.ilp(), Some(&b"fine"[..]));
+    assert_eq!(conn.pending_requests(), 0);
     client.disconnect();
-    server.shutdown();
+    fake.join().unwrap();
 }
 
 /// A fake BTP server: accepts one client, answers its auth, then runs `then` on the socket.
@@ -497,10 +523,18 @@ fn connection_cap_refuses_extra_sockets() {
     let addr = server.local_addr();
     let a = echo_client(addr, "a", "t").unwrap();
     let b = echo_client(addr, "b", "t").unwrap();
-    // The third socket is closed before its WebSocket handshake completes.
+    // The third socket is closed before its WebSocket handshake completes: the handshake
+    // fails because the stream ended or was reset, not for any other reason (a timeout of our
+    // own would be `WouldBlock`).
     let stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    assert!(tungstenite::client(format!("ws://{addr}/"), stream).is_err());
+    match tungstenite::client(format!("ws://{addr}/"), stream) {
+        Err(HandshakeError::Failure(tungstenite::Error::Protocol(
+            ProtocolError::HandshakeIncomplete,
+        ))) => {}
+        Err(HandshakeError::Failure(tungstenite::Error::Io(e))) if is_cut(&e) => {}
+        other => panic!("expected the server to cut the socket, got {other:?}"),
+    }
     assert!(a.is_connected() && b.is_connected());
     // Once one leaves, its slot is freed for another (the client's own retries wait for it).
     a.disconnect();
@@ -554,15 +588,25 @@ fn silent_peer_is_dropped_after_pong_deadline() {
         }
         other => panic!("{other:?}"),
     }
-    // A peer that does answer pings (our client) stays connected across many intervals.
-    let client = echo_client(server.local_addr(), "talker", "t").unwrap();
-    let client_events = client.events();
-    assert_eq!(wait_event(&client_events, |_| true), ClientEvent::Connected);
-    assert!(client_events
-        .recv_timeout(Duration::from_millis(1500))
-        .is_err());
-    assert!(client.is_connected());
-    client.disconnect();
+    // A peer that does answer pings stays connected across many intervals: a raw client that
+    // reads (tungstenite answers each ping on its next read) sees six pings come, six times
+    // the interval and twice the pong deadline, and never a close.
+    let mut talker = raw_client(server.local_addr());
+    raw_auth(&mut talker, "talker", "t");
+    wait_event(
+        &events,
+        |e| matches!(e, ServerEvent::Connected { account } if account == "talker"),
+    );
+    let mut pings = 0;
+    while pings < 6 {
+        match talker.read() {
+            Ok(WsMessage::Ping(_)) => pings += 1,
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(e) => panic!("the server dropped a peer that answers its pings: {e}"),
+        }
+    }
+    assert!(server.is_connected("talker"));
+    assert!(events.try_recv().is_err(), "an event for the talker");
     server.shutdown();
 }
 
@@ -668,11 +712,21 @@ fn slow_handshake_is_cut_at_the_deadline() {
         ..ServerConfig::default()
     });
     let addr = server.local_addr();
-    // A peer that sends nothing is cut.
+    // A peer that sends nothing is cut at the deadline: the stream ends or is reset, long
+    // before the 20 s read timeout of our own.
     let mut silent = TcpStream::connect(addr).unwrap();
     silent.set_read_timeout(Some(DEADLINE)).unwrap();
+    let started = Instant::now();
     let mut buf = [0u8; 64];
-    assert!(matches!(silent.read(&mut buf), Ok(0) | Err(_)));
+    match silent.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if is_cut(&e) => {}
+        other => panic!("expected the server to cut the silent peer, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "cut before the deadline"
+    );
 
     // A peer that trickles its upgrade request a byte at a time (each byte well within any
     // per-read timeout) is cut too, long before it finishes.
@@ -682,31 +736,74 @@ fn slow_handshake_is_cut_at_the_deadline() {
     );
     let mut slow = TcpStream::connect(addr).unwrap();
     slow.set_read_timeout(Some(DEADLINE)).unwrap();
-    let mut cut = false;
+    let (cut_tx, cut_rx) = bounded::<Vec<u8>>(1);
+    let watcher = {
+        let mut slow = slow.try_clone().unwrap();
+        common::threads::spawn("trickle-watcher", move || {
+            let mut received = Vec::new();
+            let mut buf = [0u8; 256];
+            loop {
+                match slow.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => received.extend_from_slice(&buf[..n]),
+                    Err(e) if is_cut(&e) => break,
+                    Err(e) => panic!("the trickling peer was never cut: {e}"),
+                }
+            }
+            cut_tx.send(received).unwrap();
+        })
+    };
+    let mut sent = 0;
+    let mut received = None;
     for byte in request.as_bytes() {
         if slow.write_all(&[*byte]).is_err() {
-            cut = true;
             break;
         }
-        // The peer's slowness, not a synchronisation: 50 ms a byte, ~8 s in all.
-        thread::sleep(Duration::from_millis(50));
+        sent += 1;
+        // The peer's pace, the behaviour under test: a byte every 50 ms would take 8 s for the
+        // whole request. The cut ends the wait at once.
+        if let Ok(bytes) = cut_rx.recv_timeout(Duration::from_millis(50)) {
+            received = Some(bytes);
+            break;
+        }
     }
-    if !cut {
-        let mut reply = Vec::new();
-        let _ = slow.read_to_end(&mut reply);
-        assert!(
-            !String::from_utf8_lossy(&reply).contains("101"),
-            "a trickled handshake was completed"
-        );
-    }
+    let received = match received {
+        Some(bytes) => bytes,
+        None => cut_rx
+            .recv_timeout(DEADLINE)
+            .expect("the trickling peer was never cut"),
+    };
+    watcher.join().unwrap();
+    assert!(
+        sent < request.len(),
+        "the whole request went through before the cut"
+    );
+    assert!(
+        !String::from_utf8_lossy(&received).contains("101"),
+        "a trickled handshake was completed"
+    );
     server.shutdown();
+}
+
+/// Whether a read or handshake error means the other side cut the connection.
+fn is_cut(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::UnexpectedEof
+            | std::io::ErrorKind::BrokenPipe
+    )
 }
 
 #[test]
 fn saturated_pool_never_deadlocks_on_callbacks_to_the_same_peer() {
     // One handler thread, one queue slot; each request makes the server ask the same client
-    // something back before it answers. A reader that simply blocked on the full pool would
-    // leave that callback's response unread: a deadlock until the (long) request timeout.
+    // something back before it answers, and the client holds those callbacks until the test
+    // opens a gate. While the gate is shut, every handler the server can run is stuck waiting
+    // for a callback's response: a reader that simply blocked on the full pool would leave
+    // those responses unread, a deadlock until the (long) request timeout. The server must go
+    // on reading and refuse what it cannot run with T00 "busy".
     let server_cell: Arc<std::sync::OnceLock<Arc<BtpServer>>> = Arc::default();
     let cell = server_cell.clone();
     let handler = move |account: &str, _: &Packet<'_>| {
@@ -734,7 +831,25 @@ fn saturated_pool_never_deadlocks_on_callbacks_to_the_same_peer() {
         .unwrap(),
     );
     server_cell.set(server.clone()).unwrap();
-    let client = echo_client(server.local_addr(), "alice", "t").unwrap();
+    let (gate_tx, gate_rx) = bounded::<()>(0);
+    let client_handler = move |request: &Packet<'_>| {
+        let data = request.protocol_data().ilp().unwrap_or(b"none").to_vec();
+        if data == b"callback" {
+            // Shut until the test drops the sender.
+            let _ = gate_rx.recv_timeout(DEADLINE);
+        }
+        Reply::Response(vec![OwnedEntry::ilp([&b"client:"[..], &data].concat())])
+    };
+    let client = BtpClient::connect(
+        &uri(server.local_addr(), "alice", "t"),
+        quick_client_config(),
+        Arc::new(client_handler),
+    )
+    .unwrap();
+    let is_busy = |result: &Result<_, RequestError>| {
+        matches!(result, Err(RequestError::Rejected(e))
+            if e.code == ErrorCode::T00_UNREACHABLE && e.data == b"busy: request handlers saturated")
+    };
     let (results_tx, results_rx) = bounded(16);
     thread::scope(|s| {
         for _ in 0..8 {
@@ -745,19 +860,34 @@ fn saturated_pool_never_deadlocks_on_callbacks_to_the_same_peer() {
                 results_tx.send(r).unwrap();
             });
         }
+        // With the gate shut nothing can be fulfilled: the first answers are refusals.
+        let first = results_rx
+            .recv_timeout(DEADLINE)
+            .expect("no refusal while every handler was stuck: the server stopped reading");
+        assert!(is_busy(&first), "{first:?}");
+        let mut busy = 1;
         let mut fulfilled = 0;
-        for _ in 0..8 {
-            match results_rx.recv_timeout(DEADLINE).expect("a request hung") {
+        drop(gate_tx);
+        for _ in 1..8 {
+            let result = results_rx.recv_timeout(DEADLINE).expect("a request hung");
+            match result {
                 Ok(reply) => {
                     assert_eq!(reply.ilp(), Some(&b"client:callback"[..]));
                     fulfilled += 1;
                 }
-                Err(RequestError::Rejected(e)) => assert_eq!(e.code, ErrorCode::T00_UNREACHABLE),
-                Err(other) => panic!("{other:?}"),
+                other => {
+                    assert!(is_busy(&other), "{other:?}");
+                    busy += 1;
+                }
             }
         }
-        assert!(fulfilled >= 1);
+        // The stuck handlers all finished once the gate opened.
+        assert!(fulfilled >= 1, "{busy} refused, none fulfilled");
+        assert_eq!(busy + fulfilled, 8);
     });
+    // Alone, a request is run, not refused.
+    let reply = client.request(&ilp(b"go"), None, None).unwrap();
+    assert_eq!(reply.ilp(), Some(&b"client:callback"[..]));
     client.disconnect();
     server.shutdown();
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use crossbeam_channel::bounded;
 use ilp_plugin_lightning::btp::{
-    BtpClient, BtpServer, ClientConfig, OwnedEntry, Packet, ProtocolDataEntry, Reply, ServerConfig,
+    BtpClient, BtpServer, ClientConfig, ClientEvent, OwnedEntry, Packet, ProtocolDataEntry, Reply,
+    ServerConfig,
 };
 
 fn thread_names() -> Vec<String> {
@@ -92,10 +93,20 @@ fn turn_threads_start_with_traffic_and_are_joined() {
     entered_rx
         .recv_timeout(Duration::from_secs(20))
         .expect("the held handler runs");
+    // Shutdown waits for the running handler: let it finish once shutdown has begun, which
+    // the client sees when the server's close frame ends its connection.
+    let client_events = client.events();
     let releaser = std::thread::spawn(move || {
-        // Shutdown waits for the running handler: let it finish once shutdown has begun.
-        std::thread::sleep(Duration::from_millis(200));
-        let _ = release_tx.send(());
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match client_events.recv_timeout(left) {
+                Ok(ClientEvent::Disconnected(_)) => break,
+                Ok(_) => continue,
+                Err(_) => panic!("the server's shutdown never closed the client's connection"),
+            }
+        }
+        release_tx.send(()).unwrap();
     });
     server.shutdown();
     releaser.join().unwrap();

@@ -1,8 +1,8 @@
-//! The Bilateral Transfer Protocol (RFC 23): its packets and its WebSocket transport.
-//!
-//! The packet codec is pure (no I/O): [`Packet`] and the four packet types borrow from their
-//! input, builders validate, and bad input gets a [`ParseError`] naming the problem and its
-//! byte offset.
+//! The Bilateral Transfer Protocol (RFC 23), in two parts: [`codec`], its packets (pure, no
+//! I/O: [`Packet`] and the four packet types borrow from their input, builders validate, and
+//! bad input gets a [`ParseError`] naming the problem and its byte offset), and [`transport`],
+//! BTP over blocking WebSockets ([`BtpClient`], [`BtpServer`], [`Connection`]). The items both
+//! export are re-exported here.
 //!
 //! ```
 //! use ilp_plugin_lightning::btp::{Message, Packet, ProtocolData, ProtocolDataEntry};
@@ -19,33 +19,21 @@
 //! }
 //! ```
 
-pub mod error;
-pub mod error_code;
-pub mod packet;
-pub mod protocol_data;
+pub mod codec;
+pub mod transport;
 
-// The transport.
-pub mod auth;
-pub mod client;
-pub mod connection;
-pub mod pool;
-pub mod request;
-pub mod server;
-pub mod uri;
-
-pub use error::{BuildError, ParseError, ParseErrorKind};
-pub use error_code::ErrorCode;
-pub use packet::{
-    auth_entries, auth_message, ilp_message, ilp_response, AuthError, AuthRequest, ErrorPacket,
-    ErrorPacketBuilder, Message, Packet, PacketType, Response, Transfer, AUTH, AUTH_TOKEN,
-    AUTH_USERNAME, MAX_ERROR_DATA_LEN,
+// The surface the rest of the crate and its users build on, stable across the split into
+// `codec` and `transport`.
+pub use codec::{
+    auth_entries, auth_message, ilp_message, ilp_response, AuthError, AuthRequest, BuildError,
+    ContentType, ErrorCode, ErrorPacket, ErrorPacketBuilder, Message, Packet, PacketType,
+    ParseError, ParseErrorKind, ProtocolData, ProtocolDataEntry, Response, Transfer, AUTH,
+    AUTH_TOKEN, AUTH_USERNAME, ILP, MAX_ERROR_DATA_LEN,
 };
-pub use protocol_data::{ContentType, ProtocolData, ProtocolDataEntry, ILP};
-
-pub use client::{BtpClient, ClientConfig, ClientError, ClientEvent};
-pub use connection::{CloseReason, Connection, ConnectionConfig, TransportError};
-pub use request::{
-    send_request, ErrorReply, OwnedEntry, Reply, RequestError, RequestHandler, ResponseFrame,
+pub use transport::server::AccountHandler;
+pub use transport::{
+    auth, send_request, send_request_into, BtpClient, BtpServer, BtpUri, ClientConfig, ClientError,
+    ClientEvent, CloseReason, Connection, ConnectionConfig, ErrorReply, OwnedEntry, Reply,
+    RequestError, RequestHandler, ResponseFrame, ServerConfig, ServerError, ServerEvent,
+    TransportError, UriError,
 };
-pub use server::{AccountHandler, BtpServer, ServerConfig, ServerError, ServerEvent};
-pub use uri::{BtpUri, UriError};

@@ -1,6 +1,8 @@
 //! `ilp-lightning bench`: a server and a client plugin in one process over loopback BTP; the
 //! client sends 1-sat Prepares from C threads, the server's data handler fulfils them. Prints
-//! one JSON line with the same keys as the JS reference pair's bench.js.
+//! one JSON line with the same keys as the JS reference pair's bench.js (benches/js-bench),
+//! `cpu_us_per_packet` included: the process's user + system CPU time over the packets, divided
+//! by their number. `--pin CPU` runs the whole process on that one CPU.
 //!
 //! With `--clients K`, K idle clients are connected to the server first, from a child process
 //! (this same binary), so that the RSS reported is the server side's (plus the one bench client).
@@ -9,15 +11,15 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ilp_plugin_lightning::ilp::{condition_of, Address, FulfillBuilder, PrepareBuilder, Timestamp};
 use ilp_plugin_lightning::plugin::LightningPlugin;
 
 use crate::flags::{FlagError, Flags};
 
-pub const USAGE: &str = "  bench [--packets N] [--concurrency C] [--clients K]
-                     loopback throughput/latency of a server and client pair, one JSON line";
+pub const USAGE: &str = "  bench [--packets N] [--concurrency C] [--clients K] [--pin CPU]
+                     loopback throughput/latency/CPU of a server and client pair, one JSON line";
 
 const FULFILLMENT: [u8; 32] = [7; 32];
 
@@ -32,19 +34,61 @@ fn rss_mb() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// User + system CPU time this process has used so far (all its threads, ended ones too).
+fn process_cpu_time() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
+            return Duration::ZERO;
+        }
+        usage
+    };
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+/// Runs the calling thread, and so every thread it starts afterwards, on CPU `cpu` only.
+fn pin_to_cpu(cpu: usize) -> Result<(), String> {
+    // SAFETY: the set is a plain bit array, initialised by CPU_ZERO before use.
+    let result = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if result != 0 {
+        return Err(format!(
+            "cannot pin to CPU {cpu}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
 struct Settings {
     packets: usize,
     concurrency: usize,
     clients: usize,
+    pin: Option<usize>,
 }
 
 fn parse(args: &[String]) -> Result<Settings, FlagError> {
-    let flags = Flags::parse(args, &["packets", "concurrency", "clients"])?;
+    let flags = Flags::parse(args, &["packets", "concurrency", "clients", "pin"])?;
     let settings = Settings {
         packets: flags.parsed("packets")?.unwrap_or(20_000),
         concurrency: flags.parsed("concurrency")?.unwrap_or(1),
         clients: flags.parsed("clients")?.unwrap_or(0),
+        pin: flags.parsed("pin")?,
     };
+    if settings
+        .pin
+        .is_some_and(|cpu| cpu >= libc::CPU_SETSIZE as usize)
+    {
+        return Err(FlagError("--pin: no such CPU".into()));
+    }
     if settings.concurrency == 0 || settings.packets == 0 {
         return Err(FlagError(
             "--packets and --concurrency must be at least 1".into(),
@@ -136,6 +180,10 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
 }
 
 fn bench(settings: &Settings) -> Result<String, String> {
+    // Before any thread starts, so that all of them inherit it.
+    if let Some(cpu) = settings.pin {
+        pin_to_cpu(cpu)?;
+    }
     let server = LightningPlugin::server(
         "127.0.0.1:0".parse().unwrap(),
         Address::new("test.bench").unwrap(),
@@ -196,6 +244,7 @@ fn bench(settings: &Settings) -> Result<String, String> {
 
     let next = Arc::new(AtomicUsize::new(0));
     let fulfilled = Arc::new(AtomicUsize::new(0));
+    let cpu_before = process_cpu_time();
     let started = Instant::now();
     let mut workers = Vec::with_capacity(settings.concurrency);
     for i in 0..settings.concurrency {
@@ -228,13 +277,15 @@ fn bench(settings: &Settings) -> Result<String, String> {
         latencies.extend(w.join().map_err(|_| "a bench thread panicked")?);
     }
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = process_cpu_time().saturating_sub(cpu_before);
     let rss = rss_mb();
     latencies.sort_unstable();
     client.disconnect();
     server.disconnect();
     let mut line = format!(
         "{{\"impl\":\"rust-ilp-plugin-lightning\",\"packets\":{},\"concurrency\":{},\"fulfilled\":{},\
-         \"seconds\":{:.3},\"packets_per_s\":{},\"p50_us\":{},\"p99_us\":{},\"rss_mb\":{}",
+         \"seconds\":{:.3},\"packets_per_s\":{},\"p50_us\":{},\"p99_us\":{},\
+         \"cpu_us_per_packet\":{:.1},\"rss_mb\":{}",
         settings.packets,
         settings.concurrency,
         fulfilled.load(Ordering::Relaxed),
@@ -242,8 +293,12 @@ fn bench(settings: &Settings) -> Result<String, String> {
         (settings.packets as f64 / seconds).round() as u64,
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99),
+        cpu.as_secs_f64() * 1e6 / settings.packets as f64,
         rss
     );
+    if let Some(cpu) = settings.pin {
+        line.push_str(&format!(",\"pinned_cpu\":{cpu}"));
+    }
     if settings.clients > 0 {
         line.push_str(&format!(
             ",\"clients\":{},\"rss_mb_before_clients\":{}",
@@ -290,5 +345,59 @@ mod tests {
     #[test]
     fn rss_is_read_from_proc() {
         assert!(rss_mb() > 0.0);
+    }
+
+    /// This thread's time on a CPU so far, as the scheduler counts it (an account independent
+    /// of getrusage's).
+    fn thread_run_time() -> Duration {
+        let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+        Duration::from_nanos(stat.split_whitespace().next().unwrap().parse().unwrap())
+    }
+
+    #[test]
+    fn cpu_time_counts_work_done() {
+        let before = process_cpu_time();
+        let ran_before = thread_run_time();
+        // Busy work the optimiser cannot drop, until the scheduler says this thread ran 30 ms
+        // (however long that takes on a loaded machine).
+        let mut x = 1u64;
+        while thread_run_time() - ran_before < Duration::from_millis(30) {
+            for _ in 0..10_000 {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        }
+        let used = process_cpu_time().saturating_sub(before);
+        // getrusage splits the same run time into user and system time, rounded to ticks.
+        assert!(
+            used >= Duration::from_millis(20),
+            "{used:?} for 30 ms of work"
+        );
+    }
+
+    #[test]
+    fn pinning_runs_on_that_cpu_only() {
+        let pinned = std::thread::spawn(|| {
+            pin_to_cpu(0)?;
+            // A thread started after pinning inherits the mask.
+            std::thread::spawn(|| {
+                let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                    .map(|v| v.trim().to_string())
+            })
+            .join()
+            .map_err(|_| "thread panicked".to_string())
+        });
+        assert_eq!(pinned.join().unwrap(), Ok(Some("0".to_string())));
+    }
+
+    #[test]
+    fn pin_needs_a_cpu_number() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(parse(&args(&["--pin", "0"])).unwrap().pin, Some(0));
+        assert!(parse(&args(&["--pin", "x"])).is_err());
+        assert!(parse(&args(&["--pin", "100000"])).is_err());
+        assert_eq!(parse(&args(&[])).unwrap().pin, None);
     }
 }

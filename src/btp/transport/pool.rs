@@ -1,6 +1,10 @@
 //! A fixed pool of named threads that run incoming BTP requests when both of a connection's
 //! reading threads are busy: a handler must never run on the only thread reading (it would
 //! deadlock as soon as it waited for a response from the same peer).
+//!
+//! A request goes to a worker as its connection and a copy of its frame, in a buffer the worker
+//! gives back when the handler returns: once the pool has warmed up, handing a request over
+//! allocates nothing.
 
 use std::thread::{self, JoinHandle};
 
@@ -9,7 +13,17 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, select, Receiver, Select, Sender, TrySendError};
 use parking_lot::Mutex;
 
-type Job = Box<dyn FnOnce() + Send + 'static>;
+use super::connection::Connection;
+
+enum Job {
+    /// Any work (tests, one-off jobs).
+    Run(Box<dyn FnOnce() + Send + 'static>),
+    /// An incoming request for its connection's handler.
+    Request { conn: Connection, frame: Vec<u8> },
+}
+
+/// Frame buffers bigger than this are not kept for reuse.
+const KEEP_FRAME: usize = 64 * 1024;
 
 /// A bounded pool of handler threads with a bounded queue: nothing piles up without limit.
 ///
@@ -22,12 +36,15 @@ pub struct HandlerPool {
     jobs: Sender<Job>,
     stop: Mutex<Option<Sender<()>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
+    /// Frame buffers the workers are done with.
+    spare: Receiver<Vec<u8>>,
 }
 
 /// The submitting side of a [`HandlerPool`], held by reader threads.
 #[derive(Clone)]
 pub struct PoolHandle {
     jobs: Sender<Job>,
+    spare: Receiver<Vec<u8>>,
 }
 
 /// Why a job was not queued.
@@ -53,15 +70,20 @@ impl HandlerPool {
         stack_size: usize,
     ) -> std::io::Result<Self> {
         let (jobs_tx, jobs_rx) = bounded::<Job>(queue.max(1));
-        let (stop_tx, stop_rx) = bounded::<()>(0);
+        // Never sent on: dropped to stop the workers. Not a zero-capacity channel: a worker
+        // waiting on one in `select!` allocates each time it starts waiting.
+        let (stop_tx, stop_rx) = bounded::<()>(1);
+        // Room for a buffer per queued job and per worker: no more are ever out at once.
+        let (spare_tx, spare_rx) = bounded::<Vec<u8>>(queue.max(1) + threads.max(1));
         let mut workers = Vec::with_capacity(threads.max(1));
         for i in 0..threads.max(1) {
             let jobs = jobs_rx.clone();
             let stop = stop_rx.clone();
+            let spare = spare_tx.clone();
             let spawned = thread::Builder::new()
                 .name(format!("{name}-{i}"))
                 .stack_size(stack_size)
-                .spawn(move || worker(jobs, stop));
+                .spawn(move || worker(jobs, stop, spare));
             match spawned {
                 Ok(h) => workers.push(h),
                 Err(e) => {
@@ -77,6 +99,7 @@ impl HandlerPool {
             jobs: jobs_tx,
             stop: Mutex::new(Some(stop_tx)),
             workers: Mutex::new(workers),
+            spare: spare_rx,
         })
     }
 
@@ -84,6 +107,7 @@ impl HandlerPool {
     pub fn handle(&self) -> PoolHandle {
         PoolHandle {
             jobs: self.jobs.clone(),
+            spare: self.spare.clone(),
         }
     }
 
@@ -116,7 +140,34 @@ impl PoolHandle {
         may_wait: impl Fn() -> bool,
         recheck: &Receiver<()>,
     ) -> Result<(), SubmitError> {
-        let mut job: Job = Box::new(job);
+        self.queue(Job::Run(Box::new(job)), may_wait, recheck)
+    }
+
+    /// Queues the request `frame` (copied) for `conn`'s handler, as [`PoolHandle::submit`]
+    /// does.
+    pub(crate) fn submit_request(
+        &self,
+        conn: &Connection,
+        frame: &[u8],
+        may_wait: impl Fn() -> bool,
+        recheck: &Receiver<()>,
+    ) -> Result<(), SubmitError> {
+        let mut copy = self.spare.try_recv().unwrap_or_default();
+        copy.clear();
+        copy.extend_from_slice(frame);
+        let job = Job::Request {
+            conn: conn.clone(),
+            frame: copy,
+        };
+        self.queue(job, may_wait, recheck)
+    }
+
+    fn queue(
+        &self,
+        mut job: Job,
+        may_wait: impl Fn() -> bool,
+        recheck: &Receiver<()>,
+    ) -> Result<(), SubmitError> {
         loop {
             match self.jobs.try_send(job) {
                 Ok(()) => return Ok(()),
@@ -149,15 +200,24 @@ impl PoolHandle {
     }
 }
 
-fn worker(jobs: Receiver<Job>, stop: Receiver<()>) {
+fn worker(jobs: Receiver<Job>, stop: Receiver<()>, spare: Sender<Vec<u8>>) {
     loop {
         select! {
             recv(stop) -> _ => return,
             recv(jobs) -> job => match job {
-                Ok(job) => {
+                Ok(Job::Run(job)) => {
                     // A panicking handler must not shrink the pool.
                     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
                         log::error!("a BTP request handler panicked");
+                    }
+                }
+                Ok(Job::Request { conn, mut frame }) => {
+                    // Panics are caught there.
+                    conn.run_request(&frame);
+                    drop(conn);
+                    if frame.capacity() <= KEEP_FRAME {
+                        frame.clear();
+                        let _ = spare.try_send(frame);
                     }
                 }
                 Err(_) => return,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::connection::{Connection, FrameHandler, TransportError};
-use super::{
+use crate::btp::codec::{
     BuildError, ContentType, ErrorCode, ErrorPacket, ErrorPacketBuilder, Message, Packet,
     ParseError, ProtocolData, ProtocolDataEntry, Response, Transfer,
 };
@@ -45,7 +45,7 @@ impl OwnedEntry {
 
     /// The `ilp` entry carrying an ILP packet.
     pub fn ilp(packet: Vec<u8>) -> Self {
-        Self::octets(super::ILP, packet)
+        Self::octets(crate::btp::codec::ILP, packet)
     }
 
     /// A borrowed view, for the codec.
@@ -110,7 +110,7 @@ impl ErrorReply {
         } else {
             "NotAcceptedError"
         };
-        let data = &self.data[..self.data.len().min(super::MAX_ERROR_DATA_LEN)];
+        let data = &self.data[..self.data.len().min(crate::btp::codec::MAX_ERROR_DATA_LEN)];
         let built = ErrorPacketBuilder {
             request_id,
             code: self.code,
@@ -148,6 +148,9 @@ pub enum Reply {
     Error(ErrorReply),
 }
 
+/// Replies with at most this many entries are encoded without a buffer of their own.
+const INLINE_ENTRIES: usize = 8;
+
 impl Reply {
     /// The encoded reply to request `request_id`.
     pub fn to_frame(&self, request_id: u32) -> Vec<u8> {
@@ -166,6 +169,60 @@ impl Reply {
             Reply::Error(e) => e.to_frame(request_id),
         }
     }
+
+    /// Sends the reply to request `request_id` on `conn`, a Response encoded in place in its
+    /// write queue. One over the frame size cap goes out as `T00` instead.
+    pub(crate) fn send(&self, conn: &Connection, request_id: u32) -> Result<(), TransportError> {
+        let entries = match self {
+            Reply::Response(entries) => entries,
+            Reply::Error(e) => return send_error(conn, e, request_id),
+        };
+        if entries.len() > INLINE_ENTRIES {
+            let borrowed: Vec<ProtocolDataEntry<'_>> =
+                entries.iter().map(OwnedEntry::as_entry).collect();
+            return send_response(conn, request_id, &borrowed);
+        }
+        let mut inline = [ProtocolDataEntry::octets("", &[]); INLINE_ENTRIES];
+        for (slot, entry) in inline.iter_mut().zip(entries) {
+            *slot = entry.as_entry();
+        }
+        send_response(conn, request_id, &inline[..entries.len()])
+    }
+}
+
+fn send_response(
+    conn: &Connection,
+    request_id: u32,
+    entries: &[ProtocolDataEntry<'_>],
+) -> Result<(), TransportError> {
+    match ProtocolData::new(entries) {
+        Ok(protocol_data) => {
+            let response = Response::new(request_id, protocol_data);
+            let len = response.encoded_len();
+            if len > conn.config().max_frame_size {
+                let too_big = ErrorReply::unreachable("reply exceeds the frame size cap");
+                return send_error(conn, &too_big, request_id);
+            }
+            conn.send_with(len, |out| response.write_to(out))
+        }
+        Err(e) => {
+            log::error!("BTP handler built a bad response ({e}); sending an Error");
+            let bad = ErrorReply::not_accepted(format!("bad response: {e}"));
+            send_error(conn, &bad, request_id)
+        }
+    }
+}
+
+fn send_error(
+    conn: &Connection,
+    error: &ErrorReply,
+    request_id: u32,
+) -> Result<(), TransportError> {
+    let mut frame = error.to_frame(request_id);
+    if frame.len() > conn.config().max_frame_size {
+        frame = ErrorReply::unreachable("reply exceeds the frame size cap").to_frame(request_id);
+    }
+    conn.send_frame(frame)
 }
 
 /// A Response received for one of our requests (its bytes, already checked to parse).
@@ -242,12 +299,18 @@ impl From<TransportError> for RequestError {
 
 /// Reads a reply frame the connection matched to our request.
 pub(crate) fn interpret_reply(frame: Vec<u8>) -> Result<ResponseFrame, RequestError> {
-    match Packet::parse(&frame) {
-        Ok(Packet::Response(_)) => Ok(ResponseFrame { bytes: frame }),
+    check_reply(&frame)?;
+    Ok(ResponseFrame { bytes: frame })
+}
+
+/// `Ok` when `frame` is a Response; the error it stands for otherwise.
+fn check_reply(frame: &[u8]) -> Result<(), RequestError> {
+    match Packet::parse(frame) {
+        Ok(Packet::Response(_)) => Ok(()),
         Ok(Packet::Error(e)) => Err(RequestError::Rejected(ErrorReply::from_packet(&e))),
         // The connection only matches frames whose type byte is Response or Error.
         Ok(other) => Err(RequestError::Transport(TransportError::Closed(
-            super::CloseReason::Protocol(format!(
+            super::connection::CloseReason::Protocol(format!(
                 "{:?} where a reply was due",
                 other.packet_type()
             )),
@@ -264,19 +327,34 @@ pub fn send_request(
     amount: Option<u64>,
     timeout: Option<Duration>,
 ) -> Result<ResponseFrame, RequestError> {
-    let protocol_data = ProtocolData::new(entries).map_err(RequestError::Build)?;
-    let frame = conn.request_frame(
-        |id| match amount {
-            None => Packet::Message(Message::new(id, protocol_data)).to_bytes(),
-            Some(amount) => Packet::Transfer(Transfer::new(id, amount, protocol_data)).to_bytes(),
-        },
-        timeout,
-    )?;
-    interpret_reply(frame)
+    let mut reply = Vec::new();
+    send_request_into(conn, entries, amount, timeout, &mut reply)?;
+    Ok(ResponseFrame { bytes: reply })
 }
 
-/// Answers incoming Messages and Transfers. Runs on a handler pool thread; it may block (and
-/// may send requests of its own, on this connection or others).
+/// Like [`send_request`], without allocating: the request is encoded in place in the
+/// connection's write queue and the Response frame is left in `reply`, whose capacity is
+/// reused (read it with [`Response::parse`]).
+pub fn send_request_into(
+    conn: &Connection,
+    entries: &[ProtocolDataEntry<'_>],
+    amount: Option<u64>,
+    timeout: Option<Duration>,
+    reply: &mut Vec<u8>,
+) -> Result<(), RequestError> {
+    let protocol_data = ProtocolData::new(entries).map_err(RequestError::Build)?;
+    let packet = |id| match amount {
+        None => Packet::Message(Message::new(id, protocol_data)),
+        Some(amount) => Packet::Transfer(Transfer::new(id, amount, protocol_data)),
+    };
+    let len = packet(0).encoded_len();
+    conn.request_with(len, |id, out| packet(id).write_to(out), reply, timeout)?;
+    check_reply(reply)
+}
+
+/// Answers incoming Messages and Transfers. Runs on one of the connection's threads or a handler
+/// pool thread, never on the only thread reading; it may block (and may send requests of its
+/// own, on this connection or others).
 pub trait RequestHandler: Send + Sync + 'static {
     /// The reply to `request`, a [`Packet::Message`] or [`Packet::Transfer`].
     fn handle(&self, request: &Packet<'_>) -> Reply;
@@ -300,13 +378,13 @@ pub fn no_handler() -> Arc<dyn RequestHandler> {
 }
 
 /// Turns a typed handler into the connection's raw frame handler: parses the request, calls the
-/// handler, writes the reply. A request that does not parse but whose requestId can be read gets
-/// `F01 InvalidFieldsError` and the connection stays open (see the module docs of
-/// [`connection`](super::connection)).
+/// handler, writes the reply (in place in the connection's write queue). A request that does
+/// not parse but whose requestId can be read gets `F01 InvalidFieldsError` and the connection
+/// stays open (see the module docs of [`connection`](super::connection)).
 pub(crate) fn frame_handler(handler: Arc<dyn RequestHandler>) -> FrameHandler {
-    Arc::new(move |conn: &Connection, frame: Vec<u8>| {
+    Arc::new(move |conn: &Connection, frame: &[u8]| {
         let request_id = u32::from_be_bytes([frame[1], frame[2], frame[3], frame[4]]);
-        let reply = match Packet::parse(&frame) {
+        let reply = match Packet::parse(frame) {
             Ok(p @ (Packet::Message(_) | Packet::Transfer(_))) => handler.handle(&p),
             Ok(other) => {
                 log::debug!(
@@ -323,12 +401,7 @@ pub(crate) fn frame_handler(handler: Arc<dyn RequestHandler>) -> FrameHandler {
                 )))
             }
         };
-        let mut bytes = reply.to_frame(request_id);
-        if bytes.len() > conn.config().max_frame_size {
-            bytes =
-                ErrorReply::unreachable("reply exceeds the frame size cap").to_frame(request_id);
-        }
-        if let Err(e) = conn.send_frame(bytes) {
+        if let Err(e) = reply.send(conn, request_id) {
             log::debug!("BTP {}: reply to {request_id} not sent: {e}", conn.peer());
         }
     })

@@ -7,17 +7,18 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, select, Receiver, Sender};
+use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
 use parking_lot::Mutex;
-use tungstenite::protocol::Role;
 
-use super::connection::{CloseReason, Connection, ConnectionConfig, Prepared};
+use super::connection::{
+    CloseReason, Connection, ConnectionConfig, Dispatch, Prepared, Watch, WatchHandle, WATCH_PERIOD,
+};
 use super::pool::HandlerPool;
 use super::request::{
     frame_handler, interpret_reply, ErrorReply, RequestError, RequestHandler, ResponseFrame,
 };
 use super::uri::{BtpUri, UriError};
-use super::{auth_message, ProtocolDataEntry};
+use crate::btp::codec::{auth_message, ProtocolDataEntry};
 
 /// Client settings. Defaults follow the JS `ilp-plugin-btp`.
 #[derive(Debug, Clone)]
@@ -128,6 +129,7 @@ pub struct BtpClient {
     stop: Mutex<Option<Sender<()>>>,
     supervisor: Mutex<Option<JoinHandle<()>>>,
     pool: Arc<HandlerPool>,
+    watch: Watch,
     events: Receiver<ClientEvent>,
 }
 
@@ -138,8 +140,6 @@ impl fmt::Debug for BtpClient {
             .finish()
     }
 }
-
-const EVENT_QUEUE: usize = 1024;
 
 impl BtpClient {
     /// Connects to `uri` (`btp+ws://[user:token@]host:port[/path]`), authenticates, and returns
@@ -161,17 +161,19 @@ impl BtpClient {
             )
             .map_err(|e| ClientError::Spawn(e.to_string()))?,
         );
+        let watch = Watch::start(WATCH_PERIOD).map_err(|e| ClientError::Spawn(e.to_string()))?;
         let current = Arc::new(Mutex::new(None));
         let attempting = Arc::new(Mutex::new(None));
         let (stop_tx, stop_rx) = bounded::<()>(0);
         let (ready_tx, ready_rx) = bounded::<Result<(), AttemptError>>(1);
-        let (events_tx, events_rx) = bounded(EVENT_QUEUE);
+        let (events_tx, events_rx) = unbounded();
         let supervisor = Supervisor {
             uri,
             config: config.clone(),
             current: current.clone(),
             attempting: attempting.clone(),
             pool: pool.clone(),
+            watch: watch.handle(),
             handler,
             stop: stop_rx,
             events: events_tx,
@@ -191,6 +193,7 @@ impl BtpClient {
             stop: Mutex::new(Some(stop_tx)),
             supervisor: Mutex::new(Some(handle)),
             pool,
+            watch,
             events: events_rx,
         };
         match ready_rx.recv_timeout(config.connect_timeout) {
@@ -230,8 +233,8 @@ impl BtpClient {
         self.current.lock().clone()
     }
 
-    /// Connect and disconnect events, in order. Events are dropped (and logged) while 1024
-    /// of them wait unread.
+    /// Connect and disconnect events, in order; every one is delivered (the queue has no
+    /// bound: read it, as the plugin's event thread does, so that it does not grow).
     pub fn events(&self) -> Receiver<ClientEvent> {
         self.events.clone()
     }
@@ -268,6 +271,7 @@ impl BtpClient {
             let _ = h.join();
         }
         self.pool.shutdown();
+        self.watch.stop();
     }
 }
 
@@ -283,6 +287,7 @@ struct Supervisor {
     current: Arc<Mutex<Option<Connection>>>,
     attempting: Arc<Mutex<Option<TcpStream>>>,
     pool: Arc<HandlerPool>,
+    watch: WatchHandle,
     handler: Arc<dyn RequestHandler>,
     stop: Receiver<()>,
     events: Sender<ClientEvent>,
@@ -295,9 +300,8 @@ struct Supervisor {
 
 impl Supervisor {
     fn emit(&self, event: ClientEvent) {
-        if self.events.try_send(event).is_err() {
-            log::warn!("BTP client event queue full: event dropped");
-        }
+        // Fails only when nobody can read it any more (the client is gone).
+        let _ = self.events.send(event);
     }
 
     /// Waits `delay` unless told to stop first; true if told to stop.
@@ -416,23 +420,25 @@ impl Supervisor {
         ) {
             return Err(AttemptError::Other("stopped".into()));
         }
-        let (io, prepared) = Prepared::new(stream, Role::Client, cfg)
+        let (io, prepared) = Prepared::new(stream, true, cfg)
             .map_err(|e| AttemptError::Other(format!("socket setup: {e}")))?;
-        let (ws, _) = tungstenite::client::client_with_config(
+        // The WebSocket tungstenite returns is done with: the connection reads and writes
+        // frames itself from here on.
+        tungstenite::client::client_with_config(
             self.uri.websocket_url(),
             io,
             Some(cfg.websocket_config()),
         )
         .map_err(|e| AttemptError::Other(format!("WebSocket handshake: {e}")))?;
         let peer = format!("{}:{}", self.uri.host, self.uri.port);
-        let (conn, reader) = Connection::start(ws, prepared, peer, cfg.clone());
-        reader
-            .spawn(
-                self.config.thread_stack_size,
-                self.pool.handle(),
-                frame_handler(self.handler.clone()),
-                Box::new(|_| {}),
-            )
+        let (conn, reader) = Connection::start(prepared, peer, cfg.clone());
+        let dispatch = Dispatch {
+            pool: self.pool.handle(),
+            handler: frame_handler(self.handler.clone()),
+            stack_size: self.config.thread_stack_size,
+            watch: self.watch.clone(),
+        };
+        conn.spawn_reading(reader, dispatch, Box::new(|_| {}))
             .map_err(|e| AttemptError::Other(format!("spawn reader: {e}")))?;
         let username = self.uri.username.as_deref().unwrap_or("");
         let token = self.uri.token.as_deref().unwrap_or("");

@@ -28,15 +28,17 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
 use parking_lot::Mutex;
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::Role;
 
 use super::auth::{account_name, hash_token, MemoryTokenStore, TokenCheck, TokenStore};
-use super::connection::{CloseReason, Connection, ConnectionConfig, FirstFrame, Prepared, Reader};
+use super::connection::{
+    CloseReason, Connection, ConnectionConfig, Dispatch, FirstFrame, Prepared, Reader, Watch,
+    WATCH_PERIOD,
+};
 use super::pool::HandlerPool;
 use super::request::{
     frame_handler, send_request, ErrorReply, Reply, RequestError, RequestHandler, ResponseFrame,
 };
-use super::{AuthRequest, Packet, ProtocolData, ProtocolDataEntry, Response};
+use crate::btp::codec::{AuthRequest, Packet, ProtocolData, ProtocolDataEntry, Response};
 
 /// Server settings.
 #[derive(Clone)]
@@ -88,8 +90,9 @@ impl fmt::Debug for ServerConfig {
     }
 }
 
-/// Answers the Messages and Transfers clients send, told which account sent each. Runs on a
-/// handler pool thread; it may block and may send requests of its own.
+/// Answers the Messages and Transfers clients send, told which account sent each. Runs on one
+/// of the connection's threads or a handler pool thread; it may block and may send requests of
+/// its own.
 pub trait AccountHandler: Send + Sync + 'static {
     /// The reply to `request` (a [`Packet::Message`] or [`Packet::Transfer`]) from `account`.
     fn handle(&self, account: &str, request: &Packet<'_>) -> Reply;
@@ -151,6 +154,7 @@ struct Shared {
     config: ServerConfig,
     handler: Arc<dyn AccountHandler>,
     pool: HandlerPool,
+    watch: Watch,
     /// Authenticated accounts: connection id and connection.
     accounts: Mutex<HashMap<String, (u64, Connection)>>,
     /// Every connection thread not yet joined.
@@ -160,8 +164,6 @@ struct Shared {
     exits: Sender<u64>,
     next_id: AtomicU64,
 }
-
-const EVENT_QUEUE: usize = 4096;
 
 /// A BTP server. Threads: `btp-accept`, `btp-reaper` (joins finished connection threads),
 /// one `btp-conn-<n>` per connection (handshake, auth, then reading), and
@@ -200,13 +202,15 @@ impl BtpServer {
             config.handler_stack_size,
         )
         .map_err(ServerError::Spawn)?;
-        let (events_tx, events_rx) = bounded(EVENT_QUEUE);
+        let watch = Watch::start(WATCH_PERIOD).map_err(ServerError::Spawn)?;
+        let (events_tx, events_rx) = unbounded();
         let (exits_tx, exits_rx) = unbounded();
         let (reaper_stop_tx, reaper_stop_rx) = bounded::<()>(0);
         let shared = Arc::new(Shared {
             config,
             handler,
             pool,
+            watch,
             accounts: Mutex::new(HashMap::new()),
             slots: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
@@ -233,6 +237,7 @@ impl BtpServer {
                 drop(reaper_stop_tx);
                 let _ = reaper.join();
                 shared.pool.shutdown();
+                shared.watch.stop();
                 return Err(ServerError::Spawn(e));
             }
         };
@@ -251,8 +256,8 @@ impl BtpServer {
         self.local_addr
     }
 
-    /// Accounts connecting and disconnecting, in order. Events are dropped (and logged) while
-    /// 4096 of them wait unread.
+    /// Accounts connecting and disconnecting, in order; every one is delivered (the queue has
+    /// no bound: read it, as the plugin's event thread does, so that it does not grow).
     pub fn events(&self) -> Receiver<ServerEvent> {
         self.events.clone()
     }
@@ -363,6 +368,7 @@ impl BtpServer {
         }
         shared.accounts.lock().clear();
         shared.pool.shutdown();
+        shared.watch.stop();
     }
 }
 
@@ -373,9 +379,8 @@ impl Drop for BtpServer {
 }
 
 fn emit(shared: &Shared, event: ServerEvent) {
-    if shared.events.try_send(event).is_err() {
-        log::warn!("BTP server event queue full: event dropped");
-    }
+    // Fails only when nobody can read it any more (the server is gone).
+    let _ = shared.events.send(event);
 }
 
 fn reap(shared: &Shared, exits: Receiver<u64>, stop: Receiver<()>) {
@@ -476,7 +481,7 @@ fn refuse(conn: &Connection, mut reader: Reader, request_id: u32, message: &str)
     log::info!("BTP client {} refused: {message}", conn.peer());
     let _ = conn.send_frame(ErrorReply::not_accepted(message).to_frame(request_id));
     conn.begin_close();
-    let _ = reader.read_binary_until(Instant::now() + conn.config().close_timeout);
+    let _ = reader.first_binary(conn, Instant::now() + conn.config().close_timeout);
     conn.shutdown_socket();
 }
 
@@ -526,22 +531,24 @@ fn serve(shared: &Arc<Shared>, id: u64, stream: TcpStream) {
     let peer = stream
         .peer_addr()
         .map_or_else(|_| format!("conn-{id}"), |a| a.to_string());
-    let (io, prepared) = match Prepared::new(stream, Role::Server, cfg) {
+    let (io, prepared) = match Prepared::new(stream, false, cfg) {
         Ok(p) => p,
         Err(e) => {
             log::debug!("BTP {peer}: socket setup failed: {e}");
             return;
         }
     };
-    let ws = match tungstenite::accept_with_config(io, Some(cfg.websocket_config())) {
-        Ok(ws) => ws,
+    // The WebSocket tungstenite returns is done with: the connection reads and writes frames
+    // itself from here on.
+    match tungstenite::accept_with_config(io, Some(cfg.websocket_config())) {
+        Ok(_) => {}
         Err(e) => {
             log::debug!("BTP {peer}: WebSocket handshake failed: {e}");
             prepared.shutdown();
             return;
         }
-    };
-    let (conn, mut reader) = Connection::start(ws, prepared, peer, cfg.clone());
+    }
+    let (conn, mut reader) = Connection::start(prepared, peer, cfg.clone());
     {
         let mut slots = shared.slots.lock();
         match slots.get_mut(&id) {
@@ -553,7 +560,7 @@ fn serve(shared: &Arc<Shared>, id: u64, stream: TcpStream) {
             }
         }
     }
-    let frame = match reader.read_binary_until(Instant::now() + shared.config.auth_timeout) {
+    let frame = match reader.first_binary(&conn, Instant::now() + shared.config.auth_timeout) {
         FirstFrame::Binary(frame) => frame,
         FirstFrame::TimedOut => {
             refuse(&conn, reader, 0, "timed out waiting for the auth message");
@@ -626,12 +633,13 @@ fn serve(shared: &Arc<Shared>, id: u64, stream: TcpStream) {
             }
         })
     };
-    reader.run(
-        shared.pool.handle(),
-        frame_handler(handler),
-        on_close,
-        connection_stack_size(&shared.config),
-    );
+    let dispatch = Dispatch {
+        pool: shared.pool.handle(),
+        handler: frame_handler(handler),
+        stack_size: connection_stack_size(&shared.config),
+        watch: shared.watch.handle(),
+    };
+    conn.run_reading(reader, dispatch, on_close);
     // The partner thread, if the connection had one.
     conn.join();
 }
