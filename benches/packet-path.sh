@@ -8,7 +8,8 @@
 #   OURS=path/to/ilp-lightning benches/packet-path.sh    # another build of ours
 #
 # Configurations: concurrency 1, concurrency 1 with the whole process on CPU 0 (our --pin 0,
-# `taskset -c 0` for Node), concurrency 100. The machine should be otherwise idle: check
+# `taskset -c 0` for Node), concurrency 100 from 100 threads each waiting in `send_data`, and
+# concurrency 100 as a window of `submit_data` kept by one thread (`--threads 1`). The machine should be otherwise idle: check
 # `uptime` first, and run again when a build was hogging the CPU (the load is in every line).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +32,8 @@ for round in 1 2 3; do
   run c1-pinned taskset -c 0 node benches/js-bench/bench.js "$packets" 1
   run c100 "$ours" bench --packets "$packets" --concurrency 100
   run c100 node benches/js-bench/bench.js "$packets" 100
+  run c100-window-1 "$ours" bench --packets "$packets" --concurrency 100 --threads 1
+  run c100-window-1 node benches/js-bench/bench.js "$packets" 100
 done
 node - "$out" <<'EOF'
 const lines = require('fs').readFileSync(process.argv[2], 'utf8').trim().split('\n').map(JSON.parse)

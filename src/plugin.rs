@@ -805,37 +805,138 @@ impl LightningPlugin {
     /// A Prepare that expires before its answer gets R00; a Fulfill that does not match the
     /// condition F05.
     pub fn send_data(&self, prepare: &[u8]) -> Result<Vec<u8>, PluginError> {
+        match self.route_prepare(prepare)? {
+            Routed::Answered(reply) => Ok(reply),
+            Routed::To {
+                link,
+                account,
+                sent,
+                timeout,
+            } => {
+                let result = link.request(&account, prepare, timeout);
+                self.conclude(&account, &sent, result)
+            }
+        }
+    }
+
+    /// Sends a serialized ILP Prepare like [`LightningPlugin::send_data`] without waiting for
+    /// its answer, so that one thread can keep many Prepares in flight (as an event loop
+    /// would): [`DataInFlight::wait`] returns the Fulfill or Reject. A thread waiting for one
+    /// answer reads the others as they come, so a window of Prepares costs no thread wake-up
+    /// per packet. To send several at once in one system call, see
+    /// [`LightningPlugin::submit_data_many`].
+    ///
+    /// ```no_run
+    /// # fn run(plugin: &ilp_plugin_lightning::plugin::LightningPlugin, prepares: &[Vec<u8>])
+    /// # -> Result<(), ilp_plugin_lightning::plugin::PluginError> {
+    /// let in_flight = prepares
+    ///     .iter()
+    ///     .map(|p| plugin.submit_data(p))
+    ///     .collect::<Result<Vec<_>, _>>()?;
+    /// for packet in in_flight {
+    ///     let fulfill_or_reject = packet.wait()?;
+    ///     # let _ = fulfill_or_reject;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn submit_data(&self, prepare: &[u8]) -> Result<DataInFlight<'_>, PluginError> {
+        let packet = self.queue_data(prepare)?;
+        packet.flush()
+    }
+
+    /// Sends several serialized Prepares like [`LightningPlugin::submit_data`], those for the
+    /// same peer in one system call; one result per Prepare, in order.
+    pub fn submit_data_many<'p>(
+        &self,
+        prepares: impl IntoIterator<Item = &'p [u8]>,
+    ) -> Vec<Result<DataInFlight<'_>, PluginError>> {
+        let queued: Vec<_> = prepares.into_iter().map(|p| self.queue_data(p)).collect();
+        // Flushing one connection writes everything queued on it: the rest find it empty.
+        queued
+            .into_iter()
+            .map(|packet| packet.and_then(DataInFlight::flush))
+            .collect()
+    }
+
+    /// Routes a Prepare and queues it on its peer's connection, or answers it here.
+    fn queue_data(&self, prepare: &[u8]) -> Result<DataInFlight<'_>, PluginError> {
+        let state = match self.route_prepare(prepare)? {
+            Routed::Answered(reply) => InFlightState::Answered(reply),
+            Routed::To {
+                link,
+                account,
+                sent,
+                timeout,
+            } => match link.submit(&account, prepare, timeout) {
+                Ok(pending) => InFlightState::Sent {
+                    link,
+                    account,
+                    sent,
+                    pending,
+                },
+                Err(e) => InFlightState::Answered(self.conclude(&account, &sent, Err(e))?),
+            },
+        };
+        Ok(DataInFlight {
+            plugin: self,
+            state,
+        })
+    }
+
+    /// Where a Prepare goes, or the answer it gets without going anywhere.
+    fn route_prepare(&self, prepare: &[u8]) -> Result<Routed, PluginError> {
         let parsed = Prepare::parse(prepare).map_err(PluginError::InvalidPrepare)?;
         let link = self.current_link()?;
-        let own = self.core.own_address_text();
         let sent = Sent::of(&parsed);
         let now = crate::ilp::Timestamp::now();
         let left = sent.expires_at.unix_millis() - now.unix_millis();
         if left <= 0 {
-            return Ok(reject(
+            let own = self.core.own_address_text();
+            return Ok(Routed::Answered(reject(
                 ErrorCode::R00_TRANSFER_TIMED_OUT,
                 &own,
                 "Packet expired",
                 &[],
-            ));
+            )));
         }
         let timeout = self
             .options
             .request_timeout
             .min(Duration::from_millis(left as u64));
-        let account = match link.route(parsed.destination()) {
-            Ok(account) => account,
+        match link.route(parsed.destination()) {
+            Ok(account) => Ok(Routed::To {
+                link,
+                account,
+                sent,
+                timeout,
+            }),
             Err(message) => {
-                return Ok(reject(ErrorCode::F02_UNREACHABLE, &own, &message, &[]));
+                let own = self.core.own_address_text();
+                Ok(Routed::Answered(reject(
+                    ErrorCode::F02_UNREACHABLE,
+                    &own,
+                    &message,
+                    &[],
+                )))
             }
-        };
-        match link.request(&account, prepare, timeout) {
-            Ok(reply) => check_reply(&*self.core.hooks, &own, &account, &sent, reply)
+        }
+    }
+
+    /// The answer to a Prepare sent to `account`, checked, with the hooks told.
+    fn conclude(
+        &self,
+        account: &str,
+        sent: &Sent,
+        result: Result<Vec<u8>, link::SendError>,
+    ) -> Result<Vec<u8>, PluginError> {
+        let own = self.core.own_address_text();
+        match result {
+            Ok(reply) => check_reply(&*self.core.hooks, &own, account, sent, reply)
                 .map_err(PluginError::InvalidReply),
             Err(link::SendError::TimedOut) => {
                 self.core
                     .hooks
-                    .on_outgoing_rejected(&account, sent.amount, "R00");
+                    .on_outgoing_rejected(account, sent.amount, "R00");
                 Ok(reject(
                     ErrorCode::R00_TRANSFER_TIMED_OUT,
                     &own,
@@ -847,13 +948,13 @@ impl LightningPlugin {
             Err(link::SendError::Unreachable(message)) => {
                 self.core
                     .hooks
-                    .on_outgoing_rejected(&account, sent.amount, "F02");
+                    .on_outgoing_rejected(account, sent.amount, "F02");
                 Ok(reject(ErrorCode::F02_UNREACHABLE, &own, &message, &[]))
             }
             Err(link::SendError::Failed(e)) => {
                 self.core
                     .hooks
-                    .on_outgoing_rejected(&account, sent.amount, "T00");
+                    .on_outgoing_rejected(account, sent.amount, "T00");
                 Err(e)
             }
         }
@@ -1025,4 +1126,102 @@ fn shorten_expiry(prepare: &[u8], margin: Duration) -> Result<Vec<u8>, String> {
     .map(|shortened| shortened.to_bytes());
     // Only the expiry changed, so building cannot fail on what parsed.
     Ok(shortened.unwrap_or_else(|_| prepare.to_vec()))
+}
+
+/// Where [`LightningPlugin::route_prepare`] sends a Prepare.
+enum Routed {
+    /// Answered here (expired, or no route).
+    Answered(Vec<u8>),
+    To {
+        link: Arc<Link>,
+        account: String,
+        sent: Sent,
+        timeout: Duration,
+    },
+}
+
+/// A Prepare sent by [`LightningPlugin::submit_data`], its Fulfill or Reject still to come.
+/// Dropped without [`DataInFlight::wait`], its answer is ignored (and the settlement hooks
+/// never hear of it: wait for every Prepare whose money matters).
+#[must_use = "the Fulfill or Reject is only read by waiting for it"]
+pub struct DataInFlight<'a> {
+    plugin: &'a LightningPlugin,
+    state: InFlightState,
+}
+
+enum InFlightState {
+    Answered(Vec<u8>),
+    Sent {
+        link: Arc<Link>,
+        account: String,
+        sent: Sent,
+        pending: crate::btp::PendingResponse,
+    },
+}
+
+impl fmt::Debug for DataInFlight<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.state {
+            InFlightState::Answered(_) => f.write_str("DataInFlight(answered)"),
+            InFlightState::Sent {
+                account, pending, ..
+            } => f
+                .debug_struct("DataInFlight")
+                .field("account", account)
+                .field("request_id", &pending.request_id())
+                .finish(),
+        }
+    }
+}
+
+impl<'a> DataInFlight<'a> {
+    /// Writes the Prepare if it is still queued; a failed write answers it at once.
+    fn flush(self) -> Result<DataInFlight<'a>, PluginError> {
+        let InFlightState::Sent {
+            link,
+            account,
+            sent,
+            pending,
+        } = &self.state
+        else {
+            return Ok(self);
+        };
+        match link.flush(pending) {
+            Ok(()) => Ok(self),
+            Err(e) => {
+                let answer = self.plugin.conclude(account, sent, Err(e))?;
+                Ok(DataInFlight {
+                    plugin: self.plugin,
+                    state: InFlightState::Answered(answer),
+                })
+            }
+        }
+    }
+
+    /// Whether [`DataInFlight::wait`] would return without waiting (the answer is here, or
+    /// the connection has ended), as `JoinHandle::is_finished` tells of a thread: to collect
+    /// every answer already in before sending more.
+    pub fn is_ready(&self) -> bool {
+        match &self.state {
+            InFlightState::Answered(_) => true,
+            InFlightState::Sent { pending, .. } => pending.is_ready(),
+        }
+    }
+
+    /// Waits for the serialized Fulfill or Reject, checked as [`LightningPlugin::send_data`]
+    /// checks it.
+    pub fn wait(self) -> Result<Vec<u8>, PluginError> {
+        match self.state {
+            InFlightState::Answered(reply) => Ok(reply),
+            InFlightState::Sent {
+                link,
+                account,
+                sent,
+                pending,
+            } => {
+                let result = link.finish(pending);
+                self.plugin.conclude(&account, &sent, result)
+            }
+        }
+    }
 }

@@ -15,8 +15,8 @@ use super::{Core, PluginBuilder, PluginError, PluginEvent};
 use crate::btp::auth::TokenStore;
 use crate::btp::{
     BtpClient, BtpServer, ClientConfig, ClientError, ClientEvent, ConnectionConfig, ErrorReply,
-    OwnedEntry, Packet, ProtocolDataEntry, Reply, RequestError as BtpRequestError, ResponseFrame,
-    ServerConfig, ServerEvent, TransportError, ILP,
+    OwnedEntry, Packet, PendingResponse, ProtocolDataEntry, Reply, RequestError as BtpRequestError,
+    ResponseFrame, ServerConfig, ServerEvent, TransportError, ILP,
 };
 use crate::ilp::ildcp::{self, IldcpResponse};
 use crate::ilp::{Address, Timestamp};
@@ -273,7 +273,7 @@ impl Link {
         }
     }
 
-    /// Sends `prepare` to `account` and returns the ILP reply.
+    /// Sends `prepare` to `account` (the server, on a client) and waits for the ILP answer.
     pub(crate) fn request(
         &self,
         account: &str,
@@ -287,6 +287,41 @@ impl Link {
                 server.request(account, &entries, None, Some(timeout))
             }
         };
+        self.ilp_answer(result)
+    }
+
+    /// Queues `prepare` for `account` like [`Link::request`], without waiting for the answer:
+    /// flush it or collect it with [`Link::finish`].
+    pub(crate) fn submit(
+        &self,
+        account: &str,
+        prepare: &[u8],
+        timeout: Duration,
+    ) -> Result<PendingResponse, SendError> {
+        let entries = [ProtocolDataEntry::octets(ILP, prepare)];
+        let result = match &self.transport {
+            Transport::Client(client) => client.submit(&entries, None, Some(timeout)),
+            Transport::Server { server, .. } => {
+                server.submit(account, &entries, None, Some(timeout))
+            }
+        };
+        result.map_err(|e| self.send_error(e))
+    }
+
+    /// Writes a Prepare [`Link::submit`] queued, unless it is gone already.
+    pub(crate) fn flush(&self, pending: &PendingResponse) -> Result<(), SendError> {
+        pending.flush().map_err(|e| self.send_error(e))
+    }
+
+    /// Waits for the ILP answer to a Prepare sent by [`Link::submit`].
+    pub(crate) fn finish(&self, pending: PendingResponse) -> Result<Vec<u8>, SendError> {
+        self.ilp_answer(pending.wait())
+    }
+
+    fn ilp_answer(
+        &self,
+        result: Result<ResponseFrame, BtpRequestError>,
+    ) -> Result<Vec<u8>, SendError> {
         match result {
             Ok(response) => match response.ilp() {
                 Some(ilp) => Ok(ilp.to_vec()),
@@ -294,30 +329,29 @@ impl Link {
                     super::InvalidReply("the BTP Response has no ilp entry".into()),
                 ))),
             },
-            Err(BtpRequestError::Transport(TransportError::Timeout { .. })) => {
-                Err(SendError::TimedOut)
-            }
-            // A client between two connections: the caller should retry, not learn of an F02.
-            Err(BtpRequestError::NotConnected(_))
-                if matches!(self.transport, Transport::Client(_)) =>
-            {
-                Err(SendError::Failed(PluginError::NotConnected))
-            }
-            Err(BtpRequestError::NotConnected(who)) => {
-                Err(SendError::Unreachable(format!("no connection to {who}")))
-            }
-            Err(BtpRequestError::Rejected(reply)) => {
-                Err(SendError::Failed(PluginError::PeerError {
-                    code: reply.code.as_str().to_owned(),
-                    name: reply.name.clone(),
-                    message: String::from_utf8_lossy(&reply.data).into_owned(),
-                }))
-            }
-            Err(other) => Err(SendError::Failed(PluginError::Transport(other.to_string()))),
+            Err(e) => Err(self.send_error(e)),
         }
     }
 
-    /// Sends a Message with `entries` to `account` and returns its Response.
+    fn send_error(&self, error: BtpRequestError) -> SendError {
+        match error {
+            BtpRequestError::Transport(TransportError::Timeout { .. }) => SendError::TimedOut,
+            // A client between two connections: the caller should retry, not learn of an F02.
+            BtpRequestError::NotConnected(_) if matches!(self.transport, Transport::Client(_)) => {
+                SendError::Failed(PluginError::NotConnected)
+            }
+            BtpRequestError::NotConnected(who) => {
+                SendError::Unreachable(format!("no connection to {who}"))
+            }
+            BtpRequestError::Rejected(reply) => SendError::Failed(PluginError::PeerError {
+                code: reply.code.as_str().to_owned(),
+                name: reply.name.clone(),
+                message: String::from_utf8_lossy(&reply.data).into_owned(),
+            }),
+            other => SendError::Failed(PluginError::Transport(other.to_string())),
+        }
+    }
+
     pub(crate) fn request_entries(
         &self,
         account: &str,

@@ -7,6 +7,7 @@
 //! With `--clients K`, K idle clients are connected to the server first, from a child process
 //! (this same binary), so that the RSS reported is the server side's (plus the one bench client).
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,8 +19,11 @@ use ilp_plugin_lightning::plugin::LightningPlugin;
 
 use crate::flags::{FlagError, Flags};
 
-pub const USAGE: &str = "  bench [--packets N] [--concurrency C] [--clients K] [--pin CPU]
-                     loopback throughput/latency/CPU of a server and client pair, one JSON line";
+pub const USAGE: &str =
+    "  bench [--packets N] [--concurrency C] [--threads T] [--clients K] [--pin CPU]
+                     loopback throughput/latency/CPU of a server and client pair, one JSON line;
+                     C packets in flight, from T sending threads (default C: each thread waits
+                     in send_data; fewer: each keeps a window of submit_data in flight)";
 
 const FULFILLMENT: [u8; 32] = [7; 32];
 
@@ -71,15 +75,21 @@ fn pin_to_cpu(cpu: usize) -> Result<(), String> {
 struct Settings {
     packets: usize,
     concurrency: usize,
+    threads: usize,
     clients: usize,
     pin: Option<usize>,
 }
 
 fn parse(args: &[String]) -> Result<Settings, FlagError> {
-    let flags = Flags::parse(args, &["packets", "concurrency", "clients", "pin"])?;
+    let flags = Flags::parse(
+        args,
+        &["packets", "concurrency", "threads", "clients", "pin"],
+    )?;
+    let concurrency = flags.parsed("concurrency")?.unwrap_or(1);
     let settings = Settings {
         packets: flags.parsed("packets")?.unwrap_or(20_000),
-        concurrency: flags.parsed("concurrency")?.unwrap_or(1),
+        concurrency,
+        threads: flags.parsed("threads")?.unwrap_or(concurrency),
         clients: flags.parsed("clients")?.unwrap_or(0),
         pin: flags.parsed("pin")?,
     };
@@ -92,6 +102,11 @@ fn parse(args: &[String]) -> Result<Settings, FlagError> {
     if settings.concurrency == 0 || settings.packets == 0 {
         return Err(FlagError(
             "--packets and --concurrency must be at least 1".into(),
+        ));
+    }
+    if settings.threads == 0 || settings.threads > settings.concurrency {
+        return Err(FlagError(
+            "--threads must be between 1 and --concurrency".into(),
         ));
     }
     Ok(settings)
@@ -246,8 +261,8 @@ fn bench(settings: &Settings) -> Result<String, String> {
     let fulfilled = Arc::new(AtomicUsize::new(0));
     let cpu_before = process_cpu_time();
     let started = Instant::now();
-    let mut workers = Vec::with_capacity(settings.concurrency);
-    for i in 0..settings.concurrency {
+    let mut workers = Vec::with_capacity(settings.threads);
+    for i in 0..settings.threads {
         let (client, prepare, next, fulfilled) = (
             client.clone(),
             prepare.clone(),
@@ -255,16 +270,51 @@ fn bench(settings: &Settings) -> Result<String, String> {
             fulfilled.clone(),
         );
         let total = settings.packets;
+        // The packets in flight, shared out as evenly as the threads allow.
+        let window = settings.concurrency / settings.threads
+            + usize::from(i < settings.concurrency % settings.threads);
         let worker = std::thread::Builder::new()
             .name(format!("bench-{i}"))
             .spawn(move || {
                 let mut latencies = Vec::with_capacity(total / 4 + 1);
-                while next.fetch_add(1, Ordering::Relaxed) < total {
-                    let sent = Instant::now();
-                    let reply = client.send_data(&prepare);
+                let mut count = |sent: Instant, reply: Result<Vec<u8>, _>| {
                     latencies.push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
                     if matches!(reply.as_deref().map(|r| r.first()), Ok(Some(13))) {
                         fulfilled.fetch_add(1, Ordering::Relaxed);
+                    }
+                };
+                if window == 1 {
+                    while next.fetch_add(1, Ordering::Relaxed) < total {
+                        let sent = Instant::now();
+                        count(sent, client.send_data(&prepare));
+                    }
+                } else {
+                    let mut in_flight = VecDeque::with_capacity(window);
+                    loop {
+                        let mut room = 0;
+                        while in_flight.len() + room < window
+                            && next.fetch_add(1, Ordering::Relaxed) < total
+                        {
+                            room += 1;
+                        }
+                        // Refilled in one go: the Prepares leave in one system call.
+                        let sent = Instant::now();
+                        let batch = std::iter::repeat_n(&prepare[..], room);
+                        for packet in client.submit_data_many(batch) {
+                            in_flight.push_back((sent, packet));
+                        }
+                        let Some((sent, packet)) = in_flight.pop_front() else {
+                            break;
+                        };
+                        count(sent, packet.and_then(|p| p.wait()));
+                        // Every answer already in, so that the refill goes out in one batch.
+                        while in_flight
+                            .front()
+                            .is_some_and(|(_, p)| p.as_ref().map_or(true, |p| p.is_ready()))
+                        {
+                            let (sent, packet) = in_flight.pop_front().expect("front exists");
+                            count(sent, packet.and_then(|p| p.wait()));
+                        }
                     }
                 }
                 latencies
@@ -283,11 +333,12 @@ fn bench(settings: &Settings) -> Result<String, String> {
     client.disconnect();
     server.disconnect();
     let mut line = format!(
-        "{{\"impl\":\"rust-ilp-plugin-lightning\",\"packets\":{},\"concurrency\":{},\"fulfilled\":{},\
+        "{{\"impl\":\"rust-ilp-plugin-lightning\",\"packets\":{},\"concurrency\":{},\"threads\":{},\"fulfilled\":{},\
          \"seconds\":{:.3},\"packets_per_s\":{},\"p50_us\":{},\"p99_us\":{},\
          \"cpu_us_per_packet\":{:.1},\"rss_mb\":{}",
         settings.packets,
         settings.concurrency,
+        settings.threads,
         fulfilled.load(Ordering::Relaxed),
         seconds,
         (settings.packets as f64 / seconds).round() as u64,
@@ -399,5 +450,16 @@ mod tests {
         assert!(parse(&args(&["--pin", "x"])).is_err());
         assert!(parse(&args(&["--pin", "100000"])).is_err());
         assert_eq!(parse(&args(&[])).unwrap().pin, None);
+    }
+
+    #[test]
+    fn threads_default_to_the_concurrency_and_never_exceed_it() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let plain = parse(&args(&["--concurrency", "100"])).unwrap();
+        assert_eq!((plain.concurrency, plain.threads), (100, 100));
+        let window = parse(&args(&["--concurrency", "100", "--threads", "1"])).unwrap();
+        assert_eq!((window.concurrency, window.threads), (100, 1));
+        assert!(parse(&args(&["--concurrency", "2", "--threads", "3"])).is_err());
+        assert!(parse(&args(&["--threads", "0"])).is_err());
     }
 }

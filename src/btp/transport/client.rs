@@ -15,7 +15,8 @@ use super::connection::{
 };
 use super::pool::HandlerPool;
 use super::request::{
-    frame_handler, interpret_reply, ErrorReply, RequestError, RequestHandler, ResponseFrame,
+    frame_handler, interpret_reply, submit_request, ErrorReply, PendingResponse, RequestError,
+    RequestHandler, ResponseFrame,
 };
 use super::uri::{BtpUri, UriError};
 use crate::btp::codec::{auth_message, ProtocolDataEntry};
@@ -251,6 +252,20 @@ impl BtpClient {
             .connection()
             .ok_or_else(|| RequestError::NotConnected(self.peer.clone()))?;
         super::request::send_request(&conn, entries, amount, timeout)
+    }
+
+    /// Sends a Message (or a Transfer of `amount`) without waiting for its Response: several
+    /// may be in flight from one thread. Queued, not yet written: see [`submit_request`].
+    pub fn submit(
+        &self,
+        entries: &[ProtocolDataEntry<'_>],
+        amount: Option<u64>,
+        timeout: Option<Duration>,
+    ) -> Result<PendingResponse, RequestError> {
+        let conn = self
+            .connection()
+            .ok_or_else(|| RequestError::NotConnected(self.peer.clone()))?;
+        submit_request(&conn, entries, amount, timeout)
     }
 
     /// Closes the connection (close frame), stops reconnecting, and joins every thread the

@@ -12,10 +12,10 @@ pub mod server;
 pub mod uri;
 
 pub use client::{BtpClient, ClientConfig, ClientError, ClientEvent};
-pub use connection::{CloseReason, Connection, ConnectionConfig, TransportError};
+pub use connection::{CloseReason, Connection, ConnectionConfig, Submitted, TransportError};
 pub use request::{
-    send_request, send_request_into, ErrorReply, OwnedEntry, Reply, RequestError, RequestHandler,
-    ResponseFrame,
+    send_request, send_request_into, submit_request, ErrorReply, OwnedEntry, PendingResponse,
+    Reply, RequestError, RequestHandler, ResponseFrame,
 };
 pub use server::{AccountHandler, BtpServer, ServerConfig, ServerError, ServerEvent};
 pub use uri::{BtpUri, UriError};

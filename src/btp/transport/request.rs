@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::connection::{Connection, FrameHandler, TransportError};
+use super::connection::{Connection, FrameHandler, Submitted, TransportError};
 use crate::btp::codec::{
     BuildError, ContentType, ErrorCode, ErrorPacket, ErrorPacketBuilder, Message, Packet,
     ParseError, ProtocolData, ProtocolDataEntry, Response, Transfer,
@@ -350,6 +350,56 @@ pub fn send_request_into(
     let len = packet(0).encoded_len();
     conn.request_with(len, |id, out| packet(id).write_to(out), reply, timeout)?;
     check_reply(reply)
+}
+
+/// Sends a Message (or a Transfer of `amount`) with `entries` without waiting for its Response:
+/// several can be in flight from one thread (see [`Connection::submit_with`]); collect each
+/// with [`PendingResponse::wait`]. The request is queued, not yet written: it leaves with the
+/// next write on the connection, [`PendingResponse::flush`], or at the latest its `wait`.
+pub fn submit_request(
+    conn: &Connection,
+    entries: &[ProtocolDataEntry<'_>],
+    amount: Option<u64>,
+    timeout: Option<Duration>,
+) -> Result<PendingResponse, RequestError> {
+    let protocol_data = ProtocolData::new(entries).map_err(RequestError::Build)?;
+    let packet = |id| match amount {
+        None => Packet::Message(Message::new(id, protocol_data)),
+        Some(amount) => Packet::Transfer(Transfer::new(id, amount, protocol_data)),
+    };
+    let len = packet(0).encoded_len();
+    let submitted = conn.submit_with(len, |id, out| packet(id).write_to(out), timeout)?;
+    Ok(PendingResponse(submitted))
+}
+
+/// A request sent by [`submit_request`], its Response still to come.
+#[derive(Debug)]
+#[must_use = "a submitted request's Response is only read by waiting for it"]
+pub struct PendingResponse(Submitted);
+
+impl PendingResponse {
+    /// The requestId the request went out with.
+    pub fn request_id(&self) -> u32 {
+        self.0.request_id()
+    }
+
+    /// Whether [`PendingResponse::wait`] would return at once (see [`Submitted::is_ready`]).
+    pub fn is_ready(&self) -> bool {
+        self.0.is_ready()
+    }
+
+    /// Writes the request now if it is still queued (see [`submit_request`]).
+    pub fn flush(&self) -> Result<(), RequestError> {
+        Ok(self.0.flush()?)
+    }
+
+    /// Waits for the Response (a BTP Error becomes [`RequestError::Rejected`]).
+    pub fn wait(self) -> Result<ResponseFrame, RequestError> {
+        let mut reply = Vec::new();
+        self.0.wait_into(&mut reply)?;
+        check_reply(&reply)?;
+        Ok(ResponseFrame { bytes: reply })
+    }
 }
 
 /// Answers incoming Messages and Transfers. Runs on one of the connection's threads or a handler

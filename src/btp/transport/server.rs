@@ -36,7 +36,8 @@ use super::connection::{
 };
 use super::pool::HandlerPool;
 use super::request::{
-    frame_handler, send_request, ErrorReply, Reply, RequestError, RequestHandler, ResponseFrame,
+    frame_handler, send_request, submit_request, ErrorReply, PendingResponse, Reply, RequestError,
+    RequestHandler, ResponseFrame,
 };
 use crate::btp::codec::{AuthRequest, Packet, ProtocolData, ProtocolDataEntry, Response};
 
@@ -299,6 +300,21 @@ impl BtpServer {
             .connection(account)
             .ok_or_else(|| RequestError::NotConnected(account.to_string()))?;
         send_request(&conn, entries, amount, timeout)
+    }
+
+    /// Sends a Message (or a Transfer of `amount`) to `account` without waiting for its
+    /// Response. Queued, not yet written: see [`submit_request`].
+    pub fn submit(
+        &self,
+        account: &str,
+        entries: &[ProtocolDataEntry<'_>],
+        amount: Option<u64>,
+        timeout: Option<Duration>,
+    ) -> Result<PendingResponse, RequestError> {
+        let conn = self
+            .connection(account)
+            .ok_or_else(|| RequestError::NotConnected(account.to_string()))?;
+        submit_request(&conn, entries, amount, timeout)
     }
 
     /// Closes `account`'s connection, if any (it may reconnect).

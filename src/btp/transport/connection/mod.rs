@@ -314,6 +314,42 @@ impl Connection {
         )
     }
 
+    /// Sends a request without waiting for its reply, for a thread that keeps several in
+    /// flight: `write` appends the request's `len`-byte payload for the requestId it is given.
+    /// The frame is queued, not yet written: it leaves with the next write on the connection,
+    /// at the latest when a [`Submitted`] of this connection is waited for, so that requests
+    /// submitted back to back share one system call. Wait for the reply with
+    /// [`Submitted::wait_into`]; a thread waiting for one of its requests reads the replies of
+    /// all of them as they come, so a pipeline of requests costs no thread wake-ups.
+    pub fn submit_with(
+        &self,
+        len: usize,
+        write: impl FnOnce(u32, &mut Vec<u8>),
+        timeout: Option<Duration>,
+    ) -> Result<Submitted, TransportError> {
+        self.check_size(len)?;
+        let timeout = timeout.unwrap_or(self.inner.config.request_timeout);
+        let id = {
+            let mut seat = self.inner.seat.lock();
+            let max = self.inner.config.max_pending_requests;
+            seat.pending
+                .register(max, &mut Vec::new(), turns::caller_wake())?
+        };
+        let _ = self.inner.recheck_tx.try_send(());
+        let submitted = Submitted {
+            conn: self.clone(),
+            id,
+            deadline: deadline_after(timeout),
+            timeout,
+            waited: false,
+        };
+        self.inner
+            .writer
+            .queue_binary(len, |out| write(id, out))
+            .map_err(|e| TransportError::Closed(self.close_reason().unwrap_or(e)))?;
+        Ok(submitted)
+    }
+
     fn request(
         &self,
         send: impl FnOnce(u32) -> Result<(), TransportError>,
@@ -336,8 +372,7 @@ impl Connection {
             }
             return Err(e);
         }
-        let deadline = Instant::now() + timeout;
-        turns::await_reply(self, id, deadline, timeout, reply)
+        turns::await_reply(self, id, deadline_after(timeout), timeout, reply)
     }
 
     /// Fails every pending request with `reason` and refuses new ones; a reader parked for the
@@ -418,6 +453,81 @@ impl Connection {
             self.inner.reader_done.recv_timeout(timeout),
             Err(RecvTimeoutError::Timeout)
         )
+    }
+}
+
+/// `timeout` from now; a timeout too long to represent waits for ever (in effect).
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
+/// A request sent by [`Connection::submit_with`] whose reply is still to be collected. Dropped
+/// without [`Submitted::wait_into`], it is forgotten: its reply, should one come, is dropped.
+#[must_use = "a submitted request's reply is only read by waiting for it"]
+pub struct Submitted {
+    conn: Connection,
+    id: u32,
+    deadline: Instant,
+    timeout: Duration,
+    waited: bool,
+}
+
+impl fmt::Debug for Submitted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Submitted")
+            .field("peer", &self.conn.peer())
+            .field("request_id", &self.id)
+            .finish()
+    }
+}
+
+impl Submitted {
+    /// The requestId the request was sent with.
+    pub fn request_id(&self) -> u32 {
+        self.id
+    }
+
+    /// Whether [`Submitted::wait_into`] would return without waiting: the reply is here (read
+    /// by whichever thread was reading), or the connection has ended. It reads nothing itself.
+    pub fn is_ready(&self) -> bool {
+        self.conn.inner.seat.lock().pending.is_settled(self.id)
+    }
+
+    /// Writes the request now if it is still queued (with whatever else is queued on the
+    /// connection), without waiting for the reply.
+    pub fn flush(&self) -> Result<(), TransportError> {
+        let conn = &self.conn;
+        conn.inner
+            .writer
+            .flush()
+            .map_err(|e| TransportError::Closed(conn.close_reason().unwrap_or(e)))
+    }
+
+    /// Writes what this thread queued, then waits until the request's deadline for its raw
+    /// Response or Error frame, left in `reply` (whose capacity is reused; empty on an error).
+    /// Replies to other requests in flight that arrive meanwhile are read too and kept for
+    /// their own wait, which then returns at once.
+    pub fn wait_into(mut self, reply: &mut Vec<u8>) -> Result<(), TransportError> {
+        self.waited = true;
+        let conn = &self.conn;
+        if let Err(e) = conn.inner.writer.flush() {
+            conn.inner.seat.lock().pending.remove(self.id);
+            reply.clear();
+            return Err(TransportError::Closed(conn.close_reason().unwrap_or(e)));
+        }
+        turns::await_reply(conn, self.id, self.deadline, self.timeout, reply)
+    }
+}
+
+impl Drop for Submitted {
+    fn drop(&mut self) {
+        if !self.waited {
+            // Its frame must not linger in the queue for want of a waiter.
+            let _ = self.conn.inner.writer.flush();
+            self.conn.inner.seat.lock().pending.remove(self.id);
+        }
     }
 }
 

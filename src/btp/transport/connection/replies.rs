@@ -58,6 +58,8 @@ pub(crate) struct Pending {
     sleepers: VecDeque<u32>,
     /// Waiters still [`Outcome::Waiting`].
     unanswered: usize,
+    /// Replies whose caller was asleep and had to be woken for them.
+    pub(crate) woken: u64,
 }
 
 impl Pending {
@@ -69,6 +71,7 @@ impl Pending {
             closed: None,
             sleepers: VecDeque::new(),
             unanswered: 0,
+            woken: 0,
         }
     }
 
@@ -112,6 +115,13 @@ impl Pending {
         self.waiting.get_mut(&id)
     }
 
+    /// Whether request `id` needs no more waiting: answered, failed, or not in flight.
+    pub(crate) fn is_settled(&self, id: u32) -> bool {
+        self.waiting
+            .get(&id)
+            .is_none_or(|w| w.outcome != Outcome::Waiting)
+    }
+
     /// Removes request `id` (its caller is leaving) and gives its waiter back.
     pub(crate) fn remove(&mut self, id: u32) -> Option<Waiter> {
         let waiter = self.waiting.remove(&id)?;
@@ -131,7 +141,9 @@ impl Pending {
                 waiter.reply.extend_from_slice(frame);
                 waiter.outcome = Outcome::Answered;
                 self.unanswered -= 1;
-                waiter.wake.notify_one();
+                if waiter.wake.notify_one() {
+                    self.woken += 1;
+                }
                 true
             }
             _ => false,

@@ -681,6 +681,115 @@ mod tests {
     }
 
     #[test]
+    fn one_thread_keeps_many_requests_in_flight_and_reads_every_reply_itself() {
+        let pair = pair_watched(
+            ConnectionConfig::default(),
+            echo(b"c:"),
+            echo(b"s:"),
+            Duration::from_secs(3600),
+        );
+        // The first reply is read by the connection's thread, which then lets the callers read.
+        pair.client
+            .request_frame(|id| request(id, b"-"), None)
+            .unwrap();
+        let woken_before = pair.client.inner.seat.lock().pending.woken;
+        for round in 0..20u8 {
+            let submitted: Vec<_> = (0..50u8)
+                .map(|i| {
+                    let body = [round, i];
+                    pair.client
+                        .submit_with(
+                            7,
+                            |id, out| out.extend_from_slice(&request(id, &body)),
+                            None,
+                        )
+                        .unwrap()
+                })
+                .collect();
+            assert_eq!(pair.client.pending_requests(), 50);
+            let mut reply = Vec::new();
+            for (i, request) in submitted.into_iter().enumerate() {
+                request.wait_into(&mut reply).unwrap();
+                assert_eq!(&reply[5..], [&b"s:"[..], &[round, i as u8]].concat());
+            }
+            assert_eq!(pair.client.pending_requests(), 0);
+        }
+        // Nobody slept: the waiting thread read the replies of its other requests itself.
+        assert_eq!(pair.client.inner.seat.lock().pending.woken, woken_before);
+    }
+
+    #[test]
+    fn a_submitted_request_dropped_unwaited_is_forgotten() {
+        let pair = pair(ConnectionConfig::default(), echo(b"c:"), echo(b"s:"));
+        let kept = pair
+            .client
+            .submit_with(6, |id, out| out.extend_from_slice(&request(id, b"k")), None)
+            .unwrap();
+        let dropped = pair
+            .client
+            .submit_with(6, |id, out| out.extend_from_slice(&request(id, b"d")), None)
+            .unwrap();
+        assert_eq!(pair.client.pending_requests(), 2);
+        drop(dropped);
+        assert_eq!(pair.client.pending_requests(), 1);
+        // Its frame still went out (it may have been handed to the server already), and the
+        // one kept gets its own reply, not the dropped one's.
+        let mut reply = Vec::new();
+        kept.wait_into(&mut reply).unwrap();
+        assert_eq!(&reply[5..], b"s:k");
+        assert_eq!(pair.client.pending_requests(), 0);
+    }
+
+    #[test]
+    fn a_submitted_request_times_out_and_fails_when_the_connection_ends() {
+        // The server never answers "x".
+        let echo_all = echo(b"s:");
+        let silent_on_x: FrameHandler = Arc::new(move |conn: &Connection, frame: &[u8]| {
+            if &frame[5..] != b"x" {
+                echo_all(conn, frame)
+            }
+        });
+        let pair = pair(ConnectionConfig::default(), echo(b"c:"), silent_on_x);
+        let late = pair
+            .client
+            .submit_with(
+                6,
+                |id, out| out.extend_from_slice(&request(id, b"x")),
+                Some(Duration::from_millis(50)),
+            )
+            .unwrap();
+        let mut reply = Vec::new();
+        assert!(matches!(
+            late.wait_into(&mut reply),
+            Err(crate::btp::transport::TransportError::Timeout { .. })
+        ));
+        assert!(reply.is_empty());
+        let cut = pair
+            .client
+            .submit_with(6, |id, out| out.extend_from_slice(&request(id, b"y")), None)
+            .unwrap();
+        pair.server.abort(
+            tungstenite::protocol::frame::coding::CloseCode::Normal,
+            "bye",
+        );
+        let ended = cut.wait_into(&mut reply);
+        // Either the reply beat the close, or the close failed the request: never a hang.
+        match ended {
+            Ok(()) => assert_eq!(&reply[5..], b"s:y"),
+            Err(e) => assert!(
+                matches!(e, crate::btp::transport::TransportError::Closed(_)),
+                "{e:?}"
+            ),
+        }
+        assert!(pair.client.wait_closed(Duration::from_secs(30)));
+        assert!(matches!(
+            pair.client
+                .submit_with(6, |id, out| out.extend_from_slice(&request(id, b"z")), None),
+            Err(crate::btp::transport::TransportError::Closed(_))
+        ));
+    }
+
+    #[test]
     fn concurrent_callers_each_get_their_own_reply() {
         let pair = pair(ConnectionConfig::default(), echo(b"c:"), echo(b"s:"));
         std::thread::scope(|s| {

@@ -191,6 +191,32 @@ impl FrameWriter {
         self.write_queued(out)
     }
 
+    /// Queues one binary frame like [`FrameWriter::send_binary`] without writing it yet, so
+    /// that several requests sent back to back leave in one system call: it goes out with the
+    /// next write of any thread or [`FrameWriter::flush`], or at once when the queue has grown
+    /// past [`KEEP_BUFFER`].
+    pub(crate) fn queue_binary(
+        &self,
+        len: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), CloseReason> {
+        let mut out = self.room()?;
+        out.encode(OP_BINARY, len, self.masked, write);
+        if out.queued.len() >= KEEP_BUFFER {
+            return self.write_queued(out);
+        }
+        Ok(())
+    }
+
+    /// Writes whatever is queued, unless another thread is writing (it takes the queue along).
+    pub(crate) fn flush(&self) -> Result<(), CloseReason> {
+        let out = self.room()?;
+        if out.queued.is_empty() {
+            return Ok(());
+        }
+        self.write_queued(out)
+    }
+
     /// Writes one control frame (ping, pong) carrying `payload` (at most 125 bytes).
     pub(crate) fn send_control(&self, opcode: u8, payload: &[u8]) -> Result<(), CloseReason> {
         let mut out = self.room()?;
@@ -288,6 +314,47 @@ mod tests {
                 vec![(OP_BINARY, b"hello".to_vec()), (OP_PING, b"p".to_vec())]
             );
         }
+    }
+
+    #[test]
+    fn queued_frames_wait_for_a_flush_and_leave_together() {
+        let (ours, mut peer) = pair();
+        let writer = FrameWriter::new(ours, true);
+        for i in 0..3u8 {
+            writer.queue_binary(1, |b| b.push(i)).unwrap();
+        }
+        peer.set_nonblocking(true).unwrap();
+        let mut byte = [0u8; 1];
+        assert!(
+            matches!(peer.read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+            "nothing is written before the flush"
+        );
+        peer.set_nonblocking(false).unwrap();
+        writer.flush().unwrap();
+        assert_eq!(
+            read_frames(&mut peer, true, 3),
+            (0..3u8).map(|i| (OP_BINARY, vec![i])).collect::<Vec<_>>()
+        );
+        // Nothing queued: a flush writes nothing and succeeds.
+        writer.flush().unwrap();
+    }
+
+    #[test]
+    fn a_queue_past_the_kept_buffer_is_written_without_a_flush() {
+        let (ours, mut peer) = pair();
+        let writer = FrameWriter::new(ours, false);
+        let big = KEEP_BUFFER / 4;
+        for i in 0..4u8 {
+            writer
+                .queue_binary(big, |b| b.resize(b.len() + big, i))
+                .unwrap();
+        }
+        let frames = read_frames(&mut peer, false, 4);
+        assert_eq!(frames.len(), 4);
+        assert!(frames
+            .iter()
+            .enumerate()
+            .all(|(i, (_, p))| p.len() == big && p[0] == i as u8));
     }
 
     #[test]
