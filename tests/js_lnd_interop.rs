@@ -6,7 +6,7 @@
 //! - tests/js-lnd/fidelity.js checks what issue 9 made the simulator do as LND does: the
 //!   backlog repeating a settled invoice, keysend refused then accepted, the macaroon errors'
 //!   code and texts, a zero preimage on a failed payment, and the JS reference plugin
-//!   (ilp-plugin-lightning 1.0.0-beta.25, tests/js-lnd/plugin) paying through the
+//!   (ilp-plugin-lightning 1.0.0-beta.25, installed once in tests/js-lightning) paying through the
 //!   bidirectional SendPayment of a node started as LND 0.20.
 //!
 //! Needs Node.js; the npm packages are installed on first run (`npm ci` from the lock files).
@@ -109,7 +109,7 @@ fn javascript_lnd_client_works_against_the_simulator() {
 #[test]
 fn javascript_clients_see_lnds_behaviour_in_the_simulator() {
     let js_dir = common::js::require_packages("js-lnd", "@grpc/grpc-js");
-    common::js::require_packages("js-lnd/plugin", "ilp-plugin-lightning");
+    common::js::require_packages("js-lightning", "ilp-plugin-lightning");
     let newest = Sim::start(
         "newest",
         &["alice", "bob", "carol"],

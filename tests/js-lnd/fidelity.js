@@ -17,7 +17,7 @@ const crypto = require('crypto');
 const lnd = require('./lnd');
 // The plugin's own LND layer: its gRPC client (grpc-js 0.3), its generated lnrpc, its payment
 // stream and payInvoice, exactly as the plugin pays.
-const plugin = require('./plugin/node_modules/ilp-plugin-lightning/build/lightning');
+const plugin = require('../js-lightning/node_modules/ilp-plugin-lightning/build/lightning');
 
 const { check, fail, unary, hex, grpc } = lnd;
 const ZERO = '0'.repeat(64);
