@@ -27,10 +27,11 @@ use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use serde_json::{json, Value};
 
 use common::lightning::{
-    client, fulfil_by_data, hub, is_fulfill, node_client, reject_code, with_events, Events,
+    client, fulfil_by_data, hub, is_fulfill, moved_msat, network_of_version, node_client,
+    reject_code, with_events, Events,
 };
 use ilp_plugin_lightning::btp::{OwnedEntry, ProtocolData, ProtocolDataEntry};
-use ilp_plugin_lightning::lnd::sim::{ChannelBalance, SimNetwork};
+use ilp_plugin_lightning::lnd::sim::SimNetwork;
 use ilp_plugin_lightning::plugin::{LightningPlugin, PluginEvent, PEER_ACCOUNT};
 use ilp_plugin_lightning::settlement::{PrepareRefused, SettlementHooks, SettlementOptions};
 
@@ -309,33 +310,6 @@ impl Drop for NodeFiles {
     }
 }
 
-/// A network of fully connected nodes playing LND 0.20, 1 000 000 sat a channel.
-fn network(names: &[&str]) -> SimNetwork {
-    names
-        .iter()
-        .fold(SimNetwork::builder(), |b, n| b.node(n))
-        .fully_connected(1_000_000)
-        .lnd_version("0.20")
-        .start()
-        .expect("simulated network starts")
-}
-
-/// What `from` paid `to` over their channel between two snapshots, in millisatoshis.
-fn moved(before: &[ChannelBalance], after: &[ChannelBalance], from: &str, to: &str) -> i128 {
-    let side = |list: &[ChannelBalance]| -> i128 {
-        list.iter()
-            .find(|c| c.node_a == from && c.node_b == to)
-            .map(|c| i128::from(c.balance_a_msat))
-            .or_else(|| {
-                list.iter()
-                    .find(|c| c.node_a == to && c.node_b == from)
-                    .map(|c| -i128::from(c.balance_a_msat))
-            })
-            .unwrap_or_else(|| panic!("no channel {from}-{to}"))
-    };
-    side(before) - side(after)
-}
-
 /// Waits until settlement has paid each account its total (in msat), over however many
 /// MoneySent events, and checks it paid no more.
 fn wait_for_payments(events: &Events, totals: &[(&str, u64)]) {
@@ -364,7 +338,7 @@ fn fulfillment(nonce: u8) -> [u8; 32] {
 
 #[test]
 fn js_clients_prefund_our_hub_and_stream_through_it_and_the_hub_pays_the_receivers() {
-    let sim = network(&["hub", "alice", "bob", "carol"]);
+    let sim = network_of_version(&["hub", "alice", "bob", "carol"], "0.20");
     let files = NodeFiles::new(&sim, "hub", &["alice", "bob"]);
     let hub_pubkey = sim.node("hub").unwrap().pubkey_hex().to_owned();
     let before = sim.channel_balances();
@@ -472,10 +446,10 @@ fn js_clients_prefund_our_hub_and_stream_through_it_and_the_hub_pays_the_receive
 
     // What moved on the channels is what both sides booked.
     let after = sim.channel_balances();
-    assert_eq!(moved(&before, &after, "alice", "hub"), 1_000_000);
-    assert_eq!(moved(&before, &after, "hub", "bob"), 50_000);
-    assert_eq!(moved(&before, &after, "hub", "carol"), 50_000);
-    assert_eq!(moved(&before, &after, "alice", "bob"), 0);
+    assert_eq!(moved_msat(&before, &after, "alice", "hub"), 1_000_000);
+    assert_eq!(moved_msat(&before, &after, "hub", "bob"), 50_000);
+    assert_eq!(moved_msat(&before, &after, "hub", "carol"), 50_000);
+    assert_eq!(moved_msat(&before, &after, "alice", "bob"), 0);
 
     drop((alice, bob));
     carol.disconnect();
@@ -485,7 +459,7 @@ fn js_clients_prefund_our_hub_and_stream_through_it_and_the_hub_pays_the_receive
 
 #[test]
 fn our_client_prefunds_the_js_server_streams_to_it_and_is_paid_for_what_it_fulfils() {
-    let sim = network(&["js", "ours"]);
+    let sim = network_of_version(&["js", "ours"], "0.20");
     let files = NodeFiles::new(&sim, "server", &["js"]);
     let ours_pubkey = sim.node("ours").unwrap().pubkey_hex().to_owned();
     let before = sim.channel_balances();
@@ -586,7 +560,10 @@ fn our_client_prefunds_the_js_server_streams_to_it_and_is_paid_for_what_it_fulfi
 
     // The channel between the two nodes moved by exactly that.
     let after = sim.channel_balances();
-    assert_eq!(moved(&before, &after, "ours", "js"), 1_000_000 - 100_000);
+    assert_eq!(
+        moved_msat(&before, &after, "ours", "js"),
+        1_000_000 - 100_000
+    );
     ours.disconnect();
 }
 

@@ -27,6 +27,18 @@ pub fn network(names: &[&str]) -> SimNetwork {
         .expect("simulated network starts")
 }
 
+/// Like [`network`], with every node playing LND `version` (e.g. "0.20", whose lnrpc
+/// SendPayment the JS plugin needs).
+pub fn network_of_version(names: &[&str], version: &str) -> SimNetwork {
+    names
+        .iter()
+        .fold(SimNetwork::builder(), |b, n| b.node(n))
+        .fully_connected(1_000_000)
+        .lnd_version(version)
+        .start()
+        .expect("simulated network starts")
+}
+
 /// A gRPC client of `node`.
 pub fn node_client(node: &SimNode) -> Arc<dyn Lightning> {
     Arc::new(
