@@ -11,7 +11,7 @@ use ilp_plugin_lightning::ilp::{
     Address, ErrorCode, Fulfill, MaxPacketAmountDetails, Packet, Reject,
 };
 use ilp_plugin_lightning::plugin::{
-    route_between_clients, HandlerError, LightningPlugin, PluginError, PluginEvent,
+    route_between_clients, HandlerError, LightningPlugin, PluginBuilder, PluginError, PluginEvent,
 };
 
 const FULFILLMENT: [u8; 32] = [0x42; 32];
@@ -49,20 +49,23 @@ fn wait_for(events: &Receiver<PluginEvent>, wanted: &PluginEvent) {
 }
 
 fn hub(credit: u64, max_packet: u64) -> (Arc<LightningPlugin>, Receiver<PluginEvent>) {
+    hub_with(|b| b.credit_limit(Some(credit)).max_packet_amount(max_packet))
+}
+
+/// A hub at test.hub routing between its clients, built with `configure`'s options, and its
+/// events.
+fn hub_with(
+    configure: impl FnOnce(PluginBuilder) -> PluginBuilder,
+) -> (Arc<LightningPlugin>, Receiver<PluginEvent>) {
     let (tx, rx) = unbounded();
-    let hub = Arc::new(
-        LightningPlugin::server(
-            "127.0.0.1:0".parse().unwrap(),
-            Address::new("test.hub").unwrap(),
-        )
-        .credit_limit(Some(credit))
-        .max_packet_amount(max_packet)
-        .on_event(move |e| {
-            let _ = tx.send(e.clone());
-        })
-        .build()
-        .unwrap(),
-    );
+    let builder = LightningPlugin::server(
+        "127.0.0.1:0".parse().unwrap(),
+        Address::new("test.hub").unwrap(),
+    )
+    .on_event(move |e| {
+        let _ = tx.send(e.clone());
+    });
+    let hub = Arc::new(configure(builder).build().unwrap());
     route_between_clients(&hub).unwrap();
     hub.connect().unwrap();
     (hub, rx)
@@ -570,35 +573,11 @@ fn racing_prepares_never_break_the_books_or_the_credit_limit() {
 }
 
 /// A hub with `max_in_flight` and `handler_threads` set, routing between its clients.
-fn capped_hub(
-    max_in_flight: usize,
-    threads: usize,
-) -> (Arc<LightningPlugin>, Receiver<PluginEvent>) {
-    let (tx, rx) = unbounded();
-    let hub = Arc::new(
-        LightningPlugin::server(
-            "127.0.0.1:0".parse().unwrap(),
-            Address::new("test.hub").unwrap(),
-        )
-        .credit_limit(None)
-        .max_in_flight(max_in_flight)
-        .handler_threads(threads)
-        .on_event(move |e| {
-            let _ = tx.send(e.clone());
-        })
-        .build()
-        .unwrap(),
-    );
-    route_between_clients(&hub).unwrap();
-    hub.connect().unwrap();
-    (hub, rx)
-}
-
 /// Alice fills her two places in a hub of four handler threads with Prepares bob holds: her
 /// third gets T03 at once, while carol's packets to dave go through as if alice were not there.
 #[test]
 fn one_client_cannot_occupy_the_hubs_threads_past_its_in_flight_cap() {
-    let (hub, hub_events) = capped_hub(2, 4);
+    let (hub, hub_events) = hub_with(|b| b.credit_limit(None).max_in_flight(2).handler_threads(4));
     let (alice, bob, carol, dave) = (
         Arc::new(client(&hub, "alice")),
         client(&hub, "bob"),
