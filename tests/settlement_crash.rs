@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 use common::lightning::{moved_msat, network, node_client, sim_paid, WAIT};
 use ilp_plugin_lightning::ilp::{Address, Packet, Prepare};
 use ilp_plugin_lightning::lnd::grpc::GrpcLightning;
-use ilp_plugin_lightning::lnd::sim::{FailureReason, Release};
+use ilp_plugin_lightning::lnd::sim::{FailureReason, Release, SimNode};
 use ilp_plugin_lightning::lnd::PaymentHash;
 use ilp_plugin_lightning::plugin::{
     route_between_clients, HandlerError, LightningPlugin, PluginEvent, Role, PEER_ACCOUNT,
@@ -594,6 +594,96 @@ fn unsettled(hub_books: &Value, alice: &LightningPlugin, bob: &LightningPlugin) 
     None
 }
 
+/// The child a crash test kills again and again, and what happens around each kill.
+struct Victim<'a> {
+    /// "hub" or "carol", for the messages.
+    name: &'static str,
+    config: &'a Value,
+    activity: &'a Sender<()>,
+    /// Its own node: [`KillPoint::Paying`] holds the payment it makes.
+    own_node: &'a SimNode,
+    /// The node that pays it: [`KillPoint::BeingPaid`] holds that payment.
+    payer_node: &'a SimNode,
+    /// Who it pays, and who pays it, for the messages.
+    payee: &'static str,
+    payer: &'static str,
+}
+
+/// Kills `child` at `kills` points `rng` picks, each time once the point is reached, then starts
+/// it again and waits until it is ready; the child running at the end, and the points.
+/// `before_being_paid` runs before a payment to it is held; `after_restart` once it is back.
+fn kill_again_and_again(
+    victim: &Victim<'_>,
+    mut child: ChildProcess,
+    kills: u64,
+    rng: &mut Rng,
+    fulfilled_rx: &Receiver<u64>,
+    mut before_being_paid: impl FnMut(&mut ChildProcess),
+    mut after_restart: impl FnMut(),
+) -> (ChildProcess, Vec<KillPoint>) {
+    let Victim { name, .. } = *victim;
+    let mut points = Vec::new();
+    for kill in 0..kills {
+        let point = pick(rng);
+        log::info!("{name} crash test: kill {kill} at {point:?}");
+        points.push(point);
+        let mut release_after_restart = None;
+        match point {
+            KillPoint::Paying(release, after_restart) => {
+                victim.own_node.hold_payments(true);
+                victim
+                    .own_node
+                    .wait_for_held_payments(1, WAIT)
+                    .unwrap_or_else(|| panic!("kill {kill}: {name} paid {} nothing", victim.payee));
+                child.kill();
+                victim.own_node.hold_payments(false);
+                if after_restart {
+                    release_after_restart = Some(release);
+                } else {
+                    victim.own_node.release_held_payments(release);
+                }
+            }
+            KillPoint::BeingPaid(release) => {
+                before_being_paid(&mut child);
+                victim.payer_node.hold_payments(true);
+                victim
+                    .payer_node
+                    .wait_for_held_payments(1, WAIT)
+                    .unwrap_or_else(|| panic!("kill {kill}: {} paid {name} nothing", victim.payer));
+                child.kill();
+                victim.payer_node.hold_payments(false);
+                victim.payer_node.release_held_payments(release);
+            }
+            KillPoint::AfterPackets(n, micros) => {
+                while fulfilled_rx.try_recv().is_ok() {}
+                for _ in 0..n {
+                    fulfilled_rx
+                        .recv_timeout(WAIT)
+                        .unwrap_or_else(|_| panic!("kill {kill}: no packet went through"));
+                }
+                // Not a synchronisation: a random moment within whatever it does next.
+                std::thread::sleep(Duration::from_micros(micros));
+                child.kill();
+            }
+            KillPoint::Starting(millis) => {
+                child.kill();
+                let starting = ChildProcess::spawn(victim.config, victim.activity.clone());
+                // Not a synchronisation: a random moment of the start-up.
+                std::thread::sleep(Duration::from_millis(millis));
+                starting.kill();
+            }
+        }
+        child = ChildProcess::spawn(victim.config, victim.activity.clone());
+        child.wait_for("ready");
+        after_restart();
+        if let Some(release) = release_after_restart {
+            victim.own_node.release_held_payments(release);
+        }
+    }
+    eprintln!("{name} crash test kill points: {points:?}");
+    (child, points)
+}
+
 fn reconnect(plugin: &LightningPlugin) {
     plugin.disconnect();
     plugin.connect().expect("client reconnects");
@@ -631,7 +721,7 @@ fn a_hub_killed_at_random_points_of_settlement_loses_creates_and_pays_twice_noth
     });
     let (activity, activity_rx) = unbounded::<()>();
 
-    let mut hub = ChildProcess::spawn(&config, activity.clone());
+    let hub = ChildProcess::spawn(&config, activity.clone());
     hub.wait_for("ready");
 
     let (alice, alice_events) = client("alice", port, alice_node, activity.clone());
@@ -680,63 +770,27 @@ fn a_hub_killed_at_random_points_of_settlement_loses_creates_and_pays_twice_noth
             .unwrap()
     };
 
-    let mut points = Vec::new();
-    for kill in 0..kills {
-        let point = pick(&mut rng);
-        log::info!("crash test: kill {kill} at {point:?}");
-        points.push(point);
-        let mut release_after_restart = None;
-        match point {
-            KillPoint::Paying(release, after_restart) => {
-                hub_node.hold_payments(true);
-                hub_node
-                    .wait_for_held_payments(1, WAIT)
-                    .unwrap_or_else(|| panic!("kill {kill}: the hub paid bob nothing"));
-                hub.kill();
-                hub_node.hold_payments(false);
-                if after_restart {
-                    release_after_restart = Some(release);
-                } else {
-                    hub_node.release_held_payments(release);
-                }
-            }
-            KillPoint::BeingPaid(release) => {
-                alice_node.hold_payments(true);
-                alice_node
-                    .wait_for_held_payments(1, WAIT)
-                    .unwrap_or_else(|| panic!("kill {kill}: alice paid the hub nothing"));
-                hub.kill();
-                alice_node.hold_payments(false);
-                alice_node.release_held_payments(release);
-            }
-            KillPoint::AfterPackets(n, micros) => {
-                while fulfilled_rx.try_recv().is_ok() {}
-                for _ in 0..n {
-                    fulfilled_rx
-                        .recv_timeout(WAIT)
-                        .unwrap_or_else(|_| panic!("kill {kill}: no packet went through"));
-                }
-                // Not a synchronisation: a random moment within whatever the hub does next.
-                std::thread::sleep(Duration::from_micros(micros));
-                hub.kill();
-            }
-            KillPoint::Starting(millis) => {
-                hub.kill();
-                let starting = ChildProcess::spawn(&config, activity.clone());
-                // Not a synchronisation: a random moment of the start-up.
-                std::thread::sleep(Duration::from_millis(millis));
-                starting.kill();
-            }
-        }
-        hub = ChildProcess::spawn(&config, activity.clone());
-        hub.wait_for("ready");
-        reconnect(&alice);
-        reconnect(&bob);
-        if let Some(release) = release_after_restart {
-            hub_node.release_held_payments(release);
-        }
-    }
-    eprintln!("crash test kill points: {points:?}");
+    let victim = Victim {
+        name: "hub",
+        config: &config,
+        activity: &activity,
+        own_node: hub_node,
+        payer_node: alice_node,
+        payee: "bob",
+        payer: "alice",
+    };
+    let (mut hub, _points) = kill_again_and_again(
+        &victim,
+        hub,
+        kills,
+        &mut rng,
+        &fulfilled_rx,
+        |_| {},
+        || {
+            reconnect(&alice);
+            reconnect(&bob);
+        },
+    );
 
     stop.store(true, Ordering::SeqCst);
     driver.join().expect("traffic thread");
@@ -966,7 +1020,7 @@ fn a_client_killed_at_random_points_of_settlement_loses_creates_and_pays_twice_n
         "server": format!("btp+ws://carol:secret-carol@127.0.0.1:{port}"),
         "role": "client",
     });
-    let mut carol = ChildProcess::spawn(&config, activity.clone());
+    let carol = ChildProcess::spawn(&config, activity.clone());
     carol.wait_for("ready");
 
     // Bob sends carol packets through the hub.
@@ -983,65 +1037,27 @@ fn a_client_killed_at_random_points_of_settlement_loses_creates_and_pays_twice_n
             .unwrap()
     };
 
-    let mut points = Vec::new();
-    for kill in 0..kills {
-        // Paying: carol's own payment is held; BeingPaid: the hub's payment to her is.
-        let point = pick(&mut rng);
-        log::info!("client crash test: kill {kill} at {point:?}");
-        points.push(point);
-        let mut release_after_restart = None;
-        match point {
-            KillPoint::Paying(release, after_restart) => {
-                carol_node.hold_payments(true);
-                carol_node
-                    .wait_for_held_payments(1, WAIT)
-                    .unwrap_or_else(|| panic!("kill {kill}: carol paid the hub nothing"));
-                carol.kill();
-                carol_node.hold_payments(false);
-                if after_restart {
-                    release_after_restart = Some(release);
-                } else {
-                    carol_node.release_held_payments(release);
-                }
-            }
-            KillPoint::BeingPaid(release) => {
-                // While carol prefunds faster than bob's packets earn her money, the hub never
-                // owes her anything; quiet, she is owed after a few packets and the hub pays.
-                carol.quiet();
-                hub_node.hold_payments(true);
-                hub_node
-                    .wait_for_held_payments(1, WAIT)
-                    .unwrap_or_else(|| panic!("kill {kill}: the hub paid carol nothing"));
-                carol.kill();
-                hub_node.hold_payments(false);
-                hub_node.release_held_payments(release);
-            }
-            KillPoint::AfterPackets(n, micros) => {
-                while fulfilled_rx.try_recv().is_ok() {}
-                for _ in 0..n {
-                    fulfilled_rx
-                        .recv_timeout(WAIT)
-                        .unwrap_or_else(|_| panic!("kill {kill}: no packet went through"));
-                }
-                // Not a synchronisation: a random moment within whatever carol does next.
-                std::thread::sleep(Duration::from_micros(micros));
-                carol.kill();
-            }
-            KillPoint::Starting(millis) => {
-                carol.kill();
-                let starting = ChildProcess::spawn(&config, activity.clone());
-                // Not a synchronisation: a random moment of the start-up.
-                std::thread::sleep(Duration::from_millis(millis));
-                starting.kill();
-            }
-        }
-        carol = ChildProcess::spawn(&config, activity.clone());
-        carol.wait_for("ready");
-        if let Some(release) = release_after_restart {
-            carol_node.release_held_payments(release);
-        }
-    }
-    eprintln!("client crash test kill points: {points:?}");
+    // Paying: carol's own payment is held; BeingPaid: the hub's payment to her is.
+    let victim = Victim {
+        name: "carol",
+        config: &config,
+        activity: &activity,
+        own_node: carol_node,
+        payer_node: hub_node,
+        payee: "the hub",
+        payer: "the hub",
+    };
+    let (mut carol, _points) = kill_again_and_again(
+        &victim,
+        carol,
+        kills,
+        &mut rng,
+        &fulfilled_rx,
+        // While carol prefunds faster than bob's packets earn her money, the hub never owes
+        // her anything; quiet, she is owed after a few packets and the hub pays.
+        ChildProcess::quiet,
+        || {},
+    );
 
     stop.store(true, Ordering::SeqCst);
     driver.join().expect("traffic thread");
