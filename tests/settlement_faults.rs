@@ -16,13 +16,13 @@ use parking_lot::Mutex;
 
 use common::lightning::{
     client, fulfil_by_data, hub, is_fulfill, moved_msat, network, node_client, reject_code,
-    sim_paid, with_events, WAIT,
+    sim_paid, with_events, Events, WAIT,
 };
 use ilp_plugin_lightning::btp::ProtocolDataEntry;
 use ilp_plugin_lightning::ilp::Address;
-use ilp_plugin_lightning::lnd::sim::{Release, SentStatus};
+use ilp_plugin_lightning::lnd::sim::{ChannelBalance, Release, SentStatus, SimNetwork};
 use ilp_plugin_lightning::lnd::{LndError, PaymentHash, PaymentLimits, PaymentStatus};
-use ilp_plugin_lightning::plugin::{LightningPlugin, PluginError, PEER_ACCOUNT};
+use ilp_plugin_lightning::plugin::{LightningPlugin, PluginBuilder, PluginError, PEER_ACCOUNT};
 use ilp_plugin_lightning::settlement::peer::{PAYMENT_REQUEST, PEERING_REQUEST};
 use ilp_plugin_lightning::settlement::{EmbeddedStore, SettlementOptions, Store};
 
@@ -70,184 +70,193 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
-#[test]
-fn an_invoice_offered_again_after_it_was_paid_is_never_paid_or_booked_twice() {
+/// A hub with alice, who prefunded `prefund` sat, and bob, who fulfils what she sends him.
+struct HubAliceBob {
+    sim: SimNetwork,
+    before: Vec<ChannelBalance>,
+    hub: Arc<LightningPlugin>,
+    hub_events: Events,
+    alice: LightningPlugin,
+    bob: LightningPlugin,
+    bob_events: Events,
+}
+
+fn hub_alice_bob(
+    prefund: u64,
+    configure_bob: impl FnOnce(PluginBuilder) -> PluginBuilder,
+) -> HubAliceBob {
     let sim = network(&["hub", "alice", "bob"]);
     let before = sim.channel_balances();
-    let hub_node = sim.node("hub").unwrap();
-    let (hub, hub_events) = hub(hub_node, |b| b);
+    let (hub, hub_events) = hub(sim.node("hub").unwrap(), |b| b);
     let (alice, _alice_events) = client(&hub, "alice", sim.node("alice").unwrap(), |b| b);
+    let (bob, bob_events) = client(&hub, "bob", sim.node("bob").unwrap(), configure_bob);
+    fulfil_by_data(&bob);
+    alice.send_money(prefund).expect("alice prefunds");
+    hub_events.wait_for_money("alice", prefund);
+    HubAliceBob {
+        sim,
+        before,
+        hub,
+        hub_events,
+        alice,
+        bob,
+        bob_events,
+    }
+}
+
+impl HubAliceBob {
+    /// Checks that the hub's books, bob's, the hub's node and their channel all say the hub
+    /// paid bob `msat`, with nothing more owed or in flight; the number of payments.
+    fn assert_hub_paid_bob(&self, msat: u128) -> u64 {
+        let hub_bob = self.hub.settlement().unwrap().account("bob").unwrap();
+        let bob_side = self
+            .bob
+            .settlement()
+            .unwrap()
+            .account(PEER_ACCOUNT)
+            .unwrap();
+        assert_eq!(
+            (hub_bob.paid_msat, hub_bob.payable_msat, hub_bob.paying_msat),
+            (msat, 0, 0)
+        );
+        assert_eq!(
+            (
+                bob_side.received_msat,
+                bob_side.receivable_msat,
+                bob_side.receipts
+            ),
+            (msat, 0, hub_bob.payments)
+        );
+        assert_eq!(
+            sim_paid(self.sim.node("hub").unwrap(), "bob"),
+            (hub_bob.payments, msat, hub_bob.fees_msat)
+        );
+        assert_eq!(
+            moved_msat(&self.before, &self.sim.channel_balances(), "hub", "bob"),
+            msat as i128
+        );
+        hub_bob.payments
+    }
+}
+
+#[test]
+fn an_invoice_offered_again_after_it_was_paid_is_never_paid_or_booked_twice() {
     // One invoice at a time, so that the hub's only invoice of bob's is the one offered again.
-    let (bob, bob_events) = client(&hub, "bob", sim.node("bob").unwrap(), |b| {
+    let t = hub_alice_bob(100, |b| {
         b.settlement_options(SettlementOptions {
             invoice_stock: 1,
             ..SettlementOptions::client()
         })
     });
-    fulfil_by_data(&bob);
-    alice.send_money(100).expect("alice prefunds");
-    hub_events.wait_for_money("alice", 100);
+    let hub_node = t.sim.node("hub").unwrap();
 
     // The hub's payment to bob stays in flight...
     hub_node.hold_payments(true);
-    send_fulfilled(&alice, "test.hub.bob", 10, 1);
+    send_fulfilled(&t.alice, "test.hub.bob", 10, 1);
     let held = hub_node
         .wait_for_held_payments(1, WAIT)
         .expect("hub pays bob")[0];
     // ...while bob offers its invoice again, as its refiller does after a reconnect with every
     // invoice still open.
-    let invoice = bob
+    let invoice = t
+        .bob
         .settlement()
         .unwrap()
         .store()
         .invoice(&PaymentHash(held))
         .unwrap()
         .expect("the hub pays an invoice of bob's");
-    bob.request(
-        PEER_ACCOUNT,
-        &[ProtocolDataEntry::text(
-            PAYMENT_REQUEST,
-            &invoice.payment_request,
-        )],
-    )
-    .expect("the hub takes the invoice");
+    t.bob
+        .request(
+            PEER_ACCOUNT,
+            &[ProtocolDataEntry::text(
+                PAYMENT_REQUEST,
+                &invoice.payment_request,
+            )],
+        )
+        .expect("the hub takes the invoice");
     hub_node.hold_payments(false);
     assert_eq!(hub_node.release_held_payments(Release::Forward), 1);
-    hub_events.wait_for_payments("bob", 10_000);
-    bob_events.wait_for_money(PEER_ACCOUNT, 10);
+    t.hub_events.wait_for_payments("bob", 10_000);
+    t.bob_events.wait_for_money(PEER_ACCOUNT, 10);
 
     // The next payment must use another invoice: that one is paid.
-    send_fulfilled(&alice, "test.hub.bob", 10, 2);
-    hub_events.wait_for_payments("bob", 10_000);
-    assert_eq!(sim_paid(hub_node, "bob"), (2, 20_000, 0));
-    bob_events.wait_for_money(PEER_ACCOUNT, 10);
-    let hub_bob = hub.settlement().unwrap().account("bob").unwrap();
-    assert_eq!(
-        (hub_bob.paid_msat, hub_bob.payments, hub_bob.payable_msat),
-        (20_000, 2, 0)
-    );
-    let bob_side = bob.settlement().unwrap().account(PEER_ACCOUNT).unwrap();
-    assert_eq!((bob_side.received_msat, bob_side.receipts), (20_000, 2));
-    assert_eq!(
-        moved_msat(&before, &sim.channel_balances(), "hub", "bob"),
-        20_000
-    );
+    send_fulfilled(&t.alice, "test.hub.bob", 10, 2);
+    t.hub_events.wait_for_payments("bob", 10_000);
+    t.bob_events.wait_for_money(PEER_ACCOUNT, 10);
+    assert_eq!(t.assert_hub_paid_bob(20_000), 2);
 }
 
 #[test]
 fn lnd_unreachable_for_a_while_packets_within_credit_flow_and_settlement_catches_up() {
-    let sim = network(&["hub", "alice", "bob"]);
-    let before = sim.channel_balances();
-    let hub_node = sim.node("hub").unwrap();
-    let bob_node = sim.node("bob").unwrap();
-    let (hub, hub_events) = hub(hub_node, |b| b);
-    let (alice, _alice_events) = client(&hub, "alice", sim.node("alice").unwrap(), |b| b);
-    let (bob, bob_events) = client(&hub, "bob", bob_node, |b| b);
-    fulfil_by_data(&bob);
-    let bob_money = count_money(&bob);
-    alice.send_money(1_000).expect("alice prefunds");
-    hub_events.wait_for_money("alice", 1_000);
+    let t = hub_alice_bob(1_000, |b| b);
+    let (hub_node, bob_node) = (t.sim.node("hub").unwrap(), t.sim.node("bob").unwrap());
+    let bob_money = count_money(&t.bob);
 
     // The hub's node is away: packets within alice's credit still go through; nothing can be
     // paid to bob meanwhile.
     hub_node.set_offline(true).unwrap();
     for nonce in 0..10 {
-        send_fulfilled(&alice, "test.hub.bob", 10, nonce);
+        send_fulfilled(&t.alice, "test.hub.bob", 10, nonce);
     }
-    let owed = hub.settlement().unwrap().account("bob").unwrap();
+    let owed = t.hub.settlement().unwrap().account("bob").unwrap();
     assert_eq!(owed.paid_msat, 0);
     assert_eq!(owed.payable_msat + owed.paying_msat as i128, 100_000);
     assert!(hub_node.payments().is_empty());
     hub_node.set_offline(false).unwrap();
-    hub_events.wait_for_payments("bob", 100_000);
-    bob_events.wait_for_money(PEER_ACCOUNT, 100);
+    t.hub_events.wait_for_payments("bob", 100_000);
+    t.bob_events.wait_for_money(PEER_ACCOUNT, 100);
 
     // Bob's node is away: the hub pays it (its channels work), bob hears of it once back.
     bob_node.set_offline(true).unwrap();
     for nonce in 10..15 {
-        send_fulfilled(&alice, "test.hub.bob", 10, nonce);
+        send_fulfilled(&t.alice, "test.hub.bob", 10, nonce);
     }
-    hub_events.wait_for_payments("bob", 50_000);
-    let bob_side = bob.settlement().unwrap().account(PEER_ACCOUNT).unwrap();
+    t.hub_events.wait_for_payments("bob", 50_000);
+    let bob_side = t.bob.settlement().unwrap().account(PEER_ACCOUNT).unwrap();
     assert_eq!(bob_side.received_msat, 100_000);
     bob_node.set_offline(false).unwrap();
-    bob_events.wait_for_money(PEER_ACCOUNT, 50);
+    t.bob_events.wait_for_money(PEER_ACCOUNT, 50);
 
-    let hub_bob = hub.settlement().unwrap().account("bob").unwrap();
-    let bob_side = bob.settlement().unwrap().account(PEER_ACCOUNT).unwrap();
-    assert_eq!((hub_bob.paid_msat, hub_bob.payable_msat), (150_000, 0));
-    assert_eq!(
-        sim_paid(hub_node, "bob"),
-        (hub_bob.payments, 150_000, hub_bob.fees_msat)
-    );
-    assert_eq!(
-        (bob_side.received_msat, bob_side.receipts),
-        (150_000, hub_bob.payments)
-    );
+    let payments = t.assert_hub_paid_bob(150_000);
     assert_eq!(bob_money.lock().iter().sum::<u64>(), 150);
-    assert_eq!(bob_money.lock().len() as u64, hub_bob.payments);
-    assert_eq!(
-        moved_msat(&before, &sim.channel_balances(), "hub", "bob"),
-        150_000
-    );
+    assert_eq!(bob_money.lock().len() as u64, payments);
 }
 
 #[test]
 fn a_payment_whose_stream_breaks_mid_flight_is_tracked_and_booked_once() {
-    let sim = network(&["hub", "alice", "bob"]);
-    let before = sim.channel_balances();
-    let hub_node = sim.node("hub").unwrap();
-    let (hub, hub_events) = hub(hub_node, |b| b);
-    let (alice, _alice_events) = client(&hub, "alice", sim.node("alice").unwrap(), |b| b);
-    let (bob, bob_events) = client(&hub, "bob", sim.node("bob").unwrap(), |b| b);
-    fulfil_by_data(&bob);
-    alice.send_money(100).expect("alice prefunds");
-    hub_events.wait_for_money("alice", 100);
+    let t = hub_alice_bob(100, |b| b);
+    let hub_node = t.sim.node("hub").unwrap();
 
     // SendPaymentV2's stream breaks once the payment is dispatched, and so does the first
     // TrackPaymentV2 after its first update: the hub cannot tell, tracks, and learns.
     hub_node.break_next_payment_streams(1);
     hub_node.break_next_track_streams(1);
-    send_fulfilled(&alice, "test.hub.bob", 10, 1);
-    hub_events.wait_for_payments("bob", 10_000);
-    bob_events.wait_for_money(PEER_ACCOUNT, 10);
+    send_fulfilled(&t.alice, "test.hub.bob", 10, 1);
+    t.hub_events.wait_for_payments("bob", 10_000);
+    t.bob_events.wait_for_money(PEER_ACCOUNT, 10);
 
     // Broken while the payment is held in flight: the hub tracks it until it is released.
     hub_node.hold_payments(true);
     hub_node.break_next_payment_streams(1);
-    send_fulfilled(&alice, "test.hub.bob", 20, 2);
+    send_fulfilled(&t.alice, "test.hub.bob", 20, 2);
     let held = hub_node
         .wait_for_held_payments(1, WAIT)
         .expect("hub pays bob");
-    let in_flight = hub.settlement().unwrap().account("bob").unwrap();
+    let in_flight = t.hub.settlement().unwrap().account("bob").unwrap();
     assert_eq!(
         (in_flight.paying_msat, in_flight.paid_msat),
         (20_000, 10_000)
     );
     hub_node.hold_payments(false);
     assert!(hub_node.release_held_payment(&held[0], Release::Forward));
-    hub_events.wait_for_payments("bob", 20_000);
-    bob_events.wait_for_money(PEER_ACCOUNT, 20);
+    t.hub_events.wait_for_payments("bob", 20_000);
+    t.bob_events.wait_for_money(PEER_ACCOUNT, 20);
 
     let payments = hub_node.payments();
     assert_eq!(payments.len(), 2, "one payment per debt: {payments:?}");
     assert!(payments.iter().all(|p| p.status == SentStatus::Succeeded));
-    let hub_bob = hub.settlement().unwrap().account("bob").unwrap();
-    assert_eq!(
-        (
-            hub_bob.paid_msat,
-            hub_bob.payments,
-            hub_bob.paying_msat,
-            hub_bob.payable_msat
-        ),
-        (30_000, 2, 0, 0)
-    );
-    let bob_side = bob.settlement().unwrap().account(PEER_ACCOUNT).unwrap();
-    assert_eq!((bob_side.received_msat, bob_side.receipts), (30_000, 2));
-    assert_eq!(
-        moved_msat(&before, &sim.channel_balances(), "hub", "bob"),
-        30_000
-    );
+    assert_eq!(t.assert_hub_paid_bob(30_000), 2);
 }
 
 /// A BOLT11 invoice signed with `key`, as a peer's node would make it.
@@ -494,52 +503,29 @@ fn the_money_handler_hears_of_each_payment_once_and_a_restart_credits_what_was_p
 
 #[test]
 fn a_client_receiving_through_the_hub_is_paid_what_it_fulfilled() {
-    let sim = network(&["hub", "alice", "bob"]);
-    let before = sim.channel_balances();
-    let hub_node = sim.node("hub").unwrap();
-    let (hub, hub_events) = hub(hub_node, |b| b);
-    let (alice, _alice_events) = client(&hub, "alice", sim.node("alice").unwrap(), |b| b);
-    let (bob, bob_events) = client(&hub, "bob", sim.node("bob").unwrap(), |b| b);
-    fulfil_by_data(&bob);
-    let bob_money = count_money(&bob);
-    alice.send_money(500).expect("alice prefunds");
-    hub_events.wait_for_money("alice", 500);
+    let t = hub_alice_bob(500, |b| b);
+    let bob_money = count_money(&t.bob);
 
     let amounts = [7u64, 13, 21, 1, 50, 8];
     for (nonce, amount) in amounts.iter().enumerate() {
-        send_fulfilled(&alice, "test.hub.bob", *amount, nonce as u64);
+        send_fulfilled(&t.alice, "test.hub.bob", *amount, nonce as u64);
     }
     // A packet bob refuses (its data is not its fulfillment) costs nobody anything.
     let mut wrong = packet("test.hub.bob", 40, 99);
     let data_at = wrong.len() - 32;
     wrong[data_at] ^= 1;
-    let reply = alice.send_data(&wrong).unwrap();
+    let reply = t.alice.send_data(&wrong).unwrap();
     assert!(!is_fulfill(&reply));
     let total: u64 = amounts.iter().sum();
-    bob_events.wait_for_money(PEER_ACCOUNT, total);
-    hub_events.wait_for_payments("bob", total * 1000);
+    t.bob_events.wait_for_money(PEER_ACCOUNT, total);
+    t.hub_events.wait_for_payments("bob", total * 1000);
 
-    let hub_bob = hub.settlement().unwrap().account("bob").unwrap();
-    let bob_side = bob.settlement().unwrap().account(PEER_ACCOUNT).unwrap();
     let total_msat = u128::from(total) * 1000;
-    assert_eq!(
-        (hub_bob.paid_msat, hub_bob.payable_msat, hub_bob.paying_msat),
-        (total_msat, 0, 0)
-    );
-    assert_eq!(
-        (bob_side.received_msat, bob_side.receivable_msat),
-        (total_msat, 0)
-    );
-    assert_eq!(bob_side.receipts, hub_bob.payments);
-    assert_eq!(bob_money.lock().len() as u64, hub_bob.payments);
+    let payments = t.assert_hub_paid_bob(total_msat);
+    assert_eq!(bob_money.lock().len() as u64, payments);
     assert_eq!(bob_money.lock().iter().sum::<u64>(), total);
-    assert_eq!(sim_paid(hub_node, "bob"), (hub_bob.payments, total_msat, 0));
-    let alice_book = hub.settlement().unwrap().account("alice").unwrap();
+    let alice_book = t.hub.settlement().unwrap().account("alice").unwrap();
     assert_eq!(alice_book.receivable_msat, -500_000 + total_msat as i128);
-    assert_eq!(
-        moved_msat(&before, &sim.channel_balances(), "hub", "bob"),
-        total_msat as i128
-    );
 }
 
 #[test]
