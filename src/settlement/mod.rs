@@ -26,6 +26,7 @@ pub mod amount;
 pub mod book;
 mod engine;
 pub mod hooks;
+pub mod offer;
 mod payer;
 pub mod peer;
 mod refiller;
@@ -35,7 +36,9 @@ mod watcher;
 
 pub use amount::Unit;
 pub use engine::{FeeLimit, PeerLink, Settlement, SettlementOptions, StartError};
-pub use hooks::{Balance, Balances, CreditRefused, PrepareRefused, SettlementHooks, PEER_ACCOUNT};
+pub use hooks::{
+    Balance, Balances, CreditRefused, Exchange, PrepareRefused, SettlementHooks, PEER_ACCOUNT,
+};
 pub use status::{AccountStatus, Status};
 #[cfg(feature = "redis")]
 pub use store::RedisStore;
