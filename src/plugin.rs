@@ -459,6 +459,33 @@ impl PluginBuilder {
     }
 }
 
+thread_local! {
+    /// The account whose Prepare the data handler on this thread is answering:
+    /// [`route_between_clients`] converts amounts from its unit.
+    static ANSWERING: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Marks the calling thread as answering `account`'s Prepare until dropped.
+struct Answering(Option<String>);
+
+impl Answering {
+    fn set(account: &str) -> Answering {
+        Answering(ANSWERING.with(|a| a.replace(Some(account.to_owned()))))
+    }
+
+    /// The account whose Prepare this thread is answering, if any.
+    fn current() -> Option<String> {
+        ANSWERING.with(|a| a.borrow().clone())
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        let previous = self.0.take();
+        ANSWERING.with(|a| *a.borrow_mut() = previous);
+    }
+}
+
 /// What the transport callbacks share with the plugin.
 pub(crate) struct Core {
     own_address: RwLock<Option<Address>>,
@@ -494,6 +521,7 @@ impl Core {
     ) -> Vec<u8> {
         // Clone the handler out so that it runs with no lock held.
         let handler = self.data_handler.read().clone();
+        let _answering = Answering::set(account);
         packets::answer_prepare(
             &Incoming {
                 own_address,
@@ -1072,7 +1100,12 @@ pub fn route_between_clients(plugin: &Arc<LightningPlugin>) -> Result<(), Plugin
             .upgrade()
             .ok_or_else(|| HandlerError::Internal("hub is shutting down".into()))?;
         let own_address = plugin.core.own_address_text();
-        let forwarded = match shorten_expiry(prepare, plugin.options.forward_expiry_margin) {
+        let amount = match forwarded_amount(&plugin, prepare) {
+            Ok(amount) => amount,
+            Err(why) => return Ok(reject(ErrorCode::F00_BAD_REQUEST, &own_address, &why, &[])),
+        };
+        let forwarded = match shorten_expiry(prepare, amount, plugin.options.forward_expiry_margin)
+        {
             Ok(forwarded) => forwarded,
             Err(why) => {
                 return Ok(reject(
@@ -1098,10 +1131,51 @@ pub fn route_between_clients(plugin: &Arc<LightningPlugin>) -> Result<(), Plugin
     })
 }
 
+/// What a forwarded Prepare carries: its amount in the receiving account's unit. Settlement
+/// agrees on a unit per account (satoshis with JS peers, millisatoshis between two of ours that
+/// agree), so a hub may forward between accounts of different units; like any connector it
+/// rounds down, so it never passes on more than it took in. `None`: the amount as it came (same
+/// unit, or no per-account units).
+fn forwarded_amount(plugin: &LightningPlugin, prepare: &[u8]) -> Result<Option<u64>, String> {
+    let Ok(parsed) = Prepare::parse(prepare) else {
+        return Ok(None);
+    };
+    let Some(from) = Answering::current() else {
+        return Ok(None);
+    };
+    let Ok(link) = plugin.current_link() else {
+        return Ok(None);
+    };
+    let Ok(to) = link.route(parsed.destination()) else {
+        return Ok(None);
+    };
+    let hooks = &plugin.core.hooks;
+    let (Some(from_scale), Some(to_scale)) = (hooks.asset_scale(&from), hooks.asset_scale(&to))
+    else {
+        return Ok(None);
+    };
+    if from_scale == to_scale {
+        return Ok(None);
+    }
+    let unit = |scale| crate::settlement::Unit::from_asset_scale(scale).map_err(|e| e.to_string());
+    let msat = unit(from_scale)?.to_msat(parsed.amount());
+    let out = msat / u128::from(unit(to_scale)?.msat_per_unit());
+    u64::try_from(out).map(Some).map_err(|_| {
+        format!(
+            "{} at asset scale {from_scale} does not fit an ILP amount at scale {to_scale}",
+            parsed.amount()
+        )
+    })
+}
+
 /// The Prepare to forward: `prepare` expiring `margin` earlier, so that the hub's wait for the
-/// next hop ends, and its sender hears why, before the sender itself gives up. With too little
-/// time left for that: why, for an R02.
-fn shorten_expiry(prepare: &[u8], margin: Duration) -> Result<Vec<u8>, String> {
+/// next hop ends, and its sender hears why, before the sender itself gives up, and carrying
+/// `amount` if given. With too little time left for that: why, for an R02.
+fn shorten_expiry(
+    prepare: &[u8],
+    amount: Option<u64>,
+    margin: Duration,
+) -> Result<Vec<u8>, String> {
     let Ok(parsed) = Prepare::parse(prepare) else {
         // The packet path parsed it before the handler ran; keep the bytes as they came.
         return Ok(prepare.to_vec());
@@ -1116,7 +1190,7 @@ fn shorten_expiry(prepare: &[u8], margin: Duration) -> Result<Vec<u8>, String> {
         ));
     }
     let shortened = crate::ilp::PrepareBuilder {
-        amount: parsed.amount(),
+        amount: amount.unwrap_or(parsed.amount()),
         expires_at,
         execution_condition: parsed.execution_condition(),
         destination: parsed.destination(),
@@ -1124,7 +1198,7 @@ fn shorten_expiry(prepare: &[u8], margin: Duration) -> Result<Vec<u8>, String> {
     }
     .build()
     .map(|shortened| shortened.to_bytes());
-    // Only the expiry changed, so building cannot fail on what parsed.
+    // Only the expiry and the amount changed, so building cannot fail on what parsed.
     Ok(shortened.unwrap_or_else(|_| prepare.to_vec()))
 }
 

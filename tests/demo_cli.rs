@@ -47,27 +47,68 @@ fn check_run(out: &Output, clients: u64, packets: u64, amount: u64) -> Value {
         "{line}"
     );
     assert!(stderr.contains("balances reconcile"), "{stderr}");
-    // Invoice mode: each settlement pays one invoice; every peer holds up to 20 of the other
-    // side's (the hub's stock for each client, each client's for the hub), never more.
     assert_eq!(line["settlements"], line["lightning_payments"], "{line}");
+    let settlements = line["settlements"].as_u64().unwrap();
+    let calls = line["lnd_calls"].as_u64().unwrap();
+    let per_settlement = line["lnd_calls_per_settlement"].as_f64().unwrap();
+    assert!(
+        (per_settlement - calls as f64 / settlements as f64).abs() < 0.06,
+        "{line}"
+    );
+    // Every packet's money reached its receiver's books, and the waits are read off.
+    let latency = &line["fulfill_to_received_ms"];
+    assert_eq!(latency["packets"], clients * packets, "{line}");
+    let median = latency["median"].as_f64().unwrap();
+    let p99 = latency["p99"].as_f64().unwrap();
+    assert!(median >= 0.0 && median <= p99, "{line}");
+    line
+}
+
+/// Invoice mode: each settlement pays one invoice; every peer holds up to 20 of the other side's
+/// (the hub's stock for each client, each client's for the hub), never more.
+fn check_invoice_mode(line: &Value, clients: u64) {
+    assert_eq!(line["settle"], "invoices", "{line}");
     let created = line["invoices_created"].as_u64().unwrap();
     let open = line["invoices_open_at_end"].as_u64().unwrap();
     assert!(created >= line["settlements"].as_u64().unwrap(), "{line}");
     assert!(open <= 2 * clients * 20 && open <= created, "{line}");
     assert!(line["lnd_calls"].as_u64().unwrap() > created, "{line}");
-    line
 }
 
 #[test]
 fn the_demo_reconciles_every_balance_by_default() {
     let out = demo(&[]);
-    check_run(&out, 2, 50, 10);
+    let line = check_run(&out, 2, 50, 10);
+    check_invoice_mode(&line, 2);
+}
+
+#[test]
+fn keysend_mode_settles_without_invoices_and_prints_the_same_keys() {
+    let invoices = check_run(&demo(&["--settle", "invoices"]), 2, 50, 10);
+    check_invoice_mode(&invoices, 2);
+    let keysend = check_run(&demo(&["--settle", "keysend"]), 2, 50, 10);
+    assert_eq!(keysend["settle"], "keysend", "{keysend}");
+    assert_eq!(keysend["invoices_created"], 0, "{keysend}");
+    assert_eq!(keysend["invoices_open_at_end"], 0, "{keysend}");
+    // No AddInvoice, no invoice to cancel: fewer node calls per settlement.
+    assert!(
+        keysend["lnd_calls_per_settlement"].as_f64().unwrap()
+            < invoices["lnd_calls_per_settlement"].as_f64().unwrap(),
+        "keysend {keysend}, invoices {invoices}"
+    );
+    let keys = |line: &Value| -> Vec<String> {
+        let mut keys: Vec<String> = line.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(keys(&invoices), keys(&keysend));
 }
 
 #[test]
 fn the_demo_follows_its_flags() {
     let out = demo(&["--clients", "3", "--packets", "4", "--amount", "7"]);
     let line = check_run(&out, 3, 4, 7);
+    check_invoice_mode(&line, 3);
     assert_eq!(line["clients"], 3);
     assert_eq!(line["packets_rejected"], 0);
 }
@@ -79,6 +120,10 @@ fn bad_demo_flags_exit_2_with_one_line() {
         (&["--packets", "0"][..], "at least 1"),
         (&["--amount", "lots"][..], "--amount \"lots\""),
         (&["--bogus", "1"][..], "unknown option --bogus"),
+        (
+            &["--settle", "cash"][..],
+            "--settle \"cash\": invoices or keysend",
+        ),
     ] {
         let out = demo(args);
         let stderr = String::from_utf8_lossy(&out.stderr);

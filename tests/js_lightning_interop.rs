@@ -625,7 +625,7 @@ fn a_client_that_refuses_our_first_greeting_gets_it_again_once_it_announces_its_
 
     assert_eq!(next(), ("peeringRequest".to_owned(), false));
     // Alice announces her node, as the JS client does once it is ready: the hub greets her
-    // again, and only then hands her its invoices.
+    // again, and only then hands her its offer and its invoices.
     let pubkey = sim.node("alice").unwrap().pubkey_hex().to_owned();
     alice
         .request(
@@ -634,6 +634,9 @@ fn a_client_that_refuses_our_first_greeting_gets_it_again_once_it_announces_its_
         )
         .expect("the hub takes alice's peeringRequest");
     assert_eq!(next(), ("peeringRequest".to_owned(), true));
+    // Then its settlement offer, which a client that does not speak it answers with an empty
+    // Response, as the JS plugin does: such a client gets invoices.
+    assert_eq!(next(), ("ilpLightningSettlement".to_owned(), true));
     for _ in 0..SettlementOptions::server().invoice_stock {
         assert_eq!(next(), ("paymentRequest".to_owned(), true));
     }

@@ -43,14 +43,13 @@ fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
-/// Collects the hub's InvoiceCancelled events for `account` (their `deleted` flags) until
-/// `done` holds, checked on each event.
-fn cancelled_until(events: &Events, account: &str, mut done: impl FnMut() -> bool) -> Vec<bool> {
+/// Collects the hub's InvoiceCancelled events for `account` (their `deleted` flags) until there
+/// are `count`. Each is told after its invoice is closed in the books, so the books show every
+/// one of them closed by then (waiting for the books instead could return before the last
+/// event was told, and miss it).
+fn cancelled(events: &Events, account: &str, count: usize) -> Vec<bool> {
     let mut deleted = Vec::new();
-    if done() {
-        return deleted;
-    }
-    events.wait_for(&format!("invoices of {account} cancelled"), |e| {
+    events.wait_for(&format!("{count} invoices of {account} cancelled"), |e| {
         if let PluginEvent::InvoiceCancelled {
             account: a,
             deleted: d,
@@ -60,7 +59,7 @@ fn cancelled_until(events: &Events, account: &str, mut done: impl FnMut() -> boo
                 deleted.push(*d);
             }
         }
-        done()
+        deleted.len() >= count
     });
     deleted
 }
@@ -88,8 +87,9 @@ fn invoices_of_a_peer_gone_are_cancelled_after_the_grace(version: &str, deletes:
     assert_eq!(created, 4, "3 in stock and one replacing the paid one");
 
     alice.disconnect();
-    let deleted = cancelled_until(&hub_events, "alice", || open_of(&*store, "alice") == 0);
+    let deleted = cancelled(&hub_events, "alice", 3);
     assert_eq!(deleted, vec![deletes; 3], "{version}");
+    assert_eq!(open_of(&*store, "alice"), 0, "{version}");
     let (open, settled, cancelled) = sim.node("hub").unwrap().invoice_counts();
     assert_eq!((open, settled), (0, 1), "{version}");
     assert_eq!(cancelled, if deletes { 0 } else { 3 }, "{version}");
@@ -173,11 +173,9 @@ fn a_reduced_stock_cancels_the_invoices_over_it() {
             .settlement_options(hub_options(2, Duration::from_secs(2)))
     });
     let (_alice, _) = client(&hub, "alice", sim.node("alice").unwrap(), |b| b);
-    let deleted = cancelled_until(&hub_events, "alice", || open_of(&*store, "alice") == 2);
-    assert!(
-        deleted.len() >= 3 && deleted.iter().all(|d| *d),
-        "{deleted:?}"
-    );
+    let deleted = cancelled(&hub_events, "alice", 3);
+    assert!(deleted.iter().all(|d| *d), "{deleted:?}");
+    assert_eq!(open_of(&*store, "alice"), 2);
     eventually("the node holding 2 open invoices", || {
         sim.node("hub").unwrap().invoice_counts().0 == 2
     });
@@ -233,8 +231,9 @@ fn a_payment_on_its_way_to_a_retired_invoice_is_still_credited() {
     hub_events.wait_for_money("alice", 250);
 
     // After the grace the other two go; the paid one stays paid.
-    let deleted = cancelled_until(&hub_events, "alice", || open_of(&*store, "alice") == 0);
+    let deleted = cancelled(&hub_events, "alice", 2);
     assert_eq!(deleted, vec![true; 2]);
+    assert_eq!(open_of(&*store, "alice"), 0);
     assert_eq!(
         store.invoice(&invoice.payment_hash).unwrap().unwrap().state,
         IssuedState::Paid

@@ -206,6 +206,35 @@ fn exercise(store: &dyn Store) -> String {
         .collect();
     assert_eq!(open, ["dave"]);
 
+    // Keysend: a token per account, made once; a keysend credited once per hash.
+    let token = store.keysend_token("erin").unwrap();
+    assert_eq!(store.keysend_token("erin").unwrap(), token);
+    assert_ne!(store.keysend_token("frank").unwrap(), token);
+    assert_eq!(
+        store.keysend_account(&token).unwrap().as_deref(),
+        Some("erin")
+    );
+    assert!(store.keysend_account(&[0; 32]).unwrap().is_none());
+    let cursor = InvoiceCursor {
+        add_index: 40,
+        settle_index: 20,
+    };
+    for round in 0..2 {
+        let credit = store
+            .credit_keysend(&hash(40), "erin", 1500, 40, cursor)
+            .unwrap();
+        assert_eq!(
+            matches!(credit, Credit::Credited(_)),
+            round == 0,
+            "{credit:?}"
+        );
+    }
+    assert_eq!(
+        store.invoice(&hash(40)).unwrap().unwrap().state,
+        IssuedState::Paid
+    );
+    store.receipt_delivered(&hash(40)).unwrap();
+
     // Out of range: refused, nothing changes.
     let before = store.accounts().unwrap();
     assert!(matches!(

@@ -217,6 +217,9 @@ pub struct NodeInfo {
     pub alias: String,
     /// LND's version string, e.g. `0.19.0-beta commit=v0.19.0-beta`.
     pub version: String,
+    /// Whether the node takes keysend payments: GetInfo's features hold bit 55 or 54, which LND
+    /// advertises only when it runs with `--accept-keysend` (off by default).
+    pub accepts_keysend: bool,
 }
 
 /// A freshly created invoice.

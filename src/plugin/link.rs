@@ -130,6 +130,14 @@ impl Link {
             },
             other => PluginError::Transport(other.to_string()),
         })?;
+        // Settlement agrees on its terms first: the server's IL-DCP answer depends on them.
+        let timeout = options.request_timeout;
+        core.hooks.on_authenticated(PEER_ACCOUNT, &|entries| {
+            client
+                .request(entries, None, Some(timeout))
+                .map(|response| super::owned_entries(&response))
+                .map_err(|e| e.to_string())
+        });
         // IL-DCP: ask the server who we are.
         let request = ildcp::request(Timestamp::now().add_millis(ildcp::REQUEST_LIFETIME_MS));
         let entries = [ProtocolDataEntry::octets(ILP, &request)];
@@ -183,7 +191,11 @@ impl Link {
             let serve = IldcpServe {
                 server_address: &server_address,
                 asset_code: &asset_code,
-                asset_scale,
+                // Settlement agrees on each account's unit with its peer.
+                asset_scale: handler_core
+                    .hooks
+                    .asset_scale(account)
+                    .unwrap_or(asset_scale),
             };
             answer(&handler_core, account, &own, Some(serve), request)
         };

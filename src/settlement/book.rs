@@ -49,6 +49,10 @@ impl AccountBook {
     }
 }
 
+/// What a peer puts in a keysend payment to us so that we know whose it is: 32 random bytes we
+/// made for its account and handed it in the `ilpLightningSettlement` sub-protocol.
+pub type KeysendToken = [u8; 32];
+
 /// How an outgoing payment reaches the peer.
 #[derive(Clone, PartialEq, Eq)]
 pub enum PaymentRoute {
@@ -209,6 +213,8 @@ pub enum BookError {
     DuplicatePayment(PaymentHash),
     /// An invoice with this hash was recorded before.
     DuplicateInvoice(PaymentHash),
+    /// A new keysend token is another account's already.
+    DuplicateToken,
 }
 
 impl fmt::Display for BookError {
@@ -230,6 +236,7 @@ impl fmt::Display for BookError {
             BookError::DuplicateInvoice(hash) => {
                 write!(f, "an invoice with hash {hash} was recorded before")
             }
+            BookError::DuplicateToken => f.write_str("that keysend token is taken"),
         }
     }
 }
@@ -251,6 +258,8 @@ pub enum Changed {
     PaidInvoice(PaymentHash),
     /// The invoice cursor.
     Cursor,
+    /// `keysend_tokens[account]`.
+    KeysendToken(String),
 }
 
 /// Everything the books hold.
@@ -271,6 +280,11 @@ pub struct Books {
     pub receipts: HashMap<PaymentHash, Receipt>,
     /// Where the invoice stream resumes.
     pub cursor: InvoiceCursor,
+    /// The keysend token of each account that has one (made once, kept for good: a keysend in
+    /// flight across a reconnect or a restart is still credited).
+    pub keysend_tokens: HashMap<String, KeysendToken>,
+    /// The same, by token.
+    pub token_accounts: HashMap<KeysendToken, String>,
 }
 
 fn add_signed(value: i128, amount: u128, what: &'static str) -> Result<i128, BookError> {
@@ -499,6 +513,60 @@ impl Books {
             Changed::Receipt(*payment_hash),
         ]);
         Ok((Credit::Credited(receipt), changed))
+    }
+
+    /// The account's keysend token: the one it has, or `fresh` bound to it now. A `fresh` token
+    /// that another account holds already (32 random bytes: it does not happen) is refused.
+    pub fn bind_keysend_token(
+        &mut self,
+        account: &str,
+        fresh: KeysendToken,
+    ) -> Result<(KeysendToken, Vec<Changed>), BookError> {
+        if let Some(token) = self.keysend_tokens.get(account) {
+            return Ok((*token, Vec::new()));
+        }
+        if self.token_accounts.contains_key(&fresh) {
+            return Err(BookError::DuplicateToken);
+        }
+        self.keysend_tokens.insert(account.to_owned(), fresh);
+        self.token_accounts.insert(fresh, account.to_owned());
+        Ok((fresh, vec![Changed::KeysendToken(account.to_owned())]))
+    }
+
+    /// A settled keysend payment that carried `account`'s token: credited once per payment
+    /// hash (recorded as a paid invoice of the account's, so that a replay finds it), with the
+    /// cursor moved in the same change.
+    pub fn credit_keysend(
+        &mut self,
+        payment_hash: &PaymentHash,
+        account: &str,
+        amount_msat: u64,
+        add_index: u64,
+        cursor: InvoiceCursor,
+    ) -> Result<(Credit, Vec<Changed>), BookError> {
+        if self.invoices.contains_key(payment_hash) {
+            let changed = self.advance_cursor(cursor);
+            return Ok((Credit::AlreadyCredited, changed));
+        }
+        self.invoices.insert(
+            *payment_hash,
+            IssuedInvoice {
+                payment_hash: *payment_hash,
+                account: account.to_owned(),
+                payment_request: String::new(),
+                add_index,
+                expires_at: 0,
+                state: IssuedState::Open,
+            },
+        );
+        // Its record is written with the credit (`credit_invoice` reports it changed).
+        match self.credit_invoice(payment_hash, amount_msat, cursor) {
+            Ok(credited) => Ok(credited),
+            Err(e) => {
+                self.invoices.remove(payment_hash);
+                Err(e)
+            }
+        }
     }
 
     /// An open invoice was cancelled or expired unpaid. Nothing happens to a paid one.
@@ -807,6 +875,36 @@ mod tests {
         assert!(books.receipts.is_empty());
         // A paid invoice is never closed.
         assert!(books.close_invoice(&hash(1)).is_empty());
+    }
+
+    #[test]
+    fn keysend_tokens_are_made_once_and_keysends_credited_once() {
+        let mut books = Books::default();
+        let (token, changed) = books.bind_keysend_token("alice", [1; 32]).unwrap();
+        assert_eq!((token, changed.len()), ([1; 32], 1));
+        let (again, changed) = books.bind_keysend_token("alice", [2; 32]).unwrap();
+        assert_eq!((again, changed.len()), ([1; 32], 0));
+        assert_eq!(
+            books.bind_keysend_token("bob", [1; 32]),
+            Err(BookError::DuplicateToken)
+        );
+        assert_eq!(books.token_accounts[&[1; 32]], "alice");
+        let cursor = InvoiceCursor {
+            add_index: 9,
+            settle_index: 3,
+        };
+        let (first, _) = books
+            .credit_keysend(&hash(5), "alice", 1500, 9, cursor)
+            .unwrap();
+        assert!(matches!(first, Credit::Credited(ref r) if r.amount_msat == 1500));
+        let (replay, _) = books
+            .credit_keysend(&hash(5), "alice", 1500, 9, cursor)
+            .unwrap();
+        assert_eq!(replay, Credit::AlreadyCredited);
+        let alice = books.account("alice");
+        assert_eq!((alice.receivable_msat, alice.receipts), (-1500, 1));
+        assert_eq!(books.invoices[&hash(5)].state, IssuedState::Paid);
+        assert_eq!(books.cursor, cursor);
     }
 
     #[test]

@@ -14,7 +14,9 @@ use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use parking_lot::{Mutex, RwLock};
 
 use super::amount::Unit;
-use super::hooks::{CreditRefused, PrepareRefused, SettlementHooks};
+use super::book::KeysendToken;
+use super::hooks::{CreditRefused, Exchange, PrepareRefused, SettlementHooks};
+use super::offer::{Offer, OfferError, SETTLEMENT_PROTOCOL};
 use super::peer::{
     check_invoice, parse_peering_request, InvoicePool, PeerRefused, PAYMENT_REQUEST,
     PEERING_REQUEST,
@@ -81,7 +83,10 @@ impl FeeLimit {
 /// [`SettlementOptions::client`], which carry the JS reference's defaults for each role.
 #[derive(Debug, Clone)]
 pub struct SettlementOptions {
-    /// The unit of the ILP amounts (default satoshis, as the JS plugin).
+    /// The unit we want for ILP amounts (default satoshis, as the JS plugin). Millisatoshis
+    /// apply to an account only when its peer agreed to them in the `ilpLightningSettlement`
+    /// sub-protocol; every other account (a JS peer's) is in satoshis. Credit limits,
+    /// thresholds and `settle_to` are in this unit.
     pub unit: Unit,
     /// How much a peer may owe us before its Prepares get T04, in units; `None`: unlimited.
     /// Server default 0 (clients prefund), client default unlimited.
@@ -112,6 +117,10 @@ pub struct SettlementOptions {
     pub payer_threads: usize,
     /// How long a settlement message to a peer may wait for its answer (default 10 s).
     pub peer_timeout: Duration,
+    /// Settle by keysend with peers that agree to it in the `ilpLightningSettlement`
+    /// sub-protocol (default true): we pay a peer that gave us its token by keysend, and give
+    /// ours (and then no invoices) to peers when our node accepts keysend. Off: invoices only.
+    pub keysend: bool,
 }
 
 impl SettlementOptions {
@@ -130,6 +139,7 @@ impl SettlementOptions {
             payment_timeout: Duration::from_secs(60),
             payer_threads: 4,
             peer_timeout: Duration::from_secs(10),
+            keysend: true,
         }
     }
 
@@ -179,6 +189,35 @@ pub(crate) struct PeerSession {
     pub(crate) connected: bool,
     pub(crate) pubkey: Option<PublicKey>,
     pub(crate) invoices: InvoicePool,
+    /// The token the peer gave us to pay it by keysend.
+    pub(crate) peer_token: Option<KeysendToken>,
+    /// We offered the peer our keysend token this session.
+    pub(crate) offered_token: bool,
+    /// The peer asked for our invoices (it has no other way to pay us). Once true it stays
+    /// true for the session.
+    pub(crate) wants_invoices: bool,
+    /// A keysend to the peer failed with INCORRECT_PAYMENT_DETAILS: invoices only from now on.
+    pub(crate) keysend_refused: bool,
+    /// The peer told us its terms this session.
+    pub(crate) heard_offer: bool,
+}
+
+impl PeerSession {
+    /// Where a keysend to this peer goes, and with which token, if we pay it by keysend.
+    fn keysend_route(&self, options: &SettlementOptions) -> Option<(PublicKey, KeysendToken)> {
+        if !options.keysend || self.keysend_refused {
+            return None;
+        }
+        Some((self.pubkey?, self.peer_token?))
+    }
+}
+
+/// How a payment to a peer goes.
+pub(crate) enum PayBy {
+    /// By keysend to its node, with its token.
+    Keysend(PublicKey, KeysendToken),
+    /// With one of its invoices.
+    Invoice,
 }
 
 /// What the threads share.
@@ -189,6 +228,8 @@ pub(crate) struct Shared {
     pub(crate) link: RwLock<Option<Arc<dyn PeerLink>>>,
     pub(crate) identity: RwLock<Option<NodeInfo>>,
     pub(crate) peers: Mutex<HashMap<String, PeerSession>>,
+    /// Each account's agreed unit (see [`SettlementOptions::unit`]); satoshis when absent.
+    units: RwLock<HashMap<String, Unit>>,
     pub(crate) payer: payer::Queue,
     /// The refiller of the current run. Each run has its own channel: a command the last
     /// run's refiller did not read (its `Stop`, when it was busy as it stopped) must not reach
@@ -225,6 +266,135 @@ impl Shared {
     /// Our own node.
     pub(crate) fn own_pubkey(&self) -> Option<PublicKey> {
         self.identity.read().as_ref().map(|i| i.pubkey)
+    }
+
+    /// The unit of `account`'s ILP amounts: millisatoshis if its peer agreed to them, else
+    /// satoshis.
+    pub(crate) fn unit_of(&self, account: &str) -> Unit {
+        self.units
+            .read()
+            .get(account)
+            .copied()
+            .unwrap_or(Unit::SATOSHI)
+    }
+
+    /// Our terms for `account`, to send or to answer the peer's with.
+    pub(crate) fn our_offer(&self, account: &str) -> Offer {
+        let node_takes_keysend = self
+            .identity
+            .read()
+            .as_ref()
+            .is_some_and(|i| i.accepts_keysend);
+        let keysend_token = if self.options.keysend && node_takes_keysend {
+            match self.store.keysend_token(account) {
+                Ok(token) => Some(token),
+                Err(e) => {
+                    log::error!("settlement: no keysend token for {account}: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let mut peers = self.peers.lock();
+        let session = peers.entry(account.to_owned()).or_default();
+        session.offered_token |= keysend_token.is_some();
+        // We need invoices unless we can pay by keysend: a peer that offered no token (or has
+        // not said yet) is paid by invoice, and so is one whose node refused a keysend.
+        let want_invoices = !self.options.keysend
+            || session.keysend_refused
+            || (session.wants_invoices_known() && session.peer_token.is_none());
+        Offer {
+            keysend_token,
+            asset_scale: self.options.unit.asset_scale(),
+            want_invoices,
+        }
+    }
+
+    /// Takes the peer's terms for `account` (from its request or its answer to ours).
+    pub(crate) fn learn(&self, account: &str, offer: &Offer) {
+        let unit = if offer.asset_scale == 3 && self.options.unit == Unit::MILLISATOSHI {
+            Unit::MILLISATOSHI
+        } else {
+            Unit::SATOSHI
+        };
+        let previous = self.units.write().insert(account.to_owned(), unit);
+        if previous != Some(unit) {
+            log::info!("settlement: account {account} is in {unit}");
+        }
+        let (token_arrived, newly_wants) = {
+            let mut peers = self.peers.lock();
+            let session = peers.entry(account.to_owned()).or_default();
+            session.heard_offer = true;
+            let token_arrived = session.peer_token.is_none() && offer.keysend_token.is_some();
+            if self.options.keysend {
+                session.peer_token = offer.keysend_token;
+            }
+            let newly_wants = offer.want_invoices && !session.wants_invoices;
+            session.wants_invoices |= offer.want_invoices;
+            (token_arrived, newly_wants && session.offered_token)
+        };
+        if token_arrived && self.options.keysend {
+            log::info!("settlement: paying {account} by keysend");
+            // A payment waiting for an invoice can go now.
+            self.payer.invoice_arrived(account);
+        }
+        if newly_wants {
+            log::info!("settlement: {account} asks for invoices: stocking it");
+            self.tell_refiller(refiller::Command::WantsInvoices(account.to_owned()));
+        }
+    }
+
+    /// How to pay `account` now.
+    pub(crate) fn pay_by(&self, account: &str) -> PayBy {
+        match self
+            .peers
+            .lock()
+            .get(account)
+            .and_then(|s| s.keysend_route(&self.options))
+        {
+            Some((destination, token)) => PayBy::Keysend(destination, token),
+            None => PayBy::Invoice,
+        }
+    }
+
+    /// Whether `account`'s peer needs our invoices: it cannot pay us by keysend (we offered no
+    /// token) or said it wants them.
+    pub(crate) fn needs_invoices(&self, account: &str) -> bool {
+        self.peers
+            .lock()
+            .get(account)
+            .is_none_or(|s| !s.offered_token || s.wants_invoices)
+    }
+
+    /// A keysend to `account` failed with INCORRECT_PAYMENT_DETAILS: its node does not accept
+    /// keysend after all. Invoices from now on, for the session; the peer is told so.
+    pub(crate) fn keysend_refused(&self, account: &str) {
+        if let Some(session) = self.peers.lock().get_mut(account) {
+            session.keysend_refused = true;
+        }
+        log::warn!(
+            "settlement: {account}'s node refused a keysend (INCORRECT_PAYMENT_DETAILS: it does \
+             not run with --accept-keysend); paying it by invoice for the rest of the session"
+        );
+        self.tell_refiller(refiller::Command::SendOffer(account.to_owned()));
+    }
+}
+
+impl PeerSession {
+    fn wants_invoices_known(&self) -> bool {
+        self.heard_offer
+    }
+}
+
+/// The peer's offer in a Response's (or request's) entries; a Response without one is a peer
+/// that does not speak the sub-protocol (a JS plugin).
+pub(crate) fn offer_in(entries: &[crate::btp::OwnedEntry]) -> Result<Offer, OfferError> {
+    match entries.iter().find(|e| e.name == SETTLEMENT_PROTOCOL) {
+        Some(entry) => Offer::parse(
+            std::str::from_utf8(&entry.data).map_err(|_| OfferError("not UTF-8".into()))?,
+        ),
+        None => Ok(Offer::LEGACY),
     }
 }
 
@@ -286,6 +456,7 @@ impl Settlement {
                 link: RwLock::new(None),
                 identity: RwLock::new(None),
                 peers: Mutex::new(HashMap::new()),
+                units: RwLock::new(HashMap::new()),
                 refill: RwLock::new(refill),
                 stop: RwLock::new(Some(stop)),
                 stopped: RwLock::new(stopped),
@@ -382,7 +553,7 @@ impl Settlement {
         // What we owe past the threshold is paid without waiting for the next Fulfill: a
         // previous run may have booked one and stopped before paying it.
         for (account, book) in accounts {
-            if payer::should_settle(&self.shared.options, &book, false) {
+            if payer::should_settle(&self.shared, &account, &book, false) {
                 self.shared.payer.request(&account, false);
             }
         }
@@ -416,8 +587,8 @@ impl Settlement {
         peers.clear();
     }
 
-    fn to_msat(&self, amount: u64) -> u128 {
-        self.shared.options.unit.to_msat(amount)
+    fn to_msat(&self, account: &str, amount: u64) -> u128 {
+        self.shared.unit_of(account).to_msat(amount)
     }
 
     fn limit_msat(&self) -> Option<u128> {
@@ -425,6 +596,18 @@ impl Settlement {
             .options
             .credit_limit
             .map(|l| self.shared.options.unit.to_msat(l))
+    }
+
+    /// The peer's `ilpLightningSettlement` offer: taken, and answered with ours.
+    fn handle_offer(&self, account: &str, text: &str) -> Result<OwnedEntry, String> {
+        let offer = Offer::parse(text).map_err(|e| e.to_string())?;
+        self.shared.learn(account, &offer);
+        let ours = self.shared.our_offer(account);
+        Ok(OwnedEntry {
+            name: SETTLEMENT_PROTOCOL.into(),
+            content_type: crate::btp::ContentType::ApplicationJson,
+            data: ours.to_json().into_bytes(),
+        })
     }
 
     fn handle_peering(&self, account: &str, text: &str) -> Result<(), PeerRefused> {
@@ -487,18 +670,18 @@ impl SettlementHooks for Settlement {
         match self
             .shared
             .store
-            .reserve(account, self.to_msat(amount), limit)
+            .reserve(account, self.to_msat(account, amount), limit)
         {
             Ok(Ok(())) => Ok(()),
             Ok(Err(over)) => {
-                let unit = self.shared.options.unit;
+                let unit = self.shared.unit_of(account);
                 // Rounded up, so that the message never understates the debt.
                 let per_unit = i128::from(unit.msat_per_unit());
                 let would_owe = (over.would_owe_msat + per_unit - 1).div_euclid(per_unit);
                 Err(CreditRefused {
                     account: account.to_owned(),
                     would_owe,
-                    limit: self.shared.options.credit_limit.unwrap_or(u64::MAX),
+                    limit: unit.whole_units(over.limit_msat),
                 }
                 .into())
             }
@@ -509,20 +692,28 @@ impl SettlementHooks for Settlement {
     fn on_incoming_fulfilled(&self, account: &str, amount: u64) -> Result<(), String> {
         self.shared
             .store
-            .post(account, self.to_msat(amount))
+            .post(account, self.to_msat(account, amount))
             .map_err(|e| e.to_string())
     }
 
     fn on_incoming_rejected(&self, account: &str, amount: u64) {
-        if let Err(e) = self.shared.store.void(account, self.to_msat(amount)) {
+        if let Err(e) = self
+            .shared
+            .store
+            .void(account, self.to_msat(account, amount))
+        {
             log::error!("settlement: cannot release a reservation of {account}: {e}");
         }
     }
 
     fn on_outgoing_fulfilled(&self, account: &str, amount: u64) {
-        match self.shared.store.owe(account, self.to_msat(amount)) {
+        match self
+            .shared
+            .store
+            .owe(account, self.to_msat(account, amount))
+        {
             Ok(book) => {
-                if payer::should_settle(&self.shared.options, &book, false) {
+                if payer::should_settle(&self.shared, account, &book, false) {
                     self.shared.payer.request(account, false);
                 }
             }
@@ -545,7 +736,31 @@ impl SettlementHooks for Settlement {
         if self.running.lock().is_none() {
             return Err("settlement is not running (connect first)".into());
         }
-        payer::send_money(&self.shared, account, self.to_msat(amount))
+        payer::send_money(&self.shared, account, self.to_msat(account, amount))
+    }
+
+    fn asset_scale(&self, account: &str) -> Option<u8> {
+        Some(self.shared.unit_of(account).asset_scale())
+    }
+
+    fn on_authenticated(&self, account: &str, exchange: &Exchange<'_>) {
+        if self.running.lock().is_none() {
+            return;
+        }
+        let ours = self.shared.our_offer(account).to_json();
+        let entries = [ProtocolDataEntry::json(SETTLEMENT_PROTOCOL, &ours)];
+        // A peer that does not answer it (a JS server) is one that does not speak it.
+        let offer = match exchange(&entries) {
+            Ok(answer) => offer_in(&answer).unwrap_or_else(|e| {
+                log::warn!("settlement: {account}'s answer to our offer: {e}");
+                Offer::LEGACY
+            }),
+            Err(e) => {
+                log::debug!("settlement: {account} did not take our offer: {e}");
+                Offer::LEGACY
+            }
+        };
+        self.shared.learn(account, &offer);
     }
 
     fn on_connected(&self, account: &str) {
@@ -572,6 +787,7 @@ impl SettlementHooks for Settlement {
         protocol_data: &ProtocolData<'_>,
     ) -> Result<Vec<OwnedEntry>, String> {
         let mut known = false;
+        let mut answer = Vec::new();
         for entry in protocol_data.iter() {
             let text = || {
                 entry
@@ -581,6 +797,19 @@ impl SettlementHooks for Settlement {
             let result = match entry.name {
                 PEERING_REQUEST => self.handle_peering(account, text()?),
                 PAYMENT_REQUEST => self.handle_invoice(account, text()?),
+                SETTLEMENT_PROTOCOL => {
+                    known = true;
+                    match self.handle_offer(account, text()?) {
+                        Ok(ours) => {
+                            answer.push(ours);
+                            continue;
+                        }
+                        Err(why) => {
+                            log::warn!("settlement: refused the offer of {account}: {why}");
+                            return Err(why);
+                        }
+                    }
+                }
                 _ => continue,
             };
             known = true;
@@ -593,7 +822,7 @@ impl SettlementHooks for Settlement {
             }
         }
         if known {
-            Ok(Vec::new())
+            Ok(answer)
         } else {
             Err(format!(
                 "no handler for sub-protocol {:?}",

@@ -25,7 +25,7 @@ use std::fmt;
 
 use parking_lot::Mutex;
 
-use crate::btp::{OwnedEntry, ProtocolData};
+use crate::btp::{OwnedEntry, ProtocolData, ProtocolDataEntry};
 
 /// The account name the client role uses for its only peer, the server (as the JS plugin does).
 pub const PEER_ACCOUNT: &str = "peer";
@@ -79,6 +79,9 @@ impl From<CreditRefused> for PrepareRefused {
     }
 }
 
+/// Sends a BTP Message with these entries to the peer and returns its Response's entries.
+pub type Exchange<'a> = dyn Fn(&[ProtocolDataEntry<'_>]) -> Result<Vec<OwnedEntry>, String> + 'a;
+
 /// The settlement layer's view of the packet flow. Calls come from the transport's handler
 /// threads (incoming) and from the threads that call `send_data` (outgoing), concurrently and
 /// never under a lock of the plugin's: implementations keep their own locks short.
@@ -111,6 +114,18 @@ pub trait SettlementHooks: Send + Sync {
     /// event thread: hand long work to a thread of its own.
     fn on_connected(&self, account: &str) {
         let _ = account;
+    }
+    /// The asset scale of `account`'s ILP amounts, when the hooks decide it per account (a
+    /// server tells it to the client by IL-DCP); `None`: the plugin's configured one.
+    fn asset_scale(&self, account: &str) -> Option<u8> {
+        let _ = account;
+        None
+    }
+    /// Client role: the connection to the server is authenticated and IL-DCP comes next; the
+    /// hooks may `exchange` messages with the server first (settlement agrees on the asset
+    /// scale, which the server's IL-DCP answer then carries).
+    fn on_authenticated(&self, account: &str, exchange: &Exchange<'_>) {
+        let _ = (account, exchange);
     }
     /// `account`'s connection ended.
     fn on_disconnected(&self, account: &str) {

@@ -4,9 +4,11 @@
 //!   message; [`Balances`] implements it with credit limits only (a plugin without a node).
 //! - [`Settlement`] implements it with Lightning: it keeps [`store`]d books per account, hands
 //!   each peer invoices and pays the peer's, and reconciles every payment with the node.
+//! - Two of our plugins agree, per account, to settle by keysend and in millisatoshis in the
+//!   `ilpLightningSettlement` sub-protocol ([`offer`]); JS peers keep invoices and satoshis.
 //!
-//! The books count millisatoshis; ILP amounts are converted with the account's [`Unit`]. The
-//! rules (the JS reference's, kept compatible; see the README's table):
+//! The books count millisatoshis; ILP amounts are converted with the account's agreed [`Unit`].
+//! The rules (the JS reference's, kept compatible; see the README's table):
 //!
 //! - An incoming Prepare is reserved against the peer's credit limit (T04 past it), counted as
 //!   owed once our Fulfill is booked, released on a Reject.
@@ -17,7 +19,9 @@
 //!   Routing fees are capped per payment ([`FeeLimit`]) and booked, never charged to the peer.
 //! - A payment's intent is durable before LND is asked, and its amount is owed again only when
 //!   LND says FAILED or it never started the payment; any other answer is tracked until final.
-//! - A paid invoice is credited once per payment hash, however often LND replays it.
+//! - A paid invoice, or a keysend carrying an account's token, is credited once per payment hash,
+//!   however often LND replays it.
+//! - A peer in satoshis is paid whole satoshis; what is owed below one stays in the books.
 //!
 //! It sits below `plugin` (the plugin calls it, never the other way round) and above `btp` and
 //! `lnd`.
@@ -26,6 +30,7 @@ pub mod amount;
 pub mod book;
 mod engine;
 pub mod hooks;
+pub mod offer;
 mod payer;
 pub mod peer;
 mod refiller;
@@ -35,7 +40,9 @@ mod watcher;
 
 pub use amount::Unit;
 pub use engine::{FeeLimit, PeerLink, Settlement, SettlementOptions, StartError};
-pub use hooks::{Balance, Balances, CreditRefused, PrepareRefused, SettlementHooks, PEER_ACCOUNT};
+pub use hooks::{
+    Balance, Balances, CreditRefused, Exchange, PrepareRefused, SettlementHooks, PEER_ACCOUNT,
+};
 pub use status::{AccountStatus, Status};
 #[cfg(feature = "redis")]
 pub use store::RedisStore;

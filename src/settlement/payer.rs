@@ -9,20 +9,22 @@
 //! pay one payment hash twice, so a second send cannot pay twice. Only an invoice that expired
 //! long ago and was never started is given up as not paid.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 use parking_lot::{Condvar, Mutex};
 
-use super::engine::{unix_now, unix_now_ms, SettlementOptions, Shared};
+use super::amount::Unit;
+use super::engine::{unix_now, unix_now_ms, PayBy, SettlementOptions, Shared};
+use super::offer::KEYSEND_TOKEN_RECORD;
 use super::peer::PeerInvoice;
 use super::store::{
     AccountBook, BookError, PaymentIntent, PaymentResult, PaymentRoute, StoreError,
 };
 use crate::lnd::{
     FailureReason, Keysend, LndError, PaymentCertainty, PaymentLimits, PaymentOutcome,
-    PaymentStatus,
+    PaymentStatus, Preimage,
 };
 
 /// How long one TrackPaymentV2 call waits for a final state before we look up again (and check
@@ -210,8 +212,14 @@ impl Queue {
 }
 
 /// What we would pay `book`'s peer by ourselves now, in millisatoshis (0: nothing). Never more
-/// than is owed above `settle_to`; only past the threshold unless `force`.
-pub(crate) fn auto_amount(options: &SettlementOptions, book: &AccountBook, force: bool) -> u128 {
+/// than is owed above `settle_to`; only past the threshold unless `force`. Rounded down to the
+/// account's `unit` (a peer in satoshis is paid whole satoshis): the rest stays owed.
+pub(crate) fn auto_amount(
+    options: &SettlementOptions,
+    account_unit: Unit,
+    book: &AccountBook,
+    force: bool,
+) -> u128 {
     let unit = options.unit;
     let settle_to = i128::try_from(unit.to_msat(options.settle_to)).unwrap_or(i128::MAX);
     let owed = book.payable_msat.saturating_sub(settle_to);
@@ -224,12 +232,17 @@ pub(crate) fn auto_amount(options: &SettlementOptions, book: &AccountBook, force
     if !(force || past_threshold) {
         return 0;
     }
-    unit.round_down_msat(owed.unsigned_abs())
+    account_unit.round_down_msat(owed.unsigned_abs())
 }
 
-/// Whether [`auto_amount`] would pay anything.
-pub(crate) fn should_settle(options: &SettlementOptions, book: &AccountBook, force: bool) -> bool {
-    auto_amount(options, book, force) > 0
+/// Whether [`auto_amount`] would pay `account` anything.
+pub(crate) fn should_settle(
+    shared: &Shared,
+    account: &str,
+    book: &AccountBook,
+    force: bool,
+) -> bool {
+    auto_amount(&shared.options, shared.unit_of(account), book, force) > 0
 }
 
 /// A payer thread: works on accounts until the queue closes.
@@ -275,7 +288,7 @@ fn settle(shared: &Shared, account: &str, mut force: bool) {
             .map(|open| open.into_iter().find(|p| p.account == account));
         match open {
             Ok(Some(intent)) => {
-                if finish(shared, &intent, None).is_none() {
+                if finish(shared, &intent, false, None).is_none() {
                     return;
                 }
                 continue;
@@ -296,7 +309,8 @@ fn settle(shared: &Shared, account: &str, mut force: bool) {
             }
         };
         let asked: u128 = explicit.iter().map(|e| e.amount_msat).sum();
-        let total = asked.saturating_add(auto_amount(&shared.options, &book, force));
+        let unit = shared.unit_of(account);
+        let total = asked.saturating_add(auto_amount(&shared.options, unit, &book, force));
         if total == 0 {
             reply_all(explicit, &Ok(()));
             return;
@@ -308,33 +322,63 @@ fn settle(shared: &Shared, account: &str, mut force: bool) {
             );
             return;
         };
-        let Some(invoice) = take_invoice(shared, account) else {
-            log::debug!(
-                "settlement: {amount_msat} msat to pay {account}, waiting for an invoice of its"
-            );
-            shared.payer.wait_for_invoice(account, force, explicit);
-            // An invoice that arrived since we looked found nobody waiting: look again.
-            let arrived = shared
-                .peers
-                .lock()
-                .get(account)
-                .is_some_and(|s| !s.invoices.is_empty());
-            if arrived {
-                shared.payer.invoice_arrived(account);
+        let (intent, invoice) = match shared.pay_by(account) {
+            PayBy::Keysend(destination, token) => {
+                let preimage = match Preimage::random() {
+                    Ok(preimage) => preimage,
+                    Err(e) => {
+                        reply_all(explicit, &Err(e.to_string()));
+                        return;
+                    }
+                };
+                let intent = PaymentIntent {
+                    account: account.to_owned(),
+                    payment_hash: preimage.payment_hash(),
+                    amount_msat,
+                    fee_limit_msat: shared.options.fee_limit.for_amount(amount_msat),
+                    route: PaymentRoute::Keysend {
+                        destination,
+                        preimage,
+                        records: BTreeMap::from([(KEYSEND_TOKEN_RECORD, token.to_vec())]),
+                    },
+                    created_at_ms: unix_now_ms(),
+                    explicit: !explicit.is_empty(),
+                };
+                (intent, None)
             }
-            return;
-        };
-        let intent = PaymentIntent {
-            account: account.to_owned(),
-            payment_hash: invoice.payment_hash,
-            amount_msat,
-            fee_limit_msat: shared.options.fee_limit.for_amount(amount_msat),
-            route: PaymentRoute::Invoice {
-                payment_request: invoice.payment_request.clone(),
-                expires_at: invoice.expires_at,
-            },
-            created_at_ms: unix_now_ms(),
-            explicit: !explicit.is_empty(),
+            PayBy::Invoice => {
+                let Some(invoice) = take_invoice(shared, account) else {
+                    log::debug!(
+                        "settlement: {amount_msat} msat to pay {account}, waiting for an invoice \
+                         of its"
+                    );
+                    shared.payer.wait_for_invoice(account, force, explicit);
+                    // An invoice (or a keysend token) that arrived since we looked found nobody
+                    // waiting: look again.
+                    let arrived = shared
+                        .peers
+                        .lock()
+                        .get(account)
+                        .is_some_and(|s| !s.invoices.is_empty() || s.peer_token.is_some());
+                    if arrived {
+                        shared.payer.invoice_arrived(account);
+                    }
+                    return;
+                };
+                let intent = PaymentIntent {
+                    account: account.to_owned(),
+                    payment_hash: invoice.payment_hash,
+                    amount_msat,
+                    fee_limit_msat: shared.options.fee_limit.for_amount(amount_msat),
+                    route: PaymentRoute::Invoice {
+                        payment_request: invoice.payment_request.clone(),
+                        expires_at: invoice.expires_at,
+                    },
+                    created_at_ms: unix_now_ms(),
+                    explicit: !explicit.is_empty(),
+                };
+                (intent, Some(invoice))
+            }
         };
         match shared.store.begin_payment(&intent) {
             Ok(Ok(())) => {}
@@ -344,7 +388,9 @@ fn settle(shared: &Shared, account: &str, mut force: bool) {
                     "settlement: {account} has payment {} in flight",
                     busy.in_flight
                 );
-                put_back_invoice(shared, account, invoice);
+                if let Some(invoice) = invoice {
+                    put_back_invoice(shared, account, invoice);
+                }
                 shared.payer.restore_explicit(account, explicit);
                 continue;
             }
@@ -357,7 +403,9 @@ fn settle(shared: &Shared, account: &str, mut force: bool) {
             }
             Err(e) => {
                 log::error!("settlement: cannot record a payment to {account}: {e}");
-                put_back_invoice(shared, account, invoice);
+                if let Some(invoice) = invoice {
+                    put_back_invoice(shared, account, invoice);
+                }
                 reply_all(explicit, &Err(e.to_string()));
                 return;
             }
@@ -366,7 +414,7 @@ fn settle(shared: &Shared, account: &str, mut force: bool) {
             "settlement: paying {account} {amount_msat} msat (hash {})",
             intent.payment_hash
         );
-        let Some((result, reason)) = finish(shared, &intent, Some(invoice)) else {
+        let Some((result, reason)) = finish(shared, &intent, true, invoice) else {
             reply_all(
                 explicit,
                 &Err(
@@ -393,14 +441,14 @@ fn settle(shared: &Shared, account: &str, mut force: bool) {
     }
 }
 
-/// Pays (when `invoice` is given: a new payment) or resolves `intent` until its outcome is final,
-/// and books it. `None` when stopping first.
+/// Pays (`fresh`: a new payment, with `invoice` when it pays one) or resolves `intent` until its
+/// outcome is final, and books it. `None` when stopping first.
 fn finish(
     shared: &Shared,
     intent: &PaymentIntent,
+    fresh: bool,
     invoice: Option<PeerInvoice>,
 ) -> Option<(PaymentResult, Option<FailureReason>)> {
-    let fresh = invoice.is_some();
     let (result, reason) = outcome(shared, intent, fresh)?;
     match shared.store.finish_payment(&intent.payment_hash, result) {
         Ok(_) => {}
@@ -441,6 +489,14 @@ fn finish(
                 if reason.is_some_and(|r| r != FailureReason::IncorrectPaymentDetails) {
                     put_back_invoice(shared, &intent.account, invoice);
                 }
+            }
+            // A keysend the peer's node refused: it does not accept keysend after all.
+            if matches!(intent.route, PaymentRoute::Keysend { .. })
+                && reason == Some(FailureReason::IncorrectPaymentDetails)
+            {
+                shared.keysend_refused(&intent.account);
+                // What was to be paid waits for the invoices the peer now sends.
+                shared.payer.request(&intent.account, false);
             }
         }
     }
@@ -611,21 +667,28 @@ mod tests {
             payable_msat,
             ..AccountBook::default()
         };
-        assert_eq!(auto_amount(&options, &book(5_500), false), 5_000);
-        assert_eq!(auto_amount(&options, &book(0), false), 0);
-        assert_eq!(auto_amount(&options, &book(-9_000), true), 0);
+        let sat = Unit::SATOSHI;
+        assert_eq!(auto_amount(&options, sat, &book(5_500), false), 5_000);
+        assert_eq!(auto_amount(&options, sat, &book(0), false), 0);
+        assert_eq!(auto_amount(&options, sat, &book(-9_000), true), 0);
         options.settle_threshold = Some(10);
-        assert_eq!(auto_amount(&options, &book(10_000), false), 0);
-        assert_eq!(auto_amount(&options, &book(10_000), true), 10_000);
-        assert_eq!(auto_amount(&options, &book(11_000), false), 11_000);
+        assert_eq!(auto_amount(&options, sat, &book(10_000), false), 0);
+        assert_eq!(auto_amount(&options, sat, &book(10_000), true), 10_000);
+        assert_eq!(auto_amount(&options, sat, &book(11_000), false), 11_000);
         options.settle_to = 4;
-        assert_eq!(auto_amount(&options, &book(11_000), false), 7_000);
+        assert_eq!(auto_amount(&options, sat, &book(11_000), false), 7_000);
         options.settle_threshold = None;
-        assert_eq!(auto_amount(&options, &book(11_000), false), 0);
-        assert!(should_settle(&options, &book(11_000), true));
-        options.unit = crate::settlement::Unit::MILLISATOSHI;
+        assert_eq!(auto_amount(&options, sat, &book(11_000), false), 0);
+        assert_eq!(auto_amount(&options, sat, &book(11_000), true), 7_000);
+        options.unit = Unit::MILLISATOSHI;
         options.settle_to = 0;
-        assert_eq!(auto_amount(&options, &book(5_500), true), 5_500);
+        // An account in millisatoshis is paid to the millisatoshi; one in satoshis is paid the
+        // whole satoshis and keeps the rest owed.
+        assert_eq!(
+            auto_amount(&options, Unit::MILLISATOSHI, &book(5_500), true),
+            5_500
+        );
+        assert_eq!(auto_amount(&options, sat, &book(5_500), true), 5_000);
     }
 
     #[test]

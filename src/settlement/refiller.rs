@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use super::engine::{unix_now, Shared};
+use super::engine::{offer_in, unix_now, Shared};
+use super::offer::SETTLEMENT_PROTOCOL;
 use super::peer::{PAYMENT_REQUEST, PEERING_REQUEST};
 use super::store::{IssuedInvoice, IssuedState};
 use crate::btp::ProtocolDataEntry;
@@ -44,6 +45,10 @@ pub(crate) enum Command {
     Paid(String),
     /// It sent its own `peeringRequest`: it is ready for ours now, if it refused it before.
     Announced(String),
+    /// It asked for our invoices (in its `ilpLightningSettlement` offer).
+    WantsInvoices(String),
+    /// Our terms for it changed (a keysend to it was refused): send our offer again.
+    SendOffer(String),
     /// Stop.
     Stop,
 }
@@ -57,6 +62,8 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 struct Peer {
     /// Whether it took our `peeringRequest` this session.
     greeted: bool,
+    /// Whether it answered our `ilpLightningSettlement` offer this session.
+    agreed: bool,
     /// Our invoices this peer holds: hash and expiry (Unix seconds).
     holds: Vec<(PaymentHash, u64)>,
     /// Set after a failure: try again then.
@@ -242,6 +249,19 @@ pub(crate) fn run(shared: &Shared, commands: &Receiver<Command>) {
                     serve(shared, &account, peer);
                 }
             }
+            Some(Command::WantsInvoices(account)) => {
+                if let Some(peer) = peers.get_mut(&account).filter(|p| p.retry_at.is_none()) {
+                    serve(shared, &account, peer);
+                }
+            }
+            Some(Command::SendOffer(account)) => {
+                if let Some(peer) = peers.get_mut(&account) {
+                    peer.agreed = false;
+                    if peer.retry_at.is_none() {
+                        serve(shared, &account, peer);
+                    }
+                }
+            }
             Some(Command::Paid(account)) => {
                 if let Some(peer) = peers.get_mut(&account) {
                     // Whatever it held that is no longer open was paid.
@@ -309,6 +329,21 @@ fn serve(shared: &Shared, account: &str, peer: &mut Peer) {
             }
         }
     }
+    if !peer.agreed {
+        match agree(shared, account) {
+            Ok(()) => peer.agreed = true,
+            Err(e) => {
+                log::warn!("settlement: cannot send our offer to {account}: {e}");
+                peer.failed();
+                return;
+            }
+        }
+    }
+    // A peer that pays us by keysend needs no invoices.
+    if !shared.needs_invoices(account) {
+        peer.succeeded();
+        return;
+    }
     match fill(shared, account, peer) {
         Ok(()) => peer.succeeded(),
         Err(e) => {
@@ -329,6 +364,18 @@ fn greet(shared: &Shared, account: &str) -> Result<(), String> {
     let entries = [ProtocolDataEntry::text(PEERING_REQUEST, &pubkey)];
     link.send(account, &entries, shared.options.peer_timeout)
         .map(|_| ())
+}
+
+/// Sends our `ilpLightningSettlement` offer and takes the peer's answer (a peer that answers
+/// without one does not speak the sub-protocol: invoices, in satoshis).
+fn agree(shared: &Shared, account: &str) -> Result<(), String> {
+    let link = shared.link().ok_or("settlement is stopping")?;
+    let ours = shared.our_offer(account).to_json();
+    let entries = [ProtocolDataEntry::json(SETTLEMENT_PROTOCOL, &ours)];
+    let answer = link.send(account, &entries, shared.options.peer_timeout)?;
+    let theirs = offer_in(&answer).map_err(|e| e.to_string())?;
+    shared.learn(account, &theirs);
+    Ok(())
 }
 
 fn send_invoice(shared: &Shared, account: &str, payment_request: &str) -> Result<(), String> {

@@ -8,6 +8,10 @@
 //! transaction that moves the cursor. The money handler hears of each credit after it is
 //! durable; one it did not hear of before a crash is told after the restart (at least once
 //! across crashes, exactly once without).
+//!
+//! A keysend payment is credited the same way, to the account whose token (custom record
+//! [`KEYSEND_TOKEN_RECORD`]) it carries: the token is looked up in the books, and the payment
+//! hash recorded as credited in the transaction that credits it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,9 +19,10 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::engine::Shared;
+use super::offer::KEYSEND_TOKEN_RECORD;
 use super::refiller::Command;
-use super::store::{Credit, Receipt};
-use crate::lnd::{InvoiceCursor, InvoiceState, PaymentHash, SubscriptionCanceller};
+use super::store::{Credit, KeysendToken, Receipt, StoreError};
+use crate::lnd::{Invoice, InvoiceCursor, InvoiceState, PaymentHash, SubscriptionCanceller};
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -63,8 +68,7 @@ fn start_cursor(shared: &Shared) -> InvoiceCursor {
 /// Tells the money handler about a credit, then marks it told.
 pub(crate) fn deliver(shared: &Shared, receipt: &Receipt) {
     let units = shared
-        .options
-        .unit
+        .unit_of(&receipt.account)
         .whole_units(u128::from(receipt.amount_msat));
     if units > 0 {
         if let Some(link) = shared.link() {
@@ -110,10 +114,61 @@ fn catch_up(shared: &Shared, before: u64) {
     }
 }
 
+/// Credits a settled keysend payment to the account whose token it carries (once per payment
+/// hash) and moves the cursor with it; `false` when the books refused the change. A keysend
+/// without our record is another application's; one with a token we never made is ignored.
+fn credit_keysend(shared: &Shared, invoice: &Invoice, cursor: InvoiceCursor) -> bool {
+    let hash = &invoice.payment_hash;
+    let records = invoice.custom_records();
+    let Some(token) = records.get(&KEYSEND_TOKEN_RECORD) else {
+        log::debug!("settlement: keysend {hash} is not for us (no token record)");
+        return true;
+    };
+    let account = KeysendToken::try_from(token.as_slice())
+        .ok()
+        .map(|token| shared.store.keysend_account(&token))
+        .transpose();
+    let account = match account {
+        Ok(Some(Some(account))) => account,
+        Ok(_) => {
+            log::warn!(
+                "settlement: keysend {hash} of {} msat carries a token we never handed out: \
+                 not credited to anyone",
+                invoice.amount_paid_msat
+            );
+            return true;
+        }
+        Err(e) => {
+            log::error!("settlement: cannot look up the token of keysend {hash}: {e}");
+            return false;
+        }
+    };
+    booked(
+        shared,
+        hash,
+        shared.store.credit_keysend(
+            hash,
+            &account,
+            invoice.amount_paid_msat,
+            invoice.add_index,
+            cursor,
+        ),
+    )
+}
+
 /// Credits one settled invoice (once per payment hash) and moves the cursor with it; `false`
 /// when the books refused the change.
 fn credit(shared: &Shared, hash: &PaymentHash, amount_msat: u64, cursor: InvoiceCursor) -> bool {
-    match shared.store.credit_invoice(hash, amount_msat, cursor) {
+    booked(
+        shared,
+        hash,
+        shared.store.credit_invoice(hash, amount_msat, cursor),
+    )
+}
+
+/// Tells of a credit the books made.
+fn booked(shared: &Shared, hash: &PaymentHash, credit: Result<Credit, StoreError>) -> bool {
+    match credit {
         Ok(Credit::Credited(receipt)) => {
             log::info!(
                 "settlement: {} paid us {} msat",
@@ -174,7 +229,12 @@ pub(crate) fn run(shared: &Shared, handle: &Handle) {
                 caught_up = true;
             }
             let seen = subscription.cursor();
-            if invoice.state == InvoiceState::Settled
+            let settled = invoice.state == InvoiceState::Settled;
+            if settled && invoice.is_keysend && !credit_keysend(shared, &invoice, seen) {
+                break;
+            }
+            if settled
+                && !invoice.is_keysend
                 && !credit(
                     shared,
                     &invoice.payment_hash,

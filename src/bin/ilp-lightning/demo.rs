@@ -25,13 +25,15 @@ use crate::json::Object;
 use crate::EXIT_BAD_INPUT;
 
 /// The lines `ilp-lightning --help` shows.
-pub const SUMMARY: &str = "  demo [--clients N] [--packets N] [--amount SAT]
+pub const SUMMARY: &str =
+    "  demo [--clients N] [--packets N] [--amount SAT] [--settle invoices|keysend]
                      a hub, clients, packets and Lightning settlement on a simulated
                      network, in one process; every balance reconciled (`demo --help`)";
 
 fn usage() -> String {
     format!(
         "usage: ilp-lightning demo [--clients N] [--packets N] [--amount SAT]
+                          [--settle invoices|keysend]
 
 Runs, in one process, a simulated Lightning network (real gRPC + TLS nodes), a hub and N
 clients, each with its own node; the clients' nodes reach the hub's through a routing node
@@ -41,18 +43,26 @@ each receiver what it is owed after every Fulfill. Last, every book is checked: 
 balance moved by what its books say it received, paid and paid in fees, the hub's books and
 each client's mirror each other, and nothing is left owed or in flight.
 
+With --settle invoices (the default) every node runs as LND does by default, without
+--accept-keysend: the plugins pay each other's invoices, as the JS plugin does. With --settle
+keysend the hub's and the clients' nodes accept keysend: the plugins agree on it (in their
+ilpLightningSettlement sub-protocol) and pay by keysend, with no invoice at all.
+
 Progress goes to stderr; last comes one JSON line on stdout:
   {{\"packets_fulfilled\":..,\"ilp_amount_sat\":..,\"lightning_settled_sat\":..,\"fees_msat\":..,
-   \"balances_ok\":true,\"settlements\":..,\"invoices_created\":..,
-   \"invoices_open_at_end\":..,\"lnd_calls\":..,...}}
+   \"balances_ok\":true,\"settle\":\"invoices\",\"settlements\":..,\"invoices_created\":..,
+   \"invoices_open_at_end\":..,\"lnd_calls\":..,\"lnd_calls_per_settlement\":..,
+   \"fulfill_to_received_ms\":{{\"median\":..,\"p99\":..}},...}}
 (settlements: Lightning payments made; invoices_created and lnd_calls: AddInvoice and all gRPC
 calls the plugins' nodes received, counted by the simulator; invoices_open_at_end: invoices
-still open on those nodes when the plugins stopped)
+still open on those nodes when the plugins stopped; fulfill_to_received_ms: for each packet,
+from the receiver's Fulfill to its books showing the hub's payment for it)
 and the exit status is 0 only if every balance reconciles.
 
   --clients N     clients, {MIN_CLIENTS} to {MAX_CLIENTS} (default {DEFAULT_CLIENTS})
   --packets N     test packets each client sends (default {DEFAULT_PACKETS})
-  --amount SAT    each packet's amount (default {DEFAULT_AMOUNT})"
+  --amount SAT    each packet's amount (default {DEFAULT_AMOUNT})
+  --settle MODE   invoices (default) or keysend"
     )
 }
 
@@ -73,20 +83,49 @@ const NAMES: &[&str] = &[
     "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy",
 ];
 
+/// How the demo's plugins settle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settle {
+    /// By invoice: the nodes do not accept keysend (LND's default).
+    Invoices,
+    /// By keysend: the plugins' nodes accept it.
+    Keysend,
+}
+
+impl Settle {
+    fn name(self) -> &'static str {
+        match self {
+            Settle::Invoices => "invoices",
+            Settle::Keysend => "keysend",
+        }
+    }
+}
+
 /// The demo's settings, from its flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Settings {
     clients: usize,
     packets: u64,
     amount: u64,
+    settle: Settle,
 }
 
 fn parse(args: &[String]) -> Result<Settings, FlagError> {
-    let flags = Flags::parse(args, &["clients", "packets", "amount"])?;
+    let flags = Flags::parse(args, &["clients", "packets", "amount", "settle"])?;
+    let settle = match flags.get("settle") {
+        None | Some("invoices") => Settle::Invoices,
+        Some("keysend") => Settle::Keysend,
+        Some(other) => {
+            return Err(FlagError(format!(
+                "--settle {other:?}: invoices or keysend"
+            )))
+        }
+    };
     let settings = Settings {
         clients: flags.parsed("clients")?.unwrap_or(DEFAULT_CLIENTS),
         packets: flags.parsed("packets")?.unwrap_or(DEFAULT_PACKETS),
         amount: flags.parsed("amount")?.unwrap_or(DEFAULT_AMOUNT),
+        settle,
     };
     if !(MIN_CLIENTS..=MAX_CLIENTS).contains(&settings.clients) {
         return Err(FlagError(format!(
@@ -229,6 +268,48 @@ fn open_store(scratch: &Scratch, name: &str) -> Result<Arc<EmbeddedStore>, Strin
     EmbeddedStore::open(scratch.0.join(name))
         .map(Arc::new)
         .map_err(|e| format!("cannot open the books of {name}: {e}"))
+}
+
+/// When each of a receiver's Fulfills came to be paid for: the Fulfills (their running total,
+/// sat, and when) waiting for the money, and the waits of those paid.
+#[derive(Default)]
+struct PaidFor {
+    fulfilled_sat: u64,
+    received_sat: u64,
+    waiting: std::collections::VecDeque<(u64, Instant)>,
+    waits: Vec<Duration>,
+}
+
+impl PaidFor {
+    /// The receiver fulfilled a packet of `amount`.
+    fn fulfilled(&mut self, amount: u64) {
+        self.fulfilled_sat = self.fulfilled_sat.saturating_add(amount);
+        self.waiting.push_back((self.fulfilled_sat, Instant::now()));
+    }
+
+    /// The receiver's books show `amount` more received: every Fulfill it covers is paid for.
+    fn received(&mut self, amount: u64) {
+        self.received_sat = self.received_sat.saturating_add(amount);
+        let now = Instant::now();
+        while let Some((upto, at)) = self.waiting.front().copied() {
+            if upto > self.received_sat {
+                break;
+            }
+            self.waiting.pop_front();
+            self.waits.push(now.saturating_duration_since(at));
+        }
+    }
+}
+
+/// The `share` quantile (0 to 1) of `waits`, in milliseconds (sorted in place).
+fn quantile_ms(waits: &mut [Duration], share: f64) -> f64 {
+    if waits.is_empty() {
+        return f64::NAN;
+    }
+    waits.sort_unstable();
+    let rank = ((waits.len() as f64) * share).ceil() as usize;
+    let index = rank.clamp(1, waits.len()) - 1;
+    waits[index].as_secs_f64() * 1000.0
 }
 
 /// One client of the demo.
@@ -404,6 +485,11 @@ fn start_network(settings: &Settings, names: &[String]) -> Result<SimNetwork, St
             .node(name)
             .channel(name, "router", capacity, ChannelPolicy::LND_DEFAULT);
     }
+    if settings.settle == Settle::Keysend {
+        builder = std::iter::once("hub")
+            .chain(names.iter().map(String::as_str))
+            .fold(builder, |b, name| b.accept_keysend(name));
+    }
     builder
         .start()
         .map_err(|e| format!("cannot start the simulated network: {e}"))
@@ -502,25 +588,35 @@ fn demo(settings: &Settings, progress: &mut Progress) -> Result<Finished, String
     let received: Vec<Arc<std::sync::atomic::AtomicU64>> = (0..names.len())
         .map(|_| Arc::new(std::sync::atomic::AtomicU64::new(0)))
         .collect();
+    let paid_for: Vec<Arc<parking_lot::Mutex<PaidFor>>> = (0..names.len())
+        .map(|_| Arc::new(parking_lot::Mutex::new(PaidFor::default())))
+        .collect();
     for (index, name) in names.iter().enumerate() {
         let node = network.node(name).ok_or("no client node")?;
         let mut token = [0u8; 16];
         let _ = getrandom::getrandom(&mut token);
         let uri = format!("btp+ws://{name}:{}@{listen}", hex::encode(token));
         let client_notes = notes_tx.clone();
+        let paid = paid_for[index].clone();
         let plugin = Arc::new(
             LightningPlugin::client(&uri)
                 .lightning(node_client(node)?)
                 .store(open_store(&scratch, name)?)
-                .on_event(move |_| {
+                .on_event(move |event| {
+                    // The client's books show it: called after the credit is durable.
+                    if let PluginEvent::MoneyReceived { amount, .. } = event {
+                        paid.lock().received(*amount);
+                    }
                     let _ = client_notes.send(Note::Client);
                 })
                 .build()
                 .map_err(|e| e.to_string())?,
         );
         let counter = received[index].clone();
+        let paid = paid_for[index].clone();
         test_packets::receive(&plugin, move |amount| {
             counter.fetch_add(amount, std::sync::atomic::Ordering::Relaxed);
+            paid.lock().fulfilled(amount);
         })
         .map_err(|e| e.to_string())?;
         plugin
@@ -712,6 +808,16 @@ fn demo(settings: &Settings, progress: &mut Progress) -> Result<Finished, String
     }
     hub.disconnect();
     let node_figures = NodeFigures::of(&network);
+    let mut waits: Vec<Duration> = paid_for
+        .iter()
+        .flat_map(|p| std::mem::take(&mut p.lock().waits))
+        .collect();
+    let mut latency = Object::new();
+    latency
+        .decimal("median", quantile_ms(&mut waits, 0.5), 1)
+        .decimal("p99", quantile_ms(&mut waits, 0.99), 1)
+        .number("packets", waits.len() as u64);
+    let settlements = reconciled.lightning_payments;
     let mut line = Object::new();
     line.number("packets_fulfilled", packets_fulfilled)
         .number(
@@ -730,10 +836,17 @@ fn demo(settings: &Settings, progress: &mut Progress) -> Result<Finished, String
         .number("clients", clients.len() as u64)
         .number("packets_rejected", rejected)
         .number("lightning_payments", reconciled.lightning_payments)
-        .number("settlements", reconciled.lightning_payments)
+        .string("settle", settings.settle.name())
+        .number("settlements", settlements)
         .number("invoices_created", node_figures.invoices_created)
         .number("invoices_open_at_end", node_figures.invoices_open)
         .number("lnd_calls", node_figures.calls)
+        .decimal(
+            "lnd_calls_per_settlement",
+            node_figures.calls as f64 / settlements.max(1) as f64,
+            1,
+        )
+        .object("fulfill_to_received_ms", latency)
         .number(
             "elapsed_ms",
             u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -847,9 +960,18 @@ mod tests {
             Settings {
                 clients: DEFAULT_CLIENTS,
                 packets: DEFAULT_PACKETS,
-                amount: DEFAULT_AMOUNT
+                amount: DEFAULT_AMOUNT,
+                settle: Settle::Invoices,
             }
         );
+        assert_eq!(
+            parse(&args(&["--settle", "keysend"])).unwrap().settle,
+            Settle::Keysend
+        );
+        assert!(parse(&args(&["--settle", "carrier-pigeon"]))
+            .unwrap_err()
+            .0
+            .contains("invoices or keysend"));
         let s = parse(&args(&[
             "--clients",
             "3",
@@ -870,6 +992,21 @@ mod tests {
         assert!(err(&["--amount", &huge, "--packets", "2"]).contains("too large"));
         assert_eq!(client_name(1), "bob");
         assert_eq!(client_name(12), "client13");
+    }
+
+    #[test]
+    fn waits_are_counted_from_each_fulfill_to_the_money_that_covers_it() {
+        let mut paid = PaidFor::default();
+        paid.fulfilled(10);
+        paid.fulfilled(10);
+        paid.received(15);
+        assert_eq!((paid.waits.len(), paid.waiting.len()), (1, 1));
+        paid.received(5);
+        assert_eq!((paid.waits.len(), paid.waiting.len()), (2, 0));
+        let mut waits: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(quantile_ms(&mut waits, 0.5), 50.0);
+        assert_eq!(quantile_ms(&mut waits, 0.99), 99.0);
+        assert!(quantile_ms(&mut [], 0.5).is_nan());
     }
 
     fn book(f: impl FnOnce(&mut AccountBook)) -> AccountBook {

@@ -76,6 +76,17 @@ impl Object {
         self
     }
 
+    /// `"key":1.25`, rounded to `decimals` places; `null` for a value that is not finite.
+    pub fn decimal(&mut self, key: &str, value: f64, decimals: usize) -> &mut Self {
+        self.key(key);
+        if value.is_finite() {
+            let _ = write!(self.out, "{value:.decimals$}");
+        } else {
+            self.out.push_str("null");
+        }
+        self
+    }
+
     /// `"key":true`
     pub fn boolean(&mut self, key: &str, value: bool) -> &mut Self {
         self.key(key);

@@ -26,8 +26,16 @@ pub fn node_info(info: &lightning::GetInfoResponse) -> Result<NodeInfo, LndError
         network,
         alias: info.alias.clone(),
         version: info.version.clone(),
+        accepts_keysend: info
+            .features
+            .keys()
+            .any(|bit| *bit == KEYSEND_OPTIONAL_BIT || *bit == KEYSEND_REQUIRED_BIT),
     })
 }
+
+/// LND's feature bits for keysend (`lnwire.KeysendOptional` / `KeysendRequired`).
+const KEYSEND_OPTIONAL_BIT: u32 = 55;
+const KEYSEND_REQUIRED_BIT: u32 = 54;
 
 pub fn invoice(inv: &lightning::Invoice) -> Result<Invoice, LndError> {
     let state = match inv.state.enum_value() {
@@ -265,6 +273,10 @@ mod tests {
         let out = node_info(&info).unwrap();
         assert_eq!(out.network, Network::Regtest);
         assert_eq!(out.alias, "alice");
+        assert!(!out.accepts_keysend);
+        info.features
+            .insert(KEYSEND_OPTIONAL_BIT, lightning::Feature::new());
+        assert!(node_info(&info).unwrap().accepts_keysend);
         info.identity_pubkey = "zz".into();
         assert!(node_info(&info).is_err());
     }

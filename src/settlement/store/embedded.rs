@@ -33,6 +33,8 @@ const INVOICES: Bytes = TableDefinition::new("invoices");
 const RECEIPTS: Bytes = TableDefinition::new("receipts");
 const PAID_INVOICES: Bytes = TableDefinition::new("paid-invoices");
 const TOKENS: Bytes = TableDefinition::new("tokens");
+/// Keysend tokens by account (the BTP tokens above are another thing: how a client logs in).
+const KEYSEND_TOKENS: Bytes = TableDefinition::new("keysend-tokens");
 const META: Bytes = TableDefinition::new("meta");
 
 const CURSOR_KEY: &[u8] = b"invoice-cursor";
@@ -109,6 +111,7 @@ impl EmbeddedStore {
                 RECEIPTS,
                 PAID_INVOICES,
                 TOKENS,
+                KEYSEND_TOKENS,
                 META,
             ] {
                 txn.open_table(table)?;
@@ -278,6 +281,10 @@ fn write_of(books: &Books, changed: &Changed) -> Write {
             CURSOR_KEY.to_vec(),
             codec::encode_cursor(&books.cursor),
         ),
+        Changed::KeysendToken(account) => match books.keysend_tokens.get(account) {
+            Some(token) => Write::Put(KEYSEND_TOKENS, account.as_bytes().to_vec(), token.to_vec()),
+            None => Write::Delete(KEYSEND_TOKENS, account.as_bytes().to_vec()),
+        },
     }
 }
 
@@ -347,6 +354,20 @@ fn load(db: &impl ReadableDatabase) -> Result<(Books, HashMap<String, TokenHash>
         if key == CURSOR_KEY {
             books.cursor = codec::decode_cursor(value).map_err(corrupt)?;
         }
+        Ok(())
+    })?;
+    each(KEYSEND_TOKENS, &mut |key, value| {
+        let account = String::from_utf8(key.to_vec()).map_err(|_| {
+            StoreError::Corrupt(codec::CorruptRecord("an account name is not UTF-8".into()))
+        })?;
+        let token = <[u8; 32]>::try_from(value).map_err(|_| {
+            StoreError::Corrupt(codec::CorruptRecord(format!(
+                "the keysend token of {account} is {} bytes, not 32",
+                value.len()
+            )))
+        })?;
+        books.token_accounts.insert(token, account.clone());
+        books.keysend_tokens.insert(account, token);
         Ok(())
     })?;
     each(TOKENS, &mut |key, value| {
@@ -483,6 +504,20 @@ mod tests {
                 store.check_or_bind("alice", &[1; 32]).unwrap(),
                 TokenCheck::Bound
             );
+            let token = store.keysend_token("bob").unwrap();
+            assert_eq!(store.keysend_token("bob").unwrap(), token);
+            assert!(matches!(
+                store
+                    .credit_keysend(
+                        &PaymentHash([8; 32]),
+                        "bob",
+                        1500,
+                        4,
+                        InvoiceCursor::default()
+                    )
+                    .unwrap(),
+                Credit::Credited(_)
+            ));
         }
         let store = EmbeddedStore::open(&dir).unwrap();
         let alice = store.account("alice").unwrap();
@@ -507,7 +542,8 @@ mod tests {
         let mut expired_again = intent("carol", 3, 0);
         expired_again.created_at_ms = 98;
         assert!(store.begin_payment(&expired_again).unwrap().is_ok());
-        assert_eq!(store.pending_receipts().unwrap().len(), 1);
+        // The invoice's and the keysend's.
+        assert_eq!(store.pending_receipts().unwrap().len(), 2);
         assert_eq!(
             store.cursor().unwrap(),
             InvoiceCursor {
@@ -530,6 +566,25 @@ mod tests {
             store.check_or_bind("alice", &[2; 32]).unwrap(),
             TokenCheck::Mismatch
         );
+        // The keysend token and the credit of a keysend survive too.
+        let token = store.keysend_token("bob").unwrap();
+        assert_eq!(
+            store.keysend_account(&token).unwrap().as_deref(),
+            Some("bob")
+        );
+        assert_eq!(
+            store
+                .credit_keysend(
+                    &PaymentHash([8; 32]),
+                    "bob",
+                    1500,
+                    4,
+                    InvoiceCursor::default()
+                )
+                .unwrap(),
+            Credit::AlreadyCredited
+        );
+        assert_eq!(store.account("bob").unwrap().received_msat, 1500);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

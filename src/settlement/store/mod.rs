@@ -19,8 +19,8 @@ use parking_lot::Mutex;
 #[cfg(feature = "redis")]
 pub use self::redis::RedisStore;
 pub use super::book::{
-    AccountBook, BookError, Credit, IssuedInvoice, IssuedState, OverLimit, PaymentBusy,
-    PaymentIntent, PaymentResult, PaymentRoute, Receipt,
+    AccountBook, BookError, Credit, IssuedInvoice, IssuedState, KeysendToken, OverLimit,
+    PaymentBusy, PaymentIntent, PaymentResult, PaymentRoute, Receipt,
 };
 use super::book::{Books, Changed};
 pub use codec::CorruptRecord;
@@ -112,6 +112,30 @@ pub trait Store: Send + Sync {
     fn pending_receipts(&self) -> Result<Vec<Receipt>, StoreError>;
     /// Where the invoice stream resumes.
     fn cursor(&self) -> Result<InvoiceCursor, StoreError>;
+
+    /// The account's keysend token, made (random) and made durable on the first call, the same
+    /// ever after.
+    fn keysend_token(&self, account: &str) -> Result<KeysendToken, StoreError>;
+    /// The account whose keysend token this is.
+    fn keysend_account(&self, token: &KeysendToken) -> Result<Option<String>, StoreError>;
+    /// Credits a settled keysend payment to `account` once per payment hash and moves the cursor
+    /// with it ([`Credit::AlreadyCredited`] for a hash credited before).
+    fn credit_keysend(
+        &self,
+        payment_hash: &PaymentHash,
+        account: &str,
+        amount_msat: u64,
+        add_index: u64,
+        cursor: InvoiceCursor,
+    ) -> Result<Credit, StoreError>;
+}
+
+/// 32 random bytes for a new keysend token.
+pub(crate) fn fresh_token() -> Result<KeysendToken, StoreError> {
+    let mut token = [0u8; 32];
+    getrandom::getrandom(&mut token)
+        .map_err(|e| StoreError::Io(format!("no randomness for a keysend token: {e}")))?;
+    Ok(token)
 }
 
 /// Reads shared by the stores that keep [`Books`] in memory.
@@ -239,6 +263,36 @@ macro_rules! books_store {
             }
             fn cursor(&self) -> Result<InvoiceCursor, StoreError> {
                 Ok(self.read(|books| books.cursor))
+            }
+            fn keysend_token(
+                &self,
+                account: &str,
+            ) -> Result<$crate::settlement::book::KeysendToken, StoreError> {
+                if let Some(token) = self.read(|books| books.keysend_tokens.get(account).copied()) {
+                    return Ok(token);
+                }
+                let fresh = $crate::settlement::store::fresh_token()?;
+                self.change(|books| Ok(books.bind_keysend_token(account, fresh)?))
+            }
+            fn keysend_account(
+                &self,
+                token: &$crate::settlement::book::KeysendToken,
+            ) -> Result<Option<String>, StoreError> {
+                Ok(self.read(|books| books.token_accounts.get(token).cloned()))
+            }
+            fn credit_keysend(
+                &self,
+                payment_hash: &PaymentHash,
+                account: &str,
+                amount_msat: u64,
+                add_index: u64,
+                cursor: InvoiceCursor,
+            ) -> Result<Credit, StoreError> {
+                self.change(|books| {
+                    books
+                        .credit_keysend(payment_hash, account, amount_msat, add_index, cursor)
+                        .map_err(Into::into)
+                })
             }
         }
     };

@@ -32,8 +32,8 @@ use redis::{Client, Connection, IntoConnectionInfo, RedisError, RedisResult, Scr
 
 use super::codec;
 use super::{
-    AccountBook, BookError, Credit, IssuedInvoice, IssuedState, OverLimit, PaymentBusy,
-    PaymentIntent, PaymentResult, PaymentRoute, Receipt, Store, StoreError,
+    AccountBook, BookError, Credit, IssuedInvoice, IssuedState, KeysendToken, OverLimit,
+    PaymentBusy, PaymentIntent, PaymentResult, PaymentRoute, Receipt, Store, StoreError,
 };
 use crate::btp::auth::{constant_time_eq, TokenCheck, TokenHash, TokenStore, TokenStoreError};
 use crate::lnd::{InvoiceCursor, PaymentHash};
@@ -50,6 +50,8 @@ const PAID_INVOICES: &str = "ilp:paid-invoices";
 const OPEN_INVOICES: &str = "ilp:open-invoices";
 const RECEIPTS: &str = "ilp:receipts";
 const CURSOR: &str = "ilp:cursor";
+/// Keysend tokens: token (hex) → account.
+const KEYSEND_TOKENS: &str = "ilp:keysend-tokens";
 
 fn book_key(account: &str) -> String {
     format!("ilp:{{acct:{account}}}:book")
@@ -61,6 +63,10 @@ fn in_flight_key(account: &str) -> String {
 
 fn token_key(account: &str) -> String {
     format!("ilp:{{acct:{account}}}:token")
+}
+
+fn keysend_token_key(account: &str) -> String {
+    format!("ilp:{{acct:{account}}}:keysend-token")
 }
 
 fn invoice_key(hash: &PaymentHash) -> String {
@@ -215,6 +221,41 @@ end
 return forgotten
 "#;
 
+/// KEYS: the account's keysend token, the token index. ARGV: a fresh token (hex), account.
+/// Answers the account's token: the one it has, or the fresh one bound now.
+const BIND_KEYSEND_TOKEN: &str = r#"
+local bound = redis.call('GET', KEYS[1])
+if bound then return bound end
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 'duplicate' end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return ARGV[1]
+"#;
+
+/// KEYS: cursor, invoice, book, receipts, accounts.
+/// ARGV: add index, settle index, hash (hex), amount, account, the keysend's add index.
+/// Credits a keysend once per payment hash (recorded as a paid invoice of the account), and
+/// moves the shared cursor in the same step.
+const CREDIT_KEYSEND: &str = r#"
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  advance_cursor(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
+  return 'already'
+end
+local amount = tonumber(ARGV[4])
+local receivable = num(redis.call('HGET', KEYS[3], 'receivable')) - amount
+local received = num(redis.call('HGET', KEYS[3], 'received')) + amount
+if not fits(receivable) or not fits(received) then return 'overflow' end
+local receipts = num(redis.call('HGET', KEYS[3], 'receipts')) + 1
+advance_cursor(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
+redis.call('HSET', KEYS[3], 'receivable', text(receivable), 'received', text(received),
+  'receipts', text(receipts))
+redis.call('HSET', KEYS[2], 'account', ARGV[5], 'request', '', 'add_index', ARGV[6],
+  'expires_at', '0', 'state', 'paid')
+redis.call('HSET', KEYS[4], ARGV[3], ARGV[4])
+redis.call('SADD', KEYS[5], ARGV[5])
+return 'credited'
+"#;
+
 struct Scripts {
     post: Script,
     owe: Script,
@@ -225,6 +266,8 @@ struct Scripts {
     close_invoice: Script,
     advance_cursor: Script,
     forget_paid_invoices: Script,
+    bind_keysend_token: Script,
+    credit_keysend: Script,
 }
 
 impl Scripts {
@@ -240,6 +283,8 @@ impl Scripts {
             close_invoice: script(CLOSE_INVOICE),
             advance_cursor: script(ADVANCE_CURSOR),
             forget_paid_invoices: script(FORGET_PAID_INVOICES),
+            bind_keysend_token: script(BIND_KEYSEND_TOKEN),
+            credit_keysend: script(CREDIT_KEYSEND),
         }
     }
 }
@@ -848,6 +893,74 @@ impl Store for RedisStore {
             add_index: parse_field(&fields, "add", "the invoice cursor")?,
             settle_index: parse_field(&fields, "settle", "the invoice cursor")?,
         })
+    }
+
+    fn keysend_token(&self, account: &str) -> Result<KeysendToken, StoreError> {
+        let fresh = hex::encode(super::fresh_token()?);
+        // A repeat after a broken connection answers the token the first run bound.
+        let answer: String = self.with_retry(|con| {
+            self.scripts
+                .bind_keysend_token
+                .key(keysend_token_key(account))
+                .key(KEYSEND_TOKENS)
+                .arg(&fresh)
+                .arg(account)
+                .invoke(con)
+        })?;
+        if answer == "duplicate" {
+            return Err(StoreError::Refused(BookError::DuplicateToken));
+        }
+        hex::decode(&answer)
+            .ok()
+            .and_then(|bytes| KeysendToken::try_from(bytes).ok())
+            .ok_or_else(|| corrupt(format!("keysend token of {account}: {answer:?}")))
+    }
+
+    fn keysend_account(&self, token: &KeysendToken) -> Result<Option<String>, StoreError> {
+        self.with_retry(|con| {
+            redis::cmd("HGET")
+                .arg(KEYSEND_TOKENS)
+                .arg(hex::encode(token))
+                .query::<Option<String>>(con)
+        })
+    }
+
+    fn credit_keysend(
+        &self,
+        payment_hash: &PaymentHash,
+        account: &str,
+        amount_msat: u64,
+        add_index: u64,
+        cursor: InvoiceCursor,
+    ) -> Result<Credit, StoreError> {
+        exact(u128::from(amount_msat), "received")?;
+        // Retried after a broken connection: a first run that credited makes it AlreadyCredited,
+        // and the receipt waits in `pending_receipts` for the next start.
+        let answer: String = self.with_retry(|con| {
+            self.scripts
+                .credit_keysend
+                .key(CURSOR)
+                .key(invoice_key(payment_hash))
+                .key(book_key(account))
+                .key(RECEIPTS)
+                .key(ACCOUNTS)
+                .arg(cursor.add_index)
+                .arg(cursor.settle_index)
+                .arg(hex::encode(payment_hash.0))
+                .arg(amount_msat)
+                .arg(account)
+                .arg(add_index)
+                .invoke(con)
+        })?;
+        match answer.as_str() {
+            "credited" => Ok(Credit::Credited(Receipt {
+                payment_hash: *payment_hash,
+                account: account.to_owned(),
+                amount_msat,
+            })),
+            "already" => Ok(Credit::AlreadyCredited),
+            other => Err(script_refused(other, "received")),
+        }
     }
 }
 
