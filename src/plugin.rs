@@ -39,6 +39,7 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
+pub use crate::settlement::hooks::{Hold, HoldId};
 pub use crate::settlement::{
     Balance, Balances, CreditRefused, PrepareRefused, Settlement, SettlementHooks,
     SettlementOptions, PEER_ACCOUNT,
