@@ -28,6 +28,8 @@
 //! hub.connect().unwrap();
 //! ```
 
+#[cfg(feature = "redis")]
+mod cluster;
 mod link;
 pub mod packets;
 pub mod test_packets;
@@ -44,6 +46,8 @@ pub use crate::settlement::{
     Balance, Balances, CreditRefused, PrepareRefused, Settlement, SettlementHooks,
     SettlementOptions, PEER_ACCOUNT,
 };
+#[cfg(feature = "redis")]
+pub use cluster::{Cluster, ClusterOptions};
 pub use packets::{DataHandler, HandlerError, InvalidReply, MoneyHandler};
 
 use crate::btp::auth::{MemoryTokenStore, TokenStore};
@@ -448,6 +452,8 @@ impl PluginBuilder {
             money_handler: RwLock::new(None),
             on_event: self.on_event.clone(),
             link: RwLock::new(None),
+            #[cfg(feature = "redis")]
+            remote_hubs: RwLock::new(None),
         });
         Ok(LightningPlugin {
             options: self,
@@ -473,6 +479,9 @@ pub(crate) struct Core {
     /// The transport while connected. The transport's handlers hold the core, so `disconnect`
     /// takes the link out to end that cycle.
     link: RwLock<Option<Arc<Link>>>,
+    /// The other hub processes of a cluster, when this one has joined one.
+    #[cfg(feature = "redis")]
+    remote_hubs: RwLock<Option<Arc<dyn cluster::RemoteHubs>>>,
 }
 
 impl Core {
@@ -510,6 +519,17 @@ impl Core {
     }
 
     pub(crate) fn emit(&self, event: PluginEvent) {
+        #[cfg(feature = "redis")]
+        {
+            let remote = self.remote_hubs.read().clone();
+            match (&event, remote) {
+                (PluginEvent::AccountConnected(account), Some(remote)) => remote.attached(account),
+                (PluginEvent::AccountDisconnected(account), Some(remote)) => {
+                    remote.detached(account)
+                }
+                _ => {}
+            }
+        }
         match &event {
             PluginEvent::Connected => self.hooks.on_connected(PEER_ACCOUNT),
             PluginEvent::Disconnected(_) => self.hooks.on_disconnected(PEER_ACCOUNT),
@@ -788,6 +808,31 @@ impl LightningPlugin {
             .unwrap_or_default()
     }
 
+    /// Joins (`Some`) or leaves (`None`) a cluster of hub processes.
+    #[cfg(feature = "redis")]
+    pub(crate) fn set_remote_hubs(&self, remote: Option<Arc<dyn cluster::RemoteHubs>>) {
+        *self.core.remote_hubs.write() = remote;
+    }
+
+    /// The account `prepare` goes to when no client of that account is attached here (and
+    /// this is a server): where another hub process may hold it.
+    #[cfg(feature = "redis")]
+    fn attached_elsewhere(&self, prepare: &[u8]) -> Option<String> {
+        let link = self.core.link.read().clone()?;
+        let destination = Prepare::parse(prepare).ok()?.destination().to_owned();
+        let account = link.route(&destination).ok()?;
+        (!link.is_attached(&account)).then_some(account)
+    }
+
+    /// The account `prepare` goes to if a client of it is attached here.
+    #[cfg(feature = "redis")]
+    fn attached_account(&self, prepare: &[u8]) -> Option<String> {
+        let link = self.core.link.read().clone()?;
+        let destination = Prepare::parse(prepare).ok()?.destination().to_owned();
+        let account = link.route(&destination).ok()?;
+        link.is_attached(&account).then_some(account)
+    }
+
     /// The built-in balances, unless [`PluginBuilder::settlement_hooks`] replaced them.
     pub fn balances(&self) -> Option<&Balances> {
         self.balances.as_deref()
@@ -806,6 +851,15 @@ impl LightningPlugin {
     /// A Prepare that expires before its answer gets R00; a Fulfill that does not match the
     /// condition F05.
     pub fn send_data(&self, prepare: &[u8]) -> Result<Vec<u8>, PluginError> {
+        self.send_data_via(prepare, &*self.core.hooks)
+    }
+
+    /// [`send_data`](Self::send_data), booking the outcome through `hooks`.
+    pub(crate) fn send_data_via(
+        &self,
+        prepare: &[u8],
+        hooks: &dyn SettlementHooks,
+    ) -> Result<Vec<u8>, PluginError> {
         let parsed = Prepare::parse(prepare).map_err(PluginError::InvalidPrepare)?;
         let link = self.current_link()?;
         let own = self.core.own_address_text();
@@ -831,12 +885,11 @@ impl LightningPlugin {
             }
         };
         match link.request(&account, prepare, timeout) {
-            Ok(reply) => check_reply(&*self.core.hooks, &own, &account, &sent, reply)
-                .map_err(PluginError::InvalidReply),
+            Ok(reply) => {
+                check_reply(hooks, &own, &account, &sent, reply).map_err(PluginError::InvalidReply)
+            }
             Err(link::SendError::TimedOut) => {
-                self.core
-                    .hooks
-                    .on_outgoing_rejected(&account, sent.amount, "R00");
+                hooks.on_outgoing_rejected(&account, sent.amount, "R00");
                 Ok(reject(
                     ErrorCode::R00_TRANSFER_TIMED_OUT,
                     &own,
@@ -846,15 +899,11 @@ impl LightningPlugin {
             }
             // No ILP answer: nothing is owed, and the hooks hear of it like of a Reject.
             Err(link::SendError::Unreachable(message)) => {
-                self.core
-                    .hooks
-                    .on_outgoing_rejected(&account, sent.amount, "F02");
+                hooks.on_outgoing_rejected(&account, sent.amount, "F02");
                 Ok(reject(ErrorCode::F02_UNREACHABLE, &own, &message, &[]))
             }
             Err(link::SendError::Failed(e)) => {
-                self.core
-                    .hooks
-                    .on_outgoing_rejected(&account, sent.amount, "T00");
+                hooks.on_outgoing_rejected(&account, sent.amount, "T00");
                 Err(e)
             }
         }
@@ -983,6 +1032,17 @@ pub fn route_between_clients(plugin: &Arc<LightningPlugin>) -> Result<(), Plugin
                 ))
             }
         };
+        #[cfg(feature = "redis")]
+        {
+            let remote = plugin.core.remote_hubs.read().clone();
+            if let Some(remote) = remote {
+                if let Some(account) = plugin.attached_elsewhere(&forwarded) {
+                    if let Some(reply) = remote.forward(&account, &forwarded) {
+                        return Ok(reply);
+                    }
+                }
+            }
+        }
         match plugin.send_data(&forwarded) {
             Ok(reply) => Ok(reply),
             Err(PluginError::InvalidPrepare(e)) => Err(HandlerError::Final(e.to_string())),

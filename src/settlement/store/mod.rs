@@ -19,7 +19,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 #[cfg(feature = "redis")]
-pub use self::redis::RedisStore;
+pub use self::redis::{ForwardOutcome, RedisStore};
 pub use super::book::{
     AccountBook, BookError, Credit, Hold, HoldId, IssuedInvoice, IssuedState, OverLimit,
     PaymentBusy, PaymentIntent, PaymentResult, PaymentRoute, Receipt,

@@ -169,6 +169,65 @@ redis.call('HSET', KEYS[2], ARGV[1], 'v ' .. text(amount) .. ' ' .. expires)
 return 'ok'
 "#;
 
+/// Voids the hold record `record` (state `h`) of KEYS[3] in book KEYS[2]; false on overflow.
+const VOID_PRELUDE: &str = r#"
+local function void_held(book, holds, id, amount, expires)
+  local reserved = num(redis.call('HGET', book, 'reserved')) - amount
+  if reserved < 0 then return false end
+  redis.call('HSET', book, 'reserved', text(reserved))
+  redis.call('HSET', holds, id, 'v ' .. text(amount) .. ' ' .. expires)
+  return true
+end
+"#;
+
+/// KEYS: outcome, book, holds, accounts.
+/// ARGV: fulfill, hold id, deadline (Unix ms), keep (ms), account.
+/// A Prepare forwarded to another process was fulfilled there: unless its outcome is decided
+/// already, the Fulfill stands if it came before the sender's deadline (by Redis's clock) and
+/// the sender's hold is posted in the same step; past the deadline it is "expired" and the
+/// hold voided. Returns the outcome.
+const CLAIM_FORWARD: &str = r#"
+local decided = redis.call('GET', KEYS[1])
+if decided then return decided end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local record = redis.call('HGET', KEYS[3], ARGV[2])
+local state, amount, expires
+if record then state, amount, expires = hold_of(record) end
+if now > tonumber(ARGV[3]) or state ~= 'h' then
+  if state == 'h' and not void_held(KEYS[2], KEYS[3], ARGV[2], amount, expires) then
+    return 'overflow'
+  end
+  redis.call('SET', KEYS[1], 'expired', 'PX', ARGV[4])
+  return 'expired'
+end
+local reserved = num(redis.call('HGET', KEYS[2], 'reserved')) - amount
+local receivable = num(redis.call('HGET', KEYS[2], 'receivable')) + amount
+if not fits(receivable) or reserved < 0 then return 'overflow' end
+redis.call('HSET', KEYS[2], 'reserved', text(reserved), 'receivable', text(receivable))
+redis.call('HSET', KEYS[3], ARGV[2], 'p ' .. text(amount) .. ' ' .. expires)
+redis.call('SADD', KEYS[4], ARGV[5])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
+return ARGV[1]
+"#;
+
+/// KEYS: outcome, book, holds. ARGV: hold id, keep (ms). The sender's process gave up
+/// waiting for a forwarded Prepare: unless its outcome is decided already, it is "expired" and
+/// the sender's hold voided in the same step. Returns the outcome.
+const EXPIRE_FORWARD: &str = r#"
+local decided = redis.call('GET', KEYS[1])
+if decided then return decided end
+local record = redis.call('HGET', KEYS[3], ARGV[1])
+if record then
+  local state, amount, expires = hold_of(record)
+  if state == 'h' and not void_held(KEYS[2], KEYS[3], ARGV[1], amount, expires) then
+    return 'overflow'
+  end
+end
+redis.call('SET', KEYS[1], 'expired', 'PX', ARGV[2])
+return 'expired'
+"#;
+
 /// KEYS: book, holds, hold expiry. ARGV: hold id, expiry member. The sweeper: voids a hold
 /// still open, and forgets it.
 const FORGET_HOLD: &str = r#"
@@ -336,6 +395,8 @@ struct Scripts {
     post: Script,
     void: Script,
     forget_hold: Script,
+    claim_forward: Script,
+    expire_forward: Script,
     owe: Script,
     begin_payment: Script,
     finish_payment: Script,
@@ -356,6 +417,8 @@ impl Scripts {
             post: hold_script(POST),
             void: hold_script(VOID),
             forget_hold: hold_script(FORGET_HOLD),
+            claim_forward: hold_script(&format!("{VOID_PRELUDE}{CLAIM_FORWARD}")),
+            expire_forward: hold_script(&format!("{VOID_PRELUDE}{EXPIRE_FORWARD}")),
             owe: script(OWE),
             begin_payment: script(BEGIN_PAYMENT),
             finish_payment: script(FINISH_PAYMENT),
@@ -1029,7 +1092,80 @@ impl Store for RedisStore {
     }
 }
 
+/// How a Prepare forwarded from one hub process to another ended: decided once, in Redis, by
+/// whichever process got there first (see [`RedisStore::claim_forward`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForwardOutcome {
+    /// This Fulfill stands; the sender's hold is posted.
+    Fulfilled(Vec<u8>),
+    /// The sender's process gave up first (or the Fulfill came past its deadline); the
+    /// sender's hold is voided.
+    Expired,
+}
+
+/// How long a forwarded Prepare's outcome is kept after it was decided.
+const OUTCOME_KEEP_MS: u64 = 120_000;
+
+fn outcome_of(answer: Vec<u8>) -> Result<ForwardOutcome, StoreError> {
+    match answer.as_slice() {
+        b"expired" => Ok(ForwardOutcome::Expired),
+        b"overflow" => Err(StoreError::Refused(BookError::Overflow("receivable"))),
+        _ => Ok(ForwardOutcome::Fulfilled(answer)),
+    }
+}
+
 impl RedisStore {
+    /// The receiving process of a forwarded Prepare got `fulfill` for it: the outcome under
+    /// `key`, decided now if it was not — the Fulfill if Redis's clock is not past
+    /// `deadline_ms` and the sender's hold still open (then posted with it), else expired.
+    /// Repeating it is harmless.
+    pub fn claim_forward(
+        &self,
+        key: &str,
+        fulfill: &[u8],
+        sender: &str,
+        hold: &HoldId,
+        deadline_ms: u64,
+    ) -> Result<ForwardOutcome, StoreError> {
+        let answer: Vec<u8> = self.with_retry(|con| {
+            self.scripts
+                .claim_forward
+                .key(key)
+                .key(book_key(sender))
+                .key(holds_key(sender))
+                .key(ACCOUNTS)
+                .arg(fulfill)
+                .arg(hold.to_string())
+                .arg(deadline_ms)
+                .arg(OUTCOME_KEEP_MS)
+                .arg(sender)
+                .invoke(con)
+        })?;
+        outcome_of(answer)
+    }
+
+    /// The sending process of a forwarded Prepare gave up waiting: the outcome under `key`,
+    /// decided now as expired (the sender's hold voided with it) if it was not. Repeating it
+    /// is harmless.
+    pub fn expire_forward(
+        &self,
+        key: &str,
+        sender: &str,
+        hold: &HoldId,
+    ) -> Result<ForwardOutcome, StoreError> {
+        let answer: Vec<u8> = self.with_retry(|con| {
+            self.scripts
+                .expire_forward
+                .key(key)
+                .key(book_key(sender))
+                .key(holds_key(sender))
+                .arg(hold.to_string())
+                .arg(OUTCOME_KEEP_MS)
+                .invoke(con)
+        })?;
+        outcome_of(answer)
+    }
+
     fn claim(&self, account: &str) -> Result<bool, StoreError> {
         let taken: i64 = self.with_retry(|con| {
             self.scripts
