@@ -19,7 +19,10 @@ use ilp_plugin_lightning::plugin::LightningPlugin;
 use crate::flags::{FlagError, Flags};
 
 pub const USAGE: &str = "  bench [--packets N] [--concurrency C] [--clients K] [--pin CPU]
-                     loopback throughput/latency/CPU of a server and client pair, one JSON line";
+                     loopback throughput/latency/CPU of a server and client pair, one JSON line
+  bench --store DIR|redis://HOST:PORT/DB [--hubs N] [--packets N] [--concurrency C]
+                     the same through N hubs with their books in that store (Redis: flushed
+                     first; with the figure of Redis commands per packet)";
 
 const FULFILLMENT: [u8; 32] = [7; 32];
 
@@ -73,15 +76,23 @@ struct Settings {
     concurrency: usize,
     clients: usize,
     pin: Option<usize>,
+    /// `--store`: bench hubs with books there instead of the bare pair.
+    store: Option<String>,
+    hubs: usize,
 }
 
 fn parse(args: &[String]) -> Result<Settings, FlagError> {
-    let flags = Flags::parse(args, &["packets", "concurrency", "clients", "pin"])?;
+    let flags = Flags::parse(
+        args,
+        &["packets", "concurrency", "clients", "pin", "store", "hubs"],
+    )?;
     let settings = Settings {
         packets: flags.parsed("packets")?.unwrap_or(20_000),
         concurrency: flags.parsed("concurrency")?.unwrap_or(1),
         clients: flags.parsed("clients")?.unwrap_or(0),
         pin: flags.parsed("pin")?,
+        store: flags.get("store").map(str::to_owned),
+        hubs: flags.parsed("hubs")?.unwrap_or(1),
     };
     if settings
         .pin
@@ -309,6 +320,30 @@ fn bench(settings: &Settings) -> Result<String, String> {
     Ok(line)
 }
 
+#[cfg(feature = "sim")]
+fn bench_store(settings: &Settings, store: &str) -> Result<String, String> {
+    use crate::bench_hubs::{bench, BenchStore};
+    if let Some(cpu) = settings.pin {
+        pin_to_cpu(cpu)?;
+    }
+    let store = if store.starts_with("redis://") {
+        BenchStore::Redis(store.to_owned())
+    } else {
+        BenchStore::Dir(store.into())
+    };
+    bench(
+        &store,
+        settings.hubs,
+        settings.packets,
+        settings.concurrency,
+    )
+}
+
+#[cfg(not(feature = "sim"))]
+fn bench_store(_: &Settings, _: &str) -> Result<String, String> {
+    Err("--store needs a build with the sim feature (the hubs settle over a simulated node)".into())
+}
+
 /// `ilp-lightning bench ...`.
 pub fn run(args: &[String]) -> ExitCode {
     let settings = match parse(args) {
@@ -318,7 +353,11 @@ pub fn run(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match bench(&settings) {
+    let result = match &settings.store {
+        None => bench(&settings),
+        Some(store) => bench_store(&settings, store),
+    };
+    match result {
         Ok(line) => {
             println!("{line}");
             ExitCode::SUCCESS
