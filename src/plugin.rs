@@ -28,6 +28,8 @@
 //! hub.connect().unwrap();
 //! ```
 
+#[cfg(feature = "redis")]
+mod cluster;
 mod link;
 pub mod packets;
 pub mod test_packets;
@@ -39,10 +41,13 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
+pub use crate::settlement::hooks::{Hold, HoldId};
 pub use crate::settlement::{
     Balance, Balances, CreditRefused, PrepareRefused, Settlement, SettlementHooks,
     SettlementOptions, PEER_ACCOUNT,
 };
+#[cfg(feature = "redis")]
+pub use cluster::{Cluster, ClusterOptions};
 pub use packets::{DataHandler, HandlerError, InvalidReply, MoneyHandler};
 
 use crate::btp::auth::{MemoryTokenStore, TokenStore};
@@ -447,6 +452,8 @@ impl PluginBuilder {
             money_handler: RwLock::new(None),
             on_event: self.on_event.clone(),
             link: RwLock::new(None),
+            #[cfg(feature = "redis")]
+            remote_hubs: RwLock::new(None),
         });
         Ok(LightningPlugin {
             options: self,
@@ -499,6 +506,9 @@ pub(crate) struct Core {
     /// The transport while connected. The transport's handlers hold the core, so `disconnect`
     /// takes the link out to end that cycle.
     link: RwLock<Option<Arc<Link>>>,
+    /// The other hub processes of a cluster, when this one has joined one.
+    #[cfg(feature = "redis")]
+    remote_hubs: RwLock<Option<Arc<dyn cluster::RemoteHubs>>>,
 }
 
 impl Core {
@@ -537,6 +547,17 @@ impl Core {
     }
 
     pub(crate) fn emit(&self, event: PluginEvent) {
+        #[cfg(feature = "redis")]
+        {
+            let remote = self.remote_hubs.read().clone();
+            match (&event, remote) {
+                (PluginEvent::AccountConnected(account), Some(remote)) => remote.attached(account),
+                (PluginEvent::AccountDisconnected(account), Some(remote)) => {
+                    remote.detached(account)
+                }
+                _ => {}
+            }
+        }
         match &event {
             PluginEvent::Connected => self.hooks.on_connected(PEER_ACCOUNT),
             PluginEvent::Disconnected(_) => self.hooks.on_disconnected(PEER_ACCOUNT),
@@ -815,6 +836,31 @@ impl LightningPlugin {
             .unwrap_or_default()
     }
 
+    /// Joins (`Some`) or leaves (`None`) a cluster of hub processes.
+    #[cfg(feature = "redis")]
+    pub(crate) fn set_remote_hubs(&self, remote: Option<Arc<dyn cluster::RemoteHubs>>) {
+        *self.core.remote_hubs.write() = remote;
+    }
+
+    /// The account `prepare` goes to when no client of that account is attached here (and
+    /// this is a server): where another hub process may hold it.
+    #[cfg(feature = "redis")]
+    fn attached_elsewhere(&self, prepare: &[u8]) -> Option<String> {
+        let link = self.core.link.read().clone()?;
+        let destination = Prepare::parse(prepare).ok()?.destination().to_owned();
+        let account = link.route(&destination).ok()?;
+        (!link.is_attached(&account)).then_some(account)
+    }
+
+    /// The account `prepare` goes to if a client of it is attached here.
+    #[cfg(feature = "redis")]
+    fn attached_account(&self, prepare: &[u8]) -> Option<String> {
+        let link = self.core.link.read().clone()?;
+        let destination = Prepare::parse(prepare).ok()?.destination().to_owned();
+        let account = link.route(&destination).ok()?;
+        link.is_attached(&account).then_some(account)
+    }
+
     /// The built-in balances, unless [`PluginBuilder::settlement_hooks`] replaced them.
     pub fn balances(&self) -> Option<&Balances> {
         self.balances.as_deref()
@@ -833,6 +879,15 @@ impl LightningPlugin {
     /// A Prepare that expires before its answer gets R00; a Fulfill that does not match the
     /// condition F05.
     pub fn send_data(&self, prepare: &[u8]) -> Result<Vec<u8>, PluginError> {
+        self.send_data_via(prepare, &*self.core.hooks)
+    }
+
+    /// [`send_data`](Self::send_data), booking the outcome through `hooks`.
+    pub(crate) fn send_data_via(
+        &self,
+        prepare: &[u8],
+        hooks: &dyn SettlementHooks,
+    ) -> Result<Vec<u8>, PluginError> {
         match self.route_prepare(prepare)? {
             Routed::Answered(reply) => Ok(reply),
             Routed::To {
@@ -842,7 +897,7 @@ impl LightningPlugin {
                 timeout,
             } => {
                 let result = link.request(&account, prepare, timeout);
-                self.conclude(&account, &sent, result)
+                self.conclude(hooks, &account, &sent, result)
             }
         }
     }
@@ -902,7 +957,12 @@ impl LightningPlugin {
                     sent,
                     pending,
                 },
-                Err(e) => InFlightState::Answered(self.conclude(&account, &sent, Err(e))?),
+                Err(e) => InFlightState::Answered(self.conclude(
+                    &*self.core.hooks,
+                    &account,
+                    &sent,
+                    Err(e),
+                )?),
             },
         };
         Ok(DataInFlight {
@@ -950,21 +1010,21 @@ impl LightningPlugin {
         }
     }
 
-    /// The answer to a Prepare sent to `account`, checked, with the hooks told.
+    /// The answer to a Prepare sent to `account`, checked, with `hooks` told.
     fn conclude(
         &self,
+        hooks: &dyn SettlementHooks,
         account: &str,
         sent: &Sent,
         result: Result<Vec<u8>, link::SendError>,
     ) -> Result<Vec<u8>, PluginError> {
         let own = self.core.own_address_text();
         match result {
-            Ok(reply) => check_reply(&*self.core.hooks, &own, account, sent, reply)
-                .map_err(PluginError::InvalidReply),
+            Ok(reply) => {
+                check_reply(hooks, &own, account, sent, reply).map_err(PluginError::InvalidReply)
+            }
             Err(link::SendError::TimedOut) => {
-                self.core
-                    .hooks
-                    .on_outgoing_rejected(account, sent.amount, "R00");
+                hooks.on_outgoing_rejected(account, sent.amount, "R00");
                 Ok(reject(
                     ErrorCode::R00_TRANSFER_TIMED_OUT,
                     &own,
@@ -974,15 +1034,11 @@ impl LightningPlugin {
             }
             // No ILP answer: nothing is owed, and the hooks hear of it like of a Reject.
             Err(link::SendError::Unreachable(message)) => {
-                self.core
-                    .hooks
-                    .on_outgoing_rejected(account, sent.amount, "F02");
+                hooks.on_outgoing_rejected(account, sent.amount, "F02");
                 Ok(reject(ErrorCode::F02_UNREACHABLE, &own, &message, &[]))
             }
             Err(link::SendError::Failed(e)) => {
-                self.core
-                    .hooks
-                    .on_outgoing_rejected(account, sent.amount, "T00");
+                hooks.on_outgoing_rejected(account, sent.amount, "T00");
                 Err(e)
             }
         }
@@ -1116,6 +1172,17 @@ pub fn route_between_clients(plugin: &Arc<LightningPlugin>) -> Result<(), Plugin
                 ))
             }
         };
+        #[cfg(feature = "redis")]
+        {
+            let remote = plugin.core.remote_hubs.read().clone();
+            if let Some(remote) = remote {
+                if let Some(account) = plugin.attached_elsewhere(&forwarded) {
+                    if let Some(reply) = remote.forward(&account, &forwarded) {
+                        return Ok(reply);
+                    }
+                }
+            }
+        }
         match plugin.send_data(&forwarded) {
             Ok(reply) => Ok(reply),
             Err(PluginError::InvalidPrepare(e)) => Err(HandlerError::Final(e.to_string())),
@@ -1263,7 +1330,9 @@ impl<'a> DataInFlight<'a> {
         match link.flush(pending) {
             Ok(()) => Ok(self),
             Err(e) => {
-                let answer = self.plugin.conclude(account, sent, Err(e))?;
+                let answer =
+                    self.plugin
+                        .conclude(&*self.plugin.core.hooks, account, sent, Err(e))?;
                 Ok(DataInFlight {
                     plugin: self.plugin,
                     state: InFlightState::Answered(answer),
@@ -1294,7 +1363,8 @@ impl<'a> DataInFlight<'a> {
                 pending,
             } => {
                 let result = link.finish(pending);
-                self.plugin.conclude(&account, &sent, result)
+                self.plugin
+                    .conclude(&*self.plugin.core.hooks, &account, &sent, result)
             }
         }
     }

@@ -33,6 +33,7 @@ use common::lightning::{
 use ilp_plugin_lightning::btp::{OwnedEntry, ProtocolData, ProtocolDataEntry};
 use ilp_plugin_lightning::lnd::sim::SimNetwork;
 use ilp_plugin_lightning::plugin::{LightningPlugin, PluginEvent, PEER_ACCOUNT};
+use ilp_plugin_lightning::settlement::hooks::Hold;
 use ilp_plugin_lightning::settlement::{PrepareRefused, SettlementHooks, SettlementOptions};
 
 /// Long enough for Node.js and the simulator on a loaded machine; only a broken build waits
@@ -576,10 +577,10 @@ struct RefusesFirstGreeting {
 }
 
 impl SettlementHooks for RefusesFirstGreeting {
-    fn on_incoming_prepare(&self, _: &str, _: u64) -> Result<(), PrepareRefused> {
+    fn on_incoming_prepare(&self, _: &str, _: u64, _: &Hold) -> Result<(), PrepareRefused> {
         Ok(())
     }
-    fn on_incoming_rejected(&self, _: &str, _: u64) {}
+    fn on_incoming_rejected(&self, _: &str, _: u64, _: &Hold) {}
     fn on_outgoing_fulfilled(&self, _: &str, _: u64) {}
     fn on_outgoing_rejected(&self, _: &str, _: u64, _: &str) {}
     fn on_message(&self, _: &str, data: &ProtocolData<'_>) -> Result<Vec<OwnedEntry>, String> {

@@ -13,7 +13,7 @@ use ilp_plugin_lightning::btp::{
 use ilp_plugin_lightning::ilp::ildcp::{self, IldcpResponse};
 use ilp_plugin_lightning::ilp::{Address, ErrorCode, Fulfill, Packet, Reject, Timestamp};
 use ilp_plugin_lightning::plugin::{
-    HandlerError, LightningPlugin, PluginError, PrepareRefused, SettlementHooks,
+    HandlerError, Hold, LightningPlugin, PluginError, PrepareRefused, SettlementHooks,
 };
 use parking_lot::Mutex;
 
@@ -140,10 +140,10 @@ struct Recorder {
 }
 
 impl SettlementHooks for Recorder {
-    fn on_incoming_prepare(&self, _: &str, _: u64) -> Result<(), PrepareRefused> {
+    fn on_incoming_prepare(&self, _: &str, _: u64, _: &Hold) -> Result<(), PrepareRefused> {
         Ok(())
     }
-    fn on_incoming_rejected(&self, _: &str, _: u64) {}
+    fn on_incoming_rejected(&self, _: &str, _: u64, _: &Hold) {}
     fn on_outgoing_fulfilled(&self, _: &str, amount: u64) {
         *self.fulfilled.lock() += amount;
     }
@@ -190,10 +190,10 @@ struct Peering {
 }
 
 impl SettlementHooks for Peering {
-    fn on_incoming_prepare(&self, _: &str, _: u64) -> Result<(), PrepareRefused> {
+    fn on_incoming_prepare(&self, _: &str, _: u64, _: &Hold) -> Result<(), PrepareRefused> {
         Ok(())
     }
-    fn on_incoming_rejected(&self, _: &str, _: u64) {}
+    fn on_incoming_rejected(&self, _: &str, _: u64, _: &Hold) {}
     fn on_outgoing_fulfilled(&self, _: &str, _: u64) {}
     fn on_outgoing_rejected(&self, _: &str, _: u64, _: &str) {}
     fn on_connected(&self, account: &str) {

@@ -11,7 +11,8 @@ use common::redis_server::RedisServer;
 use ilp_plugin_lightning::btp::auth::{TokenCheck, TokenStore};
 use ilp_plugin_lightning::lnd::{InvoiceCursor, PaymentHash};
 use ilp_plugin_lightning::settlement::book::{
-    BookError, Credit, IssuedInvoice, IssuedState, PaymentIntent, PaymentResult, PaymentRoute,
+    BookError, Credit, Hold, HoldId, IssuedInvoice, IssuedState, PaymentIntent, PaymentResult,
+    PaymentRoute,
 };
 use ilp_plugin_lightning::settlement::{EmbeddedStore, MemoryStore, RedisStore, Store, StoreError};
 
@@ -49,26 +50,72 @@ fn invoice(account: &str, byte: u8, add_index: u64) -> IssuedInvoice {
 /// Returns a digest of the books for comparison across stores.
 fn exercise(store: &dyn Store) -> String {
     // Reservations against a limit; a Fulfill posts, a Reject voids.
-    store.reserve("alice", 6000, Some(10_000)).unwrap().unwrap();
-    let over = store.reserve("alice", 5000, Some(10_000)).unwrap();
+    // Each Prepare is booked under its own hold; every step may be repeated harmlessly.
+    let (first, second) = (Hold::new(u64::MAX), Hold::new(u64::MAX));
+    store
+        .reserve("alice", 4000, Some(10_000), &first)
+        .unwrap()
+        .unwrap();
+    store
+        .reserve("alice", 2000, Some(10_000), &second)
+        .unwrap()
+        .unwrap();
+    store
+        .reserve("alice", 2000, Some(10_000), &second)
+        .unwrap()
+        .unwrap();
+    let over = store
+        .reserve("alice", 5000, Some(10_000), &Hold::new(u64::MAX))
+        .unwrap();
     assert_eq!(over.unwrap_err().would_owe_msat, 11_000);
     assert_eq!(store.account("alice").unwrap().reserved_msat, 6000);
-    store.post("alice", 4000).unwrap();
-    store.void("alice", 2000).unwrap();
+    store.post("alice", 4000, &first.id).unwrap();
+    store.post("alice", 4000, &first.id).unwrap();
+    store.void("alice", 2000, &second.id).unwrap();
+    store.void("alice", 2000, &second.id).unwrap();
+    // Voiding a posted hold changes nothing; posting a voided one is refused.
+    store.void("alice", 4000, &first.id).unwrap();
     assert!(matches!(
-        store.void("alice", 1),
+        store.post("alice", 2000, &second.id),
         Err(StoreError::Refused(BookError::NotReserved { .. }))
     ));
     assert!(matches!(
-        store.post("alice", 1),
+        store.void("alice", 1, &HoldId([7; 16])),
+        Err(StoreError::Refused(BookError::NotReserved { .. }))
+    ));
+    assert!(matches!(
+        store.post("alice", 1, &HoldId([7; 16])),
         Err(StoreError::Refused(BookError::NotReserved { .. }))
     ));
     let alice = store.account("alice").unwrap();
     assert_eq!((alice.receivable_msat, alice.reserved_msat), (4000, 0));
     // Posted debt counts against the limit.
-    assert!(store.reserve("alice", 6001, Some(10_000)).unwrap().is_err());
-    store.reserve("alice", 6000, Some(10_000)).unwrap().unwrap();
-    store.void("alice", 6000).unwrap();
+    let third = Hold::new(u64::MAX);
+    assert!(store
+        .reserve("alice", 6001, Some(10_000), &third)
+        .unwrap()
+        .is_err());
+    store
+        .reserve("alice", 6000, Some(10_000), &third)
+        .unwrap()
+        .unwrap();
+    store.void("alice", 6000, &third.id).unwrap();
+    // A hold long expired is voided by the sweeper (a process that died left it).
+    let stale = Hold::new(1_000);
+    store.reserve("carol", 700, None, &stale).unwrap().unwrap();
+    assert_eq!(store.account("carol").unwrap().reserved_msat, 700);
+    assert_eq!(
+        store.sweep_holds(2_000).unwrap(),
+        0,
+        "swept before its margin"
+    );
+    assert_eq!(store.sweep_holds(60_000).unwrap(), 1);
+    assert_eq!(store.sweep_holds(60_000).unwrap(), 0);
+    assert_eq!(store.account("carol").unwrap().reserved_msat, 0);
+    assert!(
+        store.post("carol", 700, &stale.id).is_err(),
+        "posted after voided"
+    );
 
     // What we owe, and paying it: one payment in flight per account, a hash used once.
     assert_eq!(store.owe("bob", 9000).unwrap().payable_msat, 9000);
@@ -278,6 +325,57 @@ fn token_bindings_are_shared_by_every_process() {
     assert_eq!(
         b.check_or_bind("alice", &[2; 32]).unwrap(),
         TokenCheck::Mismatch
+    );
+    let _ = std::fs::remove_dir_all(redis.dir());
+}
+
+/// One payment in flight per account across processes, worked on by the holder of its lease:
+/// another process cannot take it while the holder renews it, takes it once the holder stopped
+/// renewing (it died), and the lease ends with the payment.
+#[test]
+fn a_payment_in_flight_is_leased_to_one_process_and_taken_over_when_it_lapses() {
+    use std::time::{Duration, Instant};
+    let redis = RedisServer::start("lease");
+    let ttl = Duration::from_millis(400);
+    let a = RedisStore::open(&redis.url()).unwrap().with_lease_ttl(ttl);
+    let b = RedisStore::open(&redis.url()).unwrap().with_lease_ttl(ttl);
+    assert_ne!(a.owner(), b.owner());
+    assert_eq!(b.upkeep_every(), Some(ttl / 3));
+    a.owe("alice", 5_000).unwrap();
+    a.begin_payment(&intent("alice", 7, 5_000, 4_000_000_000))
+        .unwrap()
+        .unwrap();
+    // A holds it: B may not, however often it asks; A renews it.
+    assert!(!b.claim_payment("alice").unwrap());
+    assert!(a.claim_payment("alice").unwrap());
+    assert!(!b.claim_payment("alice").unwrap());
+    // Another account's lease is free.
+    assert!(b.claim_payment("bob").unwrap());
+    // A stops renewing (it died): B gets the lease once it ran out, never before.
+    let stopped = Instant::now();
+    while !b.claim_payment("alice").unwrap() {
+        assert!(stopped.elapsed() < Duration::from_secs(10), "never lapsed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(stopped.elapsed() >= ttl - Duration::from_millis(100));
+    assert!(
+        !a.claim_payment("alice").unwrap(),
+        "A came back and took it from B"
+    );
+    // B finishes it (the payment's state is shared); the lease ends with it.
+    let booked = b
+        .finish_payment(&hash(7), PaymentResult::Succeeded { fee_msat: 1 })
+        .unwrap();
+    assert_eq!(booked.map(|i| i.amount_msat), Some(5_000));
+    assert_eq!(
+        a.finish_payment(&hash(7), PaymentResult::Failed).unwrap(),
+        None
+    );
+    assert!(a.claim_payment("alice").unwrap());
+    let book = a.account("alice").unwrap();
+    assert_eq!(
+        (book.payable_msat, book.paying_msat, book.paid_msat),
+        (0, 0, 5_000)
     );
     let _ = std::fs::remove_dir_all(redis.dir());
 }
@@ -556,7 +654,7 @@ fn a_random_run_over_two_processes_keeps_the_books_of_one() {
         seed ^= seed << 17;
         seed % below
     };
-    let mut held: Vec<(usize, &str, u128)> = Vec::new();
+    let mut held: Vec<(usize, &str, u128, Hold)> = Vec::new();
     // Steps run, per kind: the run must have exercised each.
     let mut done = [0u32; 7];
     let mut open_payments: Vec<PaymentHash> = Vec::new();
@@ -576,29 +674,37 @@ fn a_random_run_over_two_processes_keeps_the_books_of_one() {
         let op = next(7);
         match op {
             0 => {
-                // An account's Prepares arrive at the process it is attached to (reservations
-                // are per process: see the README).
-                let s = accounts.iter().position(|a| *a == account).unwrap() % 2;
-                let store = &stores[s];
+                // Holds are shared: the limit counts every process's Prepares.
                 let limit = Some(u128::from(next(20_000)));
-                let got = store.reserve(account, amount, limit).unwrap();
+                let hold = Hold::new(u64::MAX);
+                let got = store.reserve(account, amount, limit, &hold).unwrap();
                 assert_eq!(
                     got,
-                    model.reserve(account, amount, limit).unwrap(),
+                    model.reserve(account, amount, limit, &hold).unwrap(),
                     "{step}"
                 );
                 if got.is_ok() {
-                    held.push((s, account, amount));
+                    // Retried after a lost reply, by either process: no change.
+                    assert_eq!(
+                        stores[1 - s]
+                            .reserve(account, amount, limit, &hold)
+                            .unwrap(),
+                        Ok(())
+                    );
+                    held.push((s, account, amount, hold));
                 }
             }
             1 if !held.is_empty() => {
-                let (s, account, amount) = held.swap_remove(next(held.len() as u64) as usize);
+                let (s, account, amount, hold) = held.swap_remove(next(held.len() as u64) as usize);
                 if next(2) == 0 {
-                    stores[s].post(account, amount).unwrap();
-                    model.post(account, amount).unwrap();
+                    stores[s].post(account, amount, &hold.id).unwrap();
+                    model.post(account, amount, &hold.id).unwrap();
+                    // The other process posts it too (it forwarded the Prepare): a no-op.
+                    stores[1 - s].post(account, amount, &hold.id).unwrap();
                 } else {
-                    stores[s].void(account, amount).unwrap();
-                    model.void(account, amount).unwrap();
+                    stores[s].void(account, amount, &hold.id).unwrap();
+                    model.void(account, amount, &hold.id).unwrap();
+                    stores[1 - s].void(account, amount, &hold.id).unwrap();
                 }
             }
             2 => {
@@ -655,11 +761,9 @@ fn a_random_run_over_two_processes_keeps_the_books_of_one() {
             _ => continue,
         }
         done[op as usize] += 1;
-        // Every account as the model has it; reservations are each process's own, so the two
-        // processes' together are the model's.
+        // Every account as the model has it, holds included, whichever process reads it.
         for name in accounts {
-            let mut shared = stores[0].account(name).unwrap();
-            shared.reserved_msat += stores[1].account(name).unwrap().reserved_msat;
+            let shared = stores[(step % 2) as usize].account(name).unwrap();
             assert_eq!(
                 shared,
                 model.account(name).unwrap(),

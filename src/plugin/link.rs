@@ -268,6 +268,15 @@ impl Link {
         }
     }
 
+    /// Whether `account` has a connection here (server role; the client's only peer always).
+    #[cfg(feature = "redis")]
+    pub(crate) fn is_attached(&self, account: &str) -> bool {
+        match &self.transport {
+            Transport::Client(_) => true,
+            Transport::Server { server, .. } => server.is_connected(account),
+        }
+    }
+
     /// The account a Prepare to `destination` goes to, or why it cannot go anywhere.
     pub(crate) fn route(&self, destination: &str) -> Result<String, String> {
         match &self.transport {

@@ -16,6 +16,7 @@ use crate::ilp::{
 };
 use parking_lot::Mutex;
 
+use crate::settlement::hooks::Hold;
 use crate::settlement::{PrepareRefused, SettlementHooks};
 
 /// What a data handler returns when it cannot answer with a Fulfill or Reject of its own; the
@@ -166,6 +167,42 @@ impl IldcpServe<'_> {
     }
 }
 
+/// The incoming Prepare a data handler answers: whose it is and the hold its amount is
+/// reserved under. The hub reads it when it forwards the Prepare to another process, which
+/// posts the hold itself when the Fulfill comes (see `plugin::cluster`).
+#[derive(Debug, Clone)]
+pub(crate) struct PrepareOrigin {
+    pub(crate) account: String,
+    pub(crate) amount: u64,
+    pub(crate) hold: Hold,
+}
+
+thread_local! {
+    static ANSWERING: std::cell::RefCell<Option<PrepareOrigin>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// While alive, the Prepare the data handler on this thread answers.
+struct Answering;
+
+impl Answering {
+    fn set(origin: PrepareOrigin) -> Answering {
+        ANSWERING.with(|a| *a.borrow_mut() = Some(origin));
+        Answering
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        ANSWERING.with(|a| a.borrow_mut().take());
+    }
+}
+
+/// The Prepare the data handler running on this thread answers (`None` outside one).
+pub(crate) fn answering() -> Option<PrepareOrigin> {
+    ANSWERING.with(|a| a.borrow().clone())
+}
+
 /// Checks one incoming packet and answers it, calling `handler` when the checks pass.
 pub fn answer_prepare(ctx: &Incoming<'_>, packet: &[u8], handler: Option<&DataHandler>) -> Vec<u8> {
     let prepare = match Prepare::parse(packet) {
@@ -242,7 +279,12 @@ pub fn answer_prepare(ctx: &Incoming<'_>, packet: &[u8], handler: Option<&DataHa
         Some(Ok(slot)) => Some(slot),
         None => None,
     };
-    match ctx.hooks.on_incoming_prepare(ctx.account, prepare.amount()) {
+    let expires_at_ms = u64::try_from(prepare.expires_at().unix_millis()).unwrap_or(0);
+    let hold = Hold::new(expires_at_ms);
+    match ctx
+        .hooks
+        .on_incoming_prepare(ctx.account, prepare.amount(), &hold)
+    {
         Ok(()) => {}
         Err(refused @ PrepareRefused::OverLimit(_)) => {
             return reject(
@@ -261,7 +303,14 @@ pub fn answer_prepare(ctx: &Incoming<'_>, packet: &[u8], handler: Option<&DataHa
             )
         }
     }
-    let answer = match catch_unwind(AssertUnwindSafe(|| handler(packet))) {
+    let answer = match catch_unwind(AssertUnwindSafe(|| {
+        let _answering = Answering::set(PrepareOrigin {
+            account: ctx.account.to_owned(),
+            amount: prepare.amount(),
+            hold,
+        });
+        handler(packet)
+    })) {
         Ok(Ok(reply)) => check_handler_reply(ctx, &prepare, reply),
         Ok(Err(HandlerError::Final(message))) => {
             reject(ErrorCode::F00_BAD_REQUEST, ctx.own_address, &message, &[])
@@ -284,7 +333,7 @@ pub fn answer_prepare(ctx: &Incoming<'_>, packet: &[u8], handler: Option<&DataHa
     let answer = if answer.first() == Some(&13) {
         match ctx
             .hooks
-            .on_incoming_fulfilled(ctx.account, prepare.amount())
+            .on_incoming_fulfilled(ctx.account, prepare.amount(), &hold)
         {
             Ok(()) => return answer,
             Err(why) => reject(
@@ -298,7 +347,7 @@ pub fn answer_prepare(ctx: &Incoming<'_>, packet: &[u8], handler: Option<&DataHa
         answer
     };
     ctx.hooks
-        .on_incoming_rejected(ctx.account, prepare.amount());
+        .on_incoming_rejected(ctx.account, prepare.amount(), &hold);
     answer
 }
 

@@ -262,6 +262,64 @@ pub enum Changed {
     KeysendToken(String),
 }
 
+/// Which incoming Prepare a reservation belongs to: 16 bytes, unique per Prepare (a random
+/// prefix per process and a counter), so that every step of its booking — reserve, post,
+/// void — can be repeated harmlessly and a sweeper can find what a dead process left held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HoldId(pub [u8; 16]);
+
+impl HoldId {
+    /// A new id, never given before by any process (with overwhelming probability).
+    pub fn next() -> HoldId {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::OnceLock;
+        static PREFIX: OnceLock<[u8; 8]> = OnceLock::new();
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let prefix = PREFIX.get_or_init(|| {
+            let mut bytes = [0u8; 8];
+            if getrandom::getrandom(&mut bytes).is_err() {
+                // No randomness: the process id and the clock still set processes apart.
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64);
+                bytes = (now ^ u64::from(std::process::id()) << 32).to_be_bytes();
+            }
+            bytes
+        });
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(prefix);
+        id[8..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+        HoldId(id)
+    }
+}
+
+impl fmt::Display for HoldId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+/// An incoming Prepare's reservation: whose it is and until when it may stay open. A hold
+/// still open a margin past its Prepare's expiry is voided by a sweeper (the process that
+/// held it died, or forgot it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold {
+    /// The Prepare's identity.
+    pub id: HoldId,
+    /// When the Prepare expires, in Unix milliseconds.
+    pub expires_at_ms: u64,
+}
+
+impl Hold {
+    /// A new hold for a Prepare expiring at `expires_at_ms`.
+    pub fn new(expires_at_ms: u64) -> Hold {
+        Hold {
+            id: HoldId::next(),
+            expires_at_ms,
+        }
+    }
+}
+
 /// Everything the books hold.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Books {

@@ -4,7 +4,7 @@
 //! thread), credits the invoices they pay (the invoice watcher thread), and pays what it owes
 //! (payer threads, one payment in flight per account). See the crate's README for the rules.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -15,7 +15,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::amount::Unit;
 use super::book::KeysendToken;
-use super::hooks::{CreditRefused, Exchange, PrepareRefused, SettlementHooks};
+use super::hooks::{CreditRefused, Exchange, Hold, PrepareRefused, SettlementHooks};
 use super::offer::{Offer, OfferError, SETTLEMENT_PROTOCOL};
 use super::peer::{
     check_invoice, parse_peering_request, InvoicePool, PeerRefused, PAYMENT_REQUEST,
@@ -231,6 +231,8 @@ pub(crate) struct Shared {
     /// Each account's agreed unit (see [`SettlementOptions::unit`]); satoshis when absent.
     units: RwLock<HashMap<String, Unit>>,
     pub(crate) payer: payer::Queue,
+    /// Accounts whose payment in flight this process works on (and so renews the lease of).
+    pub(crate) leased: Mutex<HashSet<String>>,
     /// The refiller of the current run. Each run has its own channel: a command the last
     /// run's refiller did not read (its `Stop`, when it was busy as it stopped) must not reach
     /// the next one.
@@ -450,6 +452,7 @@ impl Settlement {
         Settlement {
             shared: Arc::new(Shared {
                 payer: payer::Queue::new(),
+                leased: Mutex::new(HashSet::new()),
                 options,
                 node,
                 store,
@@ -541,6 +544,13 @@ impl Settlement {
             "settlement-invoices".into(),
             Box::new(move || watcher::run(&shared, &handle)),
         )?);
+        {
+            let shared = self.shared.clone();
+            threads.push(spawn(
+                "settlement-upkeep".into(),
+                Box::new(move || payer::upkeep(&shared)),
+            )?);
+        }
         // Payments a previous run left in flight are finished before anything else is paid.
         for intent in open {
             log::info!(
@@ -665,12 +675,17 @@ impl Drop for Settlement {
 }
 
 impl SettlementHooks for Settlement {
-    fn on_incoming_prepare(&self, account: &str, amount: u64) -> Result<(), PrepareRefused> {
+    fn on_incoming_prepare(
+        &self,
+        account: &str,
+        amount: u64,
+        hold: &Hold,
+    ) -> Result<(), PrepareRefused> {
         let limit = self.limit_msat();
         match self
             .shared
             .store
-            .reserve(account, self.to_msat(account, amount), limit)
+            .reserve(account, self.to_msat(account, amount), limit, hold)
         {
             Ok(Ok(())) => Ok(()),
             Ok(Err(over)) => {
@@ -689,18 +704,18 @@ impl SettlementHooks for Settlement {
         }
     }
 
-    fn on_incoming_fulfilled(&self, account: &str, amount: u64) -> Result<(), String> {
+    fn on_incoming_fulfilled(&self, account: &str, amount: u64, hold: &Hold) -> Result<(), String> {
         self.shared
             .store
-            .post(account, self.to_msat(account, amount))
+            .post(account, self.to_msat(account, amount), &hold.id)
             .map_err(|e| e.to_string())
     }
 
-    fn on_incoming_rejected(&self, account: &str, amount: u64) {
+    fn on_incoming_rejected(&self, account: &str, amount: u64, hold: &Hold) {
         if let Err(e) = self
             .shared
             .store
-            .void(account, self.to_msat(account, amount))
+            .void(account, self.to_msat(account, amount), &hold.id)
         {
             log::error!("settlement: cannot release a reservation of {account}: {e}");
         }

@@ -25,6 +25,7 @@ use std::fmt;
 
 use parking_lot::Mutex;
 
+pub use super::book::{Hold, HoldId};
 use crate::btp::{OwnedEntry, ProtocolData, ProtocolDataEntry};
 
 /// The account name the client role uses for its only peer, the server (as the JS plugin does).
@@ -88,16 +89,23 @@ pub type Exchange<'a> = dyn Fn(&[ProtocolDataEntry<'_>]) -> Result<Vec<OwnedEntr
 pub trait SettlementHooks: Send + Sync {
     /// A peer's Prepare of `amount` passed the packet checks. `Err` refuses it (Reject T04 or
     /// T00) and must leave the balance unchanged; `Ok` means the amount now counts against the
-    /// peer.
-    fn on_incoming_prepare(&self, account: &str, amount: u64) -> Result<(), PrepareRefused>;
+    /// peer, held under `hold` (the Prepare's identity and expiry) until the next two calls
+    /// post or void it. Each of the three calls may be repeated with the same hold: a repeat
+    /// changes nothing.
+    fn on_incoming_prepare(
+        &self,
+        account: &str,
+        amount: u64,
+        hold: &Hold,
+    ) -> Result<(), PrepareRefused>;
     /// Our answer to that Prepare is a Fulfill, about to go out. `Err` means it could not be
     /// booked: the plugin answers T00 instead (and calls `on_incoming_rejected`).
-    fn on_incoming_fulfilled(&self, account: &str, amount: u64) -> Result<(), String> {
-        let _ = (account, amount);
+    fn on_incoming_fulfilled(&self, account: &str, amount: u64, hold: &Hold) -> Result<(), String> {
+        let _ = (account, amount, hold);
         Ok(())
     }
     /// Our answer to that Prepare was a Reject: undo what `on_incoming_prepare` counted.
-    fn on_incoming_rejected(&self, account: &str, amount: u64);
+    fn on_incoming_rejected(&self, account: &str, amount: u64, hold: &Hold);
     /// A Prepare we sent to `account` was fulfilled: we owe it `amount` more.
     fn on_outgoing_fulfilled(&self, account: &str, amount: u64);
     /// A Prepare we sent to `account` was rejected with `code` (three ASCII characters).
@@ -204,7 +212,12 @@ impl Balances {
 }
 
 impl SettlementHooks for Balances {
-    fn on_incoming_prepare(&self, account: &str, amount: u64) -> Result<(), PrepareRefused> {
+    fn on_incoming_prepare(
+        &self,
+        account: &str,
+        amount: u64,
+        _hold: &Hold,
+    ) -> Result<(), PrepareRefused> {
         let mut accounts = self.accounts.lock();
         let current = accounts.get(account).map_or(0, |b| b.receivable);
         let would_owe = current
@@ -235,7 +248,7 @@ impl SettlementHooks for Balances {
         Ok(())
     }
 
-    fn on_incoming_rejected(&self, account: &str, amount: u64) {
+    fn on_incoming_rejected(&self, account: &str, amount: u64, _hold: &Hold) {
         self.update(account, |b| {
             b.receivable = b.receivable.saturating_sub(i128::from(amount))
         });
@@ -257,9 +270,12 @@ mod tests {
     #[test]
     fn credit_limit_refuses_the_packet_that_would_cross_it_and_keeps_the_balance() {
         let balances = Balances::new(Some(10));
-        balances.on_incoming_prepare("alice", 6).unwrap();
-        let PrepareRefused::OverLimit(refused) =
-            balances.on_incoming_prepare("alice", 5).unwrap_err()
+        balances
+            .on_incoming_prepare("alice", 6, &Hold::new(u64::MAX))
+            .unwrap();
+        let PrepareRefused::OverLimit(refused) = balances
+            .on_incoming_prepare("alice", 5, &Hold::new(u64::MAX))
+            .unwrap_err()
         else {
             panic!("refused for another reason than the limit")
         };
@@ -267,30 +283,48 @@ mod tests {
         assert_eq!(refused.limit, 10);
         assert!(refused.to_string().contains("Exceeded maximum balance"));
         assert_eq!(balances.balance("alice").receivable, 6);
-        balances.on_incoming_prepare("alice", 4).unwrap();
+        balances
+            .on_incoming_prepare("alice", 4, &Hold::new(u64::MAX))
+            .unwrap();
         assert_eq!(balances.balance("alice").receivable, 10);
         // Another account has its own room.
-        balances.on_incoming_prepare("bob", 10).unwrap();
+        balances
+            .on_incoming_prepare("bob", 10, &Hold::new(u64::MAX))
+            .unwrap();
     }
 
     #[test]
     fn a_rejected_incoming_prepare_gives_the_credit_back() {
         let balances = Balances::new(Some(5));
-        balances.on_incoming_prepare("alice", 5).unwrap();
-        assert!(balances.on_incoming_prepare("alice", 1).is_err());
-        balances.on_incoming_rejected("alice", 5);
+        balances
+            .on_incoming_prepare("alice", 5, &Hold::new(u64::MAX))
+            .unwrap();
+        assert!(balances
+            .on_incoming_prepare("alice", 1, &Hold::new(u64::MAX))
+            .is_err());
+        balances.on_incoming_rejected("alice", 5, &Hold::new(u64::MAX));
         assert_eq!(balances.balance("alice").receivable, 0);
-        balances.on_incoming_prepare("alice", 1).unwrap();
+        balances
+            .on_incoming_prepare("alice", 1, &Hold::new(u64::MAX))
+            .unwrap();
     }
 
     #[test]
     fn zero_limit_refuses_everything_but_zero_and_no_limit_refuses_nothing() {
         let prefund_only = Balances::new(Some(0));
-        assert!(prefund_only.on_incoming_prepare("a", 1).is_err());
-        prefund_only.on_incoming_prepare("a", 0).unwrap();
+        assert!(prefund_only
+            .on_incoming_prepare("a", 1, &Hold::new(u64::MAX))
+            .is_err());
+        prefund_only
+            .on_incoming_prepare("a", 0, &Hold::new(u64::MAX))
+            .unwrap();
         let unlimited = Balances::new(None);
-        unlimited.on_incoming_prepare("a", u64::MAX).unwrap();
-        unlimited.on_incoming_prepare("a", u64::MAX).unwrap();
+        unlimited
+            .on_incoming_prepare("a", u64::MAX, &Hold::new(u64::MAX))
+            .unwrap();
+        unlimited
+            .on_incoming_prepare("a", u64::MAX, &Hold::new(u64::MAX))
+            .unwrap();
         assert_eq!(unlimited.balance("a").receivable, 2 * i128::from(u64::MAX));
     }
 

@@ -36,6 +36,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// An invoice LND never started paying is given up this long after it expired: no request of
 /// ours can still be on its way to LND by then, and LND refuses to start an expired invoice.
 const NEVER_STARTED_GRACE_SECS: u64 = 120;
+/// How often a store that one process uses is swept for holds of expired Prepares.
+const HOLD_SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 struct Explicit {
     id: u64,
@@ -288,7 +290,22 @@ fn settle(shared: &Shared, account: &str, mut force: bool) {
             .map(|open| open.into_iter().find(|p| p.account == account));
         match open {
             Ok(Some(intent)) => {
-                if finish(shared, &intent, false, None).is_none() {
+                // Another process's payment is its own to finish, while that process lives.
+                match shared.store.claim_payment(account) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        log::debug!(
+                            "settlement: payment {} to {account} is another process's",
+                            intent.payment_hash
+                        );
+                        return;
+                    }
+                    Err(e) => {
+                        log::error!("settlement: cannot take the lease of {account}: {e}");
+                        return;
+                    }
+                }
+                if with_lease(shared, account, || finish(shared, &intent, false, None)).is_none() {
                     return;
                 }
                 continue;
@@ -414,7 +431,9 @@ fn settle(shared: &Shared, account: &str, mut force: bool) {
             "settlement: paying {account} {amount_msat} msat (hash {})",
             intent.payment_hash
         );
-        let Some((result, reason)) = finish(shared, &intent, true, invoice) else {
+        let Some((result, reason)) =
+            with_lease(shared, account, || finish(shared, &intent, true, invoice))
+        else {
             reply_all(
                 explicit,
                 &Err(
@@ -437,6 +456,56 @@ fn settle(shared: &Shared, account: &str, mut force: bool) {
                 // Not again right away: the next Fulfill, T04 or invoice retries.
                 return;
             }
+        }
+    }
+}
+
+/// Runs `work` on `account`'s payment with its lease renewed meanwhile by the upkeep thread.
+fn with_lease<T>(shared: &Shared, account: &str, work: impl FnOnce() -> T) -> T {
+    shared.leased.lock().insert(account.to_owned());
+    let result = work();
+    shared.leased.lock().remove(account);
+    result
+}
+
+/// The upkeep thread. Every few seconds it voids holds of Prepares long expired (a process
+/// that died left them, or an answer never came); with a store that several processes share,
+/// it also renews the leases of the payments this process works on, and hands the payer any
+/// payment left open by a process that died (the payer takes its lease over once it ran out,
+/// and finishes it by tracking it).
+pub(crate) fn upkeep(shared: &Shared) {
+    let shared_store = shared.store.upkeep_every();
+    let every = shared_store.unwrap_or(HOLD_SWEEP_EVERY);
+    while !shared.wait_or_stop(every) {
+        match shared.store.sweep_holds(unix_now_ms()) {
+            Ok(0) => {}
+            Ok(voided) => log::info!("settlement: voided {voided} holds of expired Prepares"),
+            Err(e) => log::warn!("settlement: cannot sweep the holds: {e}"),
+        }
+        if shared_store.is_none() {
+            continue;
+        }
+        let ours: Vec<String> = shared.leased.lock().iter().cloned().collect();
+        for account in ours {
+            match shared.store.claim_payment(&account) {
+                Ok(true) => {}
+                Ok(false) => log::warn!(
+                    "settlement: another process took over the payment to {account} (this one \
+                     was too slow to renew its lease); both track it, neither pays it again"
+                ),
+                Err(e) => log::warn!("settlement: cannot renew the lease of {account}: {e}"),
+            }
+        }
+        let open = match shared.store.open_payments() {
+            Ok(open) => open,
+            Err(e) => {
+                log::warn!("settlement: cannot read the payments in flight: {e}");
+                continue;
+            }
+        };
+        let leased = shared.leased.lock().clone();
+        for intent in open.iter().filter(|p| !leased.contains(&p.account)) {
+            shared.payer.request(&intent.account, false);
         }
     }
 }

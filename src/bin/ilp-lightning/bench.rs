@@ -23,7 +23,10 @@ pub const USAGE: &str =
     "  bench [--packets N] [--concurrency C] [--threads T] [--clients K] [--pin CPU]
                      loopback throughput/latency/CPU of a server and client pair, one JSON line;
                      C packets in flight, from T sending threads (default C: each thread waits
-                     in send_data; fewer: each keeps a window of submit_data in flight)";
+                     in send_data; fewer: each keeps a window of submit_data in flight)
+  bench --store DIR|redis://HOST:PORT/DB [--hubs N] [--packets N] [--concurrency C]
+                     the same through N hubs with their books in that store (Redis: flushed
+                     first; with the figure of Redis commands per packet)";
 
 const FULFILLMENT: [u8; 32] = [7; 32];
 
@@ -78,12 +81,23 @@ struct Settings {
     threads: usize,
     clients: usize,
     pin: Option<usize>,
+    /// `--store`: bench hubs with books there instead of the bare pair.
+    store: Option<String>,
+    hubs: usize,
 }
 
 fn parse(args: &[String]) -> Result<Settings, FlagError> {
     let flags = Flags::parse(
         args,
-        &["packets", "concurrency", "threads", "clients", "pin"],
+        &[
+            "packets",
+            "concurrency",
+            "threads",
+            "clients",
+            "pin",
+            "store",
+            "hubs",
+        ],
     )?;
     let concurrency = flags.parsed("concurrency")?.unwrap_or(1);
     let settings = Settings {
@@ -92,6 +106,8 @@ fn parse(args: &[String]) -> Result<Settings, FlagError> {
         threads: flags.parsed("threads")?.unwrap_or(concurrency),
         clients: flags.parsed("clients")?.unwrap_or(0),
         pin: flags.parsed("pin")?,
+        store: flags.get("store").map(str::to_owned),
+        hubs: flags.parsed("hubs")?.unwrap_or(1),
     };
     if settings
         .pin
@@ -360,6 +376,30 @@ fn bench(settings: &Settings) -> Result<String, String> {
     Ok(line)
 }
 
+#[cfg(feature = "sim")]
+fn bench_store(settings: &Settings, store: &str) -> Result<String, String> {
+    use crate::bench_hubs::{bench, BenchStore};
+    if let Some(cpu) = settings.pin {
+        pin_to_cpu(cpu)?;
+    }
+    let store = if store.starts_with("redis://") {
+        BenchStore::Redis(store.to_owned())
+    } else {
+        BenchStore::Dir(store.into())
+    };
+    bench(
+        &store,
+        settings.hubs,
+        settings.packets,
+        settings.concurrency,
+    )
+}
+
+#[cfg(not(feature = "sim"))]
+fn bench_store(_: &Settings, _: &str) -> Result<String, String> {
+    Err("--store needs a build with the sim feature (the hubs settle over a simulated node)".into())
+}
+
 /// `ilp-lightning bench ...`.
 pub fn run(args: &[String]) -> ExitCode {
     let settings = match parse(args) {
@@ -369,7 +409,11 @@ pub fn run(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match bench(&settings) {
+    let result = match &settings.store {
+        None => bench(&settings),
+        Some(store) => bench_store(&settings, store),
+    };
+    match result {
         Ok(line) => {
             println!("{line}");
             ExitCode::SUCCESS

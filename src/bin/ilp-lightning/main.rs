@@ -2,6 +2,8 @@
 //! into the crate and prints.
 
 mod bench;
+#[cfg(feature = "sim")]
+mod bench_hubs;
 mod client;
 mod decode;
 #[cfg(feature = "sim")]

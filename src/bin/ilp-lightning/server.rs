@@ -135,6 +135,30 @@ fn open_redis(url: &str) -> Result<OpenedStore, String> {
     Ok((store.clone(), store))
 }
 
+/// This process's place among the hub processes sharing a Redis (nothing with another store).
+#[cfg(feature = "redis")]
+type Membership = Option<ilp_plugin_lightning::plugin::Cluster>;
+#[cfg(not(feature = "redis"))]
+type Membership = ();
+
+/// With the books in Redis, joins the other hub processes on it: accounts attached to any of
+/// them are reachable from every one.
+#[cfg(feature = "redis")]
+fn join_cluster(store: &StoreLocation, hub: &Arc<LightningPlugin>) -> Result<Membership, String> {
+    use ilp_plugin_lightning::plugin::{Cluster, ClusterOptions};
+    match store {
+        StoreLocation::Redis(url) => Cluster::join(url, hub, ClusterOptions::default())
+            .map(Some)
+            .map_err(|e| format!("--store {url}: cannot join the other hub processes: {e}")),
+        StoreLocation::Dir(_) => Ok(None),
+    }
+}
+
+#[cfg(not(feature = "redis"))]
+fn join_cluster(_: &StoreLocation, _: &Arc<LightningPlugin>) -> Result<Membership, String> {
+    Ok(())
+}
+
 #[cfg(not(feature = "redis"))]
 fn open_redis(url: &str) -> Result<OpenedStore, String> {
     Err(format!(
@@ -253,9 +277,10 @@ pub fn run(args: &[String]) -> ExitCode {
     let started = node::connect(&options.node).and_then(|(node, info)| {
         let (store, tokens) = options.store.open()?;
         let hub = start(&options, node, store.clone(), tokens)?;
-        Ok((hub, info, store))
+        let membership = join_cluster(&options.store, &hub)?;
+        Ok((hub, info, store, membership))
     });
-    let (hub, info, store) = match started {
+    let (hub, info, store, _membership) = match started {
         Ok(started) => started,
         Err(e) => {
             eprintln!("ilp-lightning server: {e}");

@@ -66,6 +66,7 @@ pub struct EmbeddedStore {
     path: PathBuf,
     db: Database,
     books: Mutex<Books>,
+    holds: super::HoldTable,
     tokens: Mutex<HashMap<String, TokenHash>>,
     journal: Mutex<JournalState>,
     commit_done: Condvar,
@@ -125,6 +126,7 @@ impl EmbeddedStore {
             path,
             db,
             books: Mutex::new(books),
+            holds: super::HoldTable::default(),
             tokens: Mutex::new(tokens),
             journal: Mutex::new(JournalState::default()),
             commit_done: Condvar::new(),
@@ -452,8 +454,9 @@ mod tests {
         let dir = temp_dir("reopen");
         {
             let store = EmbeddedStore::open(&dir).unwrap();
-            store.reserve("alice", 500, None).unwrap().unwrap();
-            store.post("alice", 400).unwrap();
+            let hold = super::super::Hold::new(u64::MAX);
+            store.reserve("alice", 500, None, &hold).unwrap().unwrap();
+            store.post("alice", 400, &hold.id).unwrap();
             store.owe("bob", 9000).unwrap();
             store
                 .begin_payment(&intent("bob", 1, 9000))
@@ -626,7 +629,9 @@ mod tests {
         {
             let store = EmbeddedStore::open(&dir).unwrap();
             store.owe("bob", 1).unwrap();
-            assert!(store.post("bob", 5).is_err());
+            assert!(store
+                .post("bob", 5, &super::super::HoldId([1; 16]))
+                .is_err());
         }
         let store = EmbeddedStore::open(&dir).unwrap();
         assert_eq!(store.account("bob").unwrap().receivable_msat, 0);

@@ -12,15 +12,17 @@ mod embedded;
 #[cfg(feature = "redis")]
 mod redis;
 
+use std::collections::HashMap;
 use std::fmt;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
 #[cfg(feature = "redis")]
-pub use self::redis::RedisStore;
+pub use self::redis::{ForwardOutcome, RedisStore};
 pub use super::book::{
-    AccountBook, BookError, Credit, IssuedInvoice, IssuedState, KeysendToken, OverLimit,
-    PaymentBusy, PaymentIntent, PaymentResult, PaymentRoute, Receipt,
+    AccountBook, BookError, Credit, Hold, HoldId, IssuedInvoice, IssuedState, KeysendToken,
+    OverLimit, PaymentBusy, PaymentIntent, PaymentResult, PaymentRoute, Receipt,
 };
 use super::book::{Books, Changed};
 pub use codec::CorruptRecord;
@@ -61,17 +63,26 @@ impl From<BookError> for StoreError {
 /// cursor. Every method is one atomic change; those that change money return once it is durable.
 /// Amounts are millisatoshis. See [`AccountBook`] for what the balances mean.
 pub trait Store: Send + Sync {
-    /// Reserves an incoming Prepare of `amount_msat` against the account's limit (`None`: none).
+    /// Reserves an incoming Prepare of `amount_msat` against the account's limit (`None`: none)
+    /// under `hold`. The same hold again changes nothing and is answered `Ok(Ok(()))`.
     fn reserve(
         &self,
         account: &str,
         amount_msat: u128,
         limit_msat: Option<u128>,
+        hold: &Hold,
     ) -> Result<Result<(), OverLimit>, StoreError>;
-    /// Releases a reservation: our answer was a Reject.
-    fn void(&self, account: &str, amount_msat: u128) -> Result<(), StoreError>;
-    /// Turns a reservation into debt: our answer was a Fulfill.
-    fn post(&self, account: &str, amount_msat: u128) -> Result<(), StoreError>;
+    /// Releases the reservation `hold`: our answer was a Reject (or it expired). Repeating it,
+    /// or voiding a hold already posted, changes nothing; a hold never reserved is refused
+    /// (`NotReserved`).
+    fn void(&self, account: &str, amount_msat: u128, hold: &HoldId) -> Result<(), StoreError>;
+    /// Turns the reservation `hold` into debt: our answer was a Fulfill. Repeating it changes
+    /// nothing; a hold never reserved, or voided already (by the sweeper: too late), is
+    /// refused (`NotReserved`), and the Fulfill must not go out.
+    fn post(&self, account: &str, amount_msat: u128, hold: &HoldId) -> Result<(), StoreError>;
+    /// Voids every hold still open `hold_margin` after its Prepare expired (its process died
+    /// or lost it), and forgets finished ones as old; returns how many it voided.
+    fn sweep_holds(&self, now_ms: u64) -> Result<usize, StoreError>;
     /// The peer fulfilled our Prepare: we owe it more. Returns the account after the change.
     fn owe(&self, account: &str, amount_msat: u128) -> Result<AccountBook, StoreError>;
     /// Records a payment before it is made (see [`Books::begin_payment`](super::book::Books)).
@@ -128,6 +139,20 @@ pub trait Store: Send + Sync {
         add_index: u64,
         cursor: InvoiceCursor,
     ) -> Result<Credit, StoreError>;
+    /// Takes, or renews, this process's lease on `account`'s payment in flight: `false` when
+    /// another process holds it and is alive (it renews the lease). A store that only one
+    /// process uses has no one to share with: always `true`. A payment is worked on (sent,
+    /// tracked, booked) only by the holder of its account's lease; when the holder dies its
+    /// lease runs out and another process takes the payment over, tracking it by its hash.
+    fn claim_payment(&self, account: &str) -> Result<bool, StoreError> {
+        let _ = account;
+        Ok(true)
+    }
+    /// How often settlement does the store's upkeep (renewing leases, taking over payments
+    /// whose owner died); `None`: no lease to renew, nothing to take over.
+    fn upkeep_every(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// 32 random bytes for a new keysend token.
@@ -136,6 +161,76 @@ pub(crate) fn fresh_token() -> Result<KeysendToken, StoreError> {
     getrandom::getrandom(&mut token)
         .map_err(|e| StoreError::Io(format!("no randomness for a keysend token: {e}")))?;
     Ok(token)
+}
+
+/// How long past its Prepare's expiry a hold may stay open before the sweeper voids it, in the
+/// stores that keep holds in memory.
+pub const HOLD_MARGIN: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HoldState {
+    Held,
+    Posted,
+    Voided,
+}
+
+#[derive(Debug)]
+struct HoldRecord {
+    account: String,
+    amount_msat: u128,
+    expires_at_ms: u64,
+    state: HoldState,
+}
+
+/// The holds of a store that keeps them in memory (after a restart of the only process no
+/// Prepare is in flight): what makes its reserve, post and void repeatable.
+#[derive(Debug, Default)]
+pub(crate) struct HoldTable {
+    holds: Mutex<HashMap<HoldId, HoldRecord>>,
+}
+
+impl HoldTable {
+    fn state(&self, id: &HoldId) -> Option<HoldState> {
+        self.holds.lock().get(id).map(|r| r.state)
+    }
+
+    fn insert(&self, account: &str, amount_msat: u128, hold: &Hold) {
+        self.holds.lock().insert(
+            hold.id,
+            HoldRecord {
+                account: account.to_owned(),
+                amount_msat,
+                expires_at_ms: hold.expires_at_ms,
+                state: HoldState::Held,
+            },
+        );
+    }
+
+    fn set(&self, id: &HoldId, state: HoldState) {
+        if let Some(record) = self.holds.lock().get_mut(id) {
+            record.state = state;
+        }
+    }
+
+    /// Forgets finished holds older than `cutoff_ms` and returns the open ones: (id, account,
+    /// amount).
+    fn stale(&self, cutoff_ms: u64) -> Vec<(HoldId, String, u128)> {
+        let mut holds = self.holds.lock();
+        holds.retain(|_, r| r.expires_at_ms >= cutoff_ms || r.state == HoldState::Held);
+        holds
+            .iter()
+            .filter(|(_, r)| r.expires_at_ms < cutoff_ms)
+            .map(|(id, r)| (*id, r.account.clone(), r.amount_msat))
+            .collect()
+    }
+}
+
+fn not_reserved(account: &str, amount_msat: u128) -> StoreError {
+    StoreError::Refused(BookError::NotReserved {
+        account: account.to_owned(),
+        reserved_msat: 0,
+        amount_msat,
+    })
 }
 
 /// Reads shared by the stores that keep [`Books`] in memory.
@@ -170,15 +265,71 @@ macro_rules! books_store {
                 account: &str,
                 amount_msat: u128,
                 limit_msat: Option<u128>,
+                hold: &$crate::settlement::store::Hold,
             ) -> Result<Result<(), OverLimit>, StoreError> {
                 // Reservations live in memory: after a restart no Prepare is in flight.
-                self.change(|books| Ok((books.reserve(account, amount_msat, limit_msat)?, vec![])))
+                if self.holds.state(&hold.id).is_some() {
+                    return Ok(Ok(()));
+                }
+                let reserved = self.change(|books| {
+                    Ok((books.reserve(account, amount_msat, limit_msat)?, vec![]))
+                })?;
+                if reserved.is_ok() {
+                    self.holds.insert(account, amount_msat, hold);
+                }
+                Ok(reserved)
             }
-            fn void(&self, account: &str, amount_msat: u128) -> Result<(), StoreError> {
-                self.change(|books| Ok((books.void(account, amount_msat)?, vec![])))
+            fn void(
+                &self,
+                account: &str,
+                amount_msat: u128,
+                hold: &$crate::settlement::store::HoldId,
+            ) -> Result<(), StoreError> {
+                match self.holds.state(hold) {
+                    None => Err($crate::settlement::store::not_reserved(
+                        account,
+                        amount_msat,
+                    )),
+                    Some(
+                        $crate::settlement::store::HoldState::Posted
+                        | $crate::settlement::store::HoldState::Voided,
+                    ) => Ok(()),
+                    Some($crate::settlement::store::HoldState::Held) => {
+                        self.change(|books| Ok((books.void(account, amount_msat)?, vec![])))?;
+                        self.holds
+                            .set(hold, $crate::settlement::store::HoldState::Voided);
+                        Ok(())
+                    }
+                }
             }
-            fn post(&self, account: &str, amount_msat: u128) -> Result<(), StoreError> {
-                self.change(|books| Ok(((), books.post(account, amount_msat)?)))
+            fn post(
+                &self,
+                account: &str,
+                amount_msat: u128,
+                hold: &$crate::settlement::store::HoldId,
+            ) -> Result<(), StoreError> {
+                match self.holds.state(hold) {
+                    None | Some($crate::settlement::store::HoldState::Voided) => Err(
+                        $crate::settlement::store::not_reserved(account, amount_msat),
+                    ),
+                    Some($crate::settlement::store::HoldState::Posted) => Ok(()),
+                    Some($crate::settlement::store::HoldState::Held) => {
+                        self.change(|books| Ok(((), books.post(account, amount_msat)?)))?;
+                        self.holds
+                            .set(hold, $crate::settlement::store::HoldState::Posted);
+                        Ok(())
+                    }
+                }
+            }
+            fn sweep_holds(&self, now_ms: u64) -> Result<usize, StoreError> {
+                let margin = u64::try_from($crate::settlement::store::HOLD_MARGIN.as_millis())
+                    .unwrap_or(u64::MAX);
+                let stale = self.holds.stale(now_ms.saturating_sub(margin));
+                let voided = stale.len();
+                for (id, account, amount_msat) in stale {
+                    self.void(&account, amount_msat, &id)?;
+                }
+                Ok(voided)
             }
             fn owe(&self, account: &str, amount_msat: u128) -> Result<AccountBook, StoreError> {
                 self.change(|books| {
@@ -305,6 +456,7 @@ pub(crate) use books_store;
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     books: Mutex<Books>,
+    holds: HoldTable,
 }
 
 impl MemoryStore {
@@ -317,6 +469,7 @@ impl MemoryStore {
     pub(crate) fn from_books(books: Books) -> Self {
         MemoryStore {
             books: Mutex::new(books),
+            holds: HoldTable::default(),
         }
     }
 
@@ -341,12 +494,26 @@ mod tests {
     #[test]
     fn memory_store_applies_the_rules() {
         let store = MemoryStore::new();
-        store.reserve("alice", 10, Some(10)).unwrap().unwrap();
-        assert!(store.reserve("alice", 1, Some(10)).unwrap().is_err());
-        store.post("alice", 10).unwrap();
+        let first = Hold::new(u64::MAX);
+        store
+            .reserve("alice", 10, Some(10), &first)
+            .unwrap()
+            .unwrap();
+        // The same hold again: nothing more reserved.
+        store
+            .reserve("alice", 10, Some(10), &first)
+            .unwrap()
+            .unwrap();
+        assert!(store
+            .reserve("alice", 1, Some(10), &Hold::new(u64::MAX))
+            .unwrap()
+            .is_err());
+        store.post("alice", 10, &first.id).unwrap();
+        store.post("alice", 10, &first.id).unwrap();
+        store.void("alice", 10, &first.id).unwrap();
         assert_eq!(store.account("alice").unwrap().receivable_msat, 10);
         assert!(matches!(
-            store.void("alice", 1),
+            store.void("alice", 1, &HoldId([9; 16])),
             Err(StoreError::Refused(BookError::NotReserved { .. }))
         ));
         assert_eq!(store.owe("bob", 5).unwrap().payable_msat, 5);

@@ -17,10 +17,12 @@
 //! Lua numbers are doubles: amounts and balances are kept to ±(2^53 − 1) msat (about 90 000
 //! BTC), and a change that would leave that range is refused like an overflow of the books.
 //!
-//! Reservations of Prepares in flight stay in each process's memory, as in the other stores:
-//! a process that dies leaves nothing reserved behind. The limit check adds this process's
-//! reservations to the shared balance, so an account's limit holds for the Prepares of the
-//! process it is attached to.
+//! Each incoming Prepare is a two-phase booking: reserved under its hold id (with its expiry),
+//! then posted (our Fulfill) or voided (our Reject), each step one script and a no-op when
+//! repeated. The holds live in Redis, so an account's limit holds across every process, and a
+//! hold left open by a process that died is voided by the sweeper of any other a margin after
+//! its Prepare expired. One payment in flight per account is worked on by the process holding
+//! its lease (see [`Store::claim_payment`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -32,11 +34,22 @@ use redis::{Client, Connection, IntoConnectionInfo, RedisError, RedisResult, Scr
 
 use super::codec;
 use super::{
-    AccountBook, BookError, Credit, IssuedInvoice, IssuedState, KeysendToken, OverLimit,
-    PaymentBusy, PaymentIntent, PaymentResult, PaymentRoute, Receipt, Store, StoreError,
+    AccountBook, BookError, Credit, Hold, HoldId, IssuedInvoice, IssuedState, KeysendToken,
+    OverLimit, PaymentBusy, PaymentIntent, PaymentResult, PaymentRoute, Receipt, Store, StoreError,
 };
 use crate::btp::auth::{constant_time_eq, TokenCheck, TokenHash, TokenStore, TokenStoreError};
 use crate::lnd::{InvoiceCursor, PaymentHash};
+
+/// How long a payment's lease lasts unless its holder renews it.
+const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
+
+/// A random id for this process (16 bytes, hex).
+fn new_owner_id() -> Result<String, StoreError> {
+    let mut bytes = [0u8; 16];
+    getrandom::getrandom(&mut bytes)
+        .map_err(|e| StoreError::Io(format!("no randomness for a process id: {e}")))?;
+    Ok(hex::encode(bytes))
+}
 
 /// The largest magnitude a Lua number holds exactly.
 const LUA_EXACT: u128 = (1 << 53) - 1;
@@ -52,13 +65,30 @@ const RECEIPTS: &str = "ilp:receipts";
 const CURSOR: &str = "ilp:cursor";
 /// Keysend tokens: token (hex) → account.
 const KEYSEND_TOKENS: &str = "ilp:keysend-tokens";
+/// Every hold by its Prepare's expiry (score, Unix ms); members are `HOLD_ID ACCOUNT`.
+const HOLD_EXPIRY: &str = "ilp:hold-expiry";
+/// Holds the sweeper handles per round trip.
+const SWEEP_BATCH: usize = 256;
+/// How long past its Prepare's expiry a hold may stay open before any sweeper voids it.
+const DEFAULT_HOLD_MARGIN: Duration = Duration::from_secs(10);
 
 fn book_key(account: &str) -> String {
     format!("ilp:{{acct:{account}}}:book")
 }
 
+/// An account's holds: id (hex) -> `STATE AMOUNT EXPIRY` (state `h` held, `p` posted, `v`
+/// voided).
+fn holds_key(account: &str) -> String {
+    format!("ilp:{{acct:{account}}}:holds")
+}
+
 fn in_flight_key(account: &str) -> String {
     format!("ilp:{{acct:{account}}}:in-flight")
+}
+
+/// Which process works on the account's payment in flight: its owner id, with an expiry.
+fn lease_key(account: &str) -> String {
+    format!("ilp:{{acct:{account}}}:lease")
 }
 
 fn token_key(account: &str) -> String {
@@ -87,13 +117,140 @@ local function advance_cursor(key, add, settle)
 end
 "#;
 
-/// KEYS: book, accounts. ARGV: amount, account. Our Fulfill of a reserved Prepare.
+/// Reads a hold record: state, amount, expiry.
+const HOLD_PRELUDE: &str = r#"
+local function hold_of(record)
+  local state, amount, expires = string.match(record, '^(%a) (%d+) (%d+)$')
+  return state, tonumber(amount), expires
+end
+"#;
+
+/// KEYS: book, holds, hold expiry, accounts.
+/// ARGV: hold id, amount, limit or '', expiry (ms), account.
+/// Reserves against the limit on the shared balance, all processes' holds included.
+const RESERVE: &str = r#"
+local record = redis.call('HGET', KEYS[2], ARGV[1])
+if record then
+  if string.sub(record, 1, 1) == 'v' then return {'closed'} end
+  return {'ok'}
+end
+local amount = tonumber(ARGV[2])
+local reserved = num(redis.call('HGET', KEYS[1], 'reserved')) + amount
+local exposure = num(redis.call('HGET', KEYS[1], 'receivable')) + reserved
+if not fits(reserved) or not fits(exposure) then return {'overflow'} end
+if ARGV[3] ~= '' and exposure > tonumber(ARGV[3]) then return {'over', text(exposure)} end
+redis.call('HSET', KEYS[1], 'reserved', text(reserved))
+redis.call('HSET', KEYS[2], ARGV[1], 'h ' .. ARGV[2] .. ' ' .. ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1] .. ' ' .. ARGV[5])
+redis.call('SADD', KEYS[4], ARGV[5])
+return {'ok'}
+"#;
+
+/// KEYS: book, holds, accounts. ARGV: hold id, account. Our Fulfill of a held Prepare.
 const POST: &str = r#"
-local receivable = num(redis.call('HGET', KEYS[1], 'receivable')) + tonumber(ARGV[1])
-if not fits(receivable) then return 'overflow' end
-redis.call('HSET', KEYS[1], 'receivable', text(receivable))
-redis.call('SADD', KEYS[2], ARGV[2])
+local record = redis.call('HGET', KEYS[2], ARGV[1])
+if not record then return 'not-held' end
+local state, amount, expires = hold_of(record)
+if state == 'p' then return 'ok' end
+if state ~= 'h' then return 'not-held' end
+local reserved = num(redis.call('HGET', KEYS[1], 'reserved')) - amount
+local receivable = num(redis.call('HGET', KEYS[1], 'receivable')) + amount
+if not fits(receivable) or reserved < 0 then return 'overflow' end
+redis.call('HSET', KEYS[1], 'reserved', text(reserved), 'receivable', text(receivable))
+redis.call('HSET', KEYS[2], ARGV[1], 'p ' .. text(amount) .. ' ' .. expires)
+redis.call('SADD', KEYS[3], ARGV[2])
 return 'ok'
+"#;
+
+/// KEYS: book, holds. ARGV: hold id. Our Reject of a held Prepare.
+const VOID: &str = r#"
+local record = redis.call('HGET', KEYS[2], ARGV[1])
+if not record then return 'not-held' end
+local state, amount, expires = hold_of(record)
+if state ~= 'h' then return 'ok' end
+local reserved = num(redis.call('HGET', KEYS[1], 'reserved')) - amount
+if reserved < 0 then return 'overflow' end
+redis.call('HSET', KEYS[1], 'reserved', text(reserved))
+redis.call('HSET', KEYS[2], ARGV[1], 'v ' .. text(amount) .. ' ' .. expires)
+return 'ok'
+"#;
+
+/// Voids the hold record `record` (state `h`) of KEYS[3] in book KEYS[2]; false on overflow.
+const VOID_PRELUDE: &str = r#"
+local function void_held(book, holds, id, amount, expires)
+  local reserved = num(redis.call('HGET', book, 'reserved')) - amount
+  if reserved < 0 then return false end
+  redis.call('HSET', book, 'reserved', text(reserved))
+  redis.call('HSET', holds, id, 'v ' .. text(amount) .. ' ' .. expires)
+  return true
+end
+"#;
+
+/// KEYS: outcome, book, holds, accounts.
+/// ARGV: fulfill, hold id, deadline (Unix ms), keep (ms), account.
+/// A Prepare forwarded to another process was fulfilled there: unless its outcome is decided
+/// already, the Fulfill stands if it came before the sender's deadline (by Redis's clock) and
+/// the sender's hold is posted in the same step; past the deadline it is "expired" and the
+/// hold voided. Returns the outcome.
+const CLAIM_FORWARD: &str = r#"
+local decided = redis.call('GET', KEYS[1])
+if decided then return decided end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local record = redis.call('HGET', KEYS[3], ARGV[2])
+local state, amount, expires
+if record then state, amount, expires = hold_of(record) end
+if now > tonumber(ARGV[3]) or state ~= 'h' then
+  if state == 'h' and not void_held(KEYS[2], KEYS[3], ARGV[2], amount, expires) then
+    return 'overflow'
+  end
+  redis.call('SET', KEYS[1], 'expired', 'PX', ARGV[4])
+  return 'expired'
+end
+local reserved = num(redis.call('HGET', KEYS[2], 'reserved')) - amount
+local receivable = num(redis.call('HGET', KEYS[2], 'receivable')) + amount
+if not fits(receivable) or reserved < 0 then return 'overflow' end
+redis.call('HSET', KEYS[2], 'reserved', text(reserved), 'receivable', text(receivable))
+redis.call('HSET', KEYS[3], ARGV[2], 'p ' .. text(amount) .. ' ' .. expires)
+redis.call('SADD', KEYS[4], ARGV[5])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
+return ARGV[1]
+"#;
+
+/// KEYS: outcome, book, holds. ARGV: hold id, keep (ms). The sender's process gave up
+/// waiting for a forwarded Prepare: unless its outcome is decided already, it is "expired" and
+/// the sender's hold voided in the same step. Returns the outcome.
+const EXPIRE_FORWARD: &str = r#"
+local decided = redis.call('GET', KEYS[1])
+if decided then return decided end
+local record = redis.call('HGET', KEYS[3], ARGV[1])
+if record then
+  local state, amount, expires = hold_of(record)
+  if state == 'h' and not void_held(KEYS[2], KEYS[3], ARGV[1], amount, expires) then
+    return 'overflow'
+  end
+end
+redis.call('SET', KEYS[1], 'expired', 'PX', ARGV[2])
+return 'expired'
+"#;
+
+/// KEYS: book, holds, hold expiry. ARGV: hold id, expiry member. The sweeper: voids a hold
+/// still open, and forgets it.
+const FORGET_HOLD: &str = r#"
+local record = redis.call('HGET', KEYS[2], ARGV[1])
+local voided = 0
+if record then
+  local state, amount = hold_of(record)
+  if state == 'h' then
+    local reserved = num(redis.call('HGET', KEYS[1], 'reserved')) - amount
+    if reserved < 0 then return 'overflow' end
+    redis.call('HSET', KEYS[1], 'reserved', text(reserved))
+    voided = 1
+  end
+  redis.call('HDEL', KEYS[2], ARGV[1])
+end
+redis.call('ZREM', KEYS[3], ARGV[2])
+return voided
 "#;
 
 /// KEYS: book, accounts. ARGV: amount, account. The peer fulfilled our Prepare.
@@ -105,11 +262,15 @@ redis.call('SADD', KEYS[2], ARGV[2])
 return redis.call('HGETALL', KEYS[1])
 "#;
 
-/// KEYS: book, in-flight, payments, paid invoices, accounts.
-/// ARGV: hash (hex), amount, encoded intent, account. The very same intent again (a repeat after
-/// a lost reply) is answered 'ok' and changes nothing.
+/// KEYS: book, in-flight, payments, paid invoices, accounts, lease.
+/// ARGV: hash (hex), amount, encoded intent, account, owner, lease (ms). The very same intent
+/// again (a repeat after a lost reply) is answered 'ok' and changes nothing. The process that
+/// records the payment holds its lease.
 const BEGIN_PAYMENT: &str = r#"
-if redis.call('HGET', KEYS[3], ARGV[1]) == ARGV[3] then return {'ok'} end
+if redis.call('HGET', KEYS[3], ARGV[1]) == ARGV[3] then
+  redis.call('SET', KEYS[6], ARGV[5], 'PX', ARGV[6])
+  return {'ok'}
+end
 if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 or redis.call('HEXISTS', KEYS[4], ARGV[1]) == 1 then
   return {'duplicate'}
 end
@@ -123,11 +284,22 @@ redis.call('HSET', KEYS[1], 'payable', text(payable), 'paying', text(paying))
 redis.call('SET', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
 redis.call('SADD', KEYS[5], ARGV[4])
+redis.call('SET', KEYS[6], ARGV[5], 'PX', ARGV[6])
 return {'ok'}
 "#;
 
-/// KEYS: book, in-flight, payments, paid invoices.
+/// KEYS: lease. ARGV: owner, lease (ms). Takes the lease when nobody holds it (or its holder
+/// let it run out), renews it when we hold it; 0 when another process holds it.
+const CLAIM_PAYMENT: &str = r#"
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"#;
+
+/// KEYS: book, in-flight, payments, paid invoices, lease.
 /// ARGV: hash (hex), amount, 'succeeded' or 'failed', fee, the invoice's expiry or ''.
+/// The lease ends with the payment, whoever held it.
 const FINISH_PAYMENT: &str = r#"
 if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 0 then return 'not-open' end
 local amount = tonumber(ARGV[2])
@@ -147,7 +319,10 @@ else
   redis.call('HSET', KEYS[1], 'paying', text(paying), 'payable', text(payable))
 end
 redis.call('HDEL', KEYS[3], ARGV[1])
-if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+if redis.call('GET', KEYS[2]) == ARGV[1] then
+  redis.call('DEL', KEYS[2])
+  redis.call('DEL', KEYS[5])
+end
 return 'finished'
 "#;
 
@@ -257,10 +432,16 @@ return 'credited'
 "#;
 
 struct Scripts {
+    reserve: Script,
     post: Script,
+    void: Script,
+    forget_hold: Script,
+    claim_forward: Script,
+    expire_forward: Script,
     owe: Script,
     begin_payment: Script,
     finish_payment: Script,
+    claim_payment: Script,
     issue_invoice: Script,
     credit_invoice: Script,
     close_invoice: Script,
@@ -273,11 +454,18 @@ struct Scripts {
 impl Scripts {
     fn new() -> Scripts {
         let script = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
+        let hold_script = |body: &str| Script::new(&format!("{PRELUDE}{HOLD_PRELUDE}{body}"));
         Scripts {
-            post: script(POST),
+            reserve: hold_script(RESERVE),
+            post: hold_script(POST),
+            void: hold_script(VOID),
+            forget_hold: hold_script(FORGET_HOLD),
+            claim_forward: hold_script(&format!("{VOID_PRELUDE}{CLAIM_FORWARD}")),
+            expire_forward: hold_script(&format!("{VOID_PRELUDE}{EXPIRE_FORWARD}")),
             owe: script(OWE),
             begin_payment: script(BEGIN_PAYMENT),
             finish_payment: script(FINISH_PAYMENT),
+            claim_payment: script(CLAIM_PAYMENT),
             issue_invoice: script(ISSUE_INVOICE),
             credit_invoice: script(CREDIT_INVOICE),
             close_invoice: script(CLOSE_INVOICE),
@@ -298,8 +486,12 @@ pub struct RedisStore {
     /// Connections not in use; a command takes one out, so no lock is held while Redis answers.
     idle: Mutex<Vec<Connection>>,
     scripts: Scripts,
-    /// This process's reservations of Prepares in flight, per account.
-    reserved: Mutex<HashMap<String, u128>>,
+    /// This process among those sharing the database: random, new at every start.
+    owner: String,
+    /// How long a lease lasts unless renewed.
+    lease_ttl: Duration,
+    /// How long past its Prepare's expiry a hold may stay open before the sweeper voids it.
+    hold_margin: Duration,
 }
 
 impl fmt::Debug for RedisStore {
@@ -328,6 +520,14 @@ fn exact(amount_msat: u128, what: &'static str) -> Result<u128, StoreError> {
         return Err(StoreError::Refused(BookError::Overflow(what)));
     }
     Ok(amount_msat)
+}
+
+fn not_held(account: &str, amount_msat: u128) -> StoreError {
+    StoreError::Refused(BookError::NotReserved {
+        account: account.to_owned(),
+        reserved_msat: 0,
+        amount_msat,
+    })
 }
 
 fn script_refused(answer: &str, what: &'static str) -> StoreError {
@@ -362,7 +562,7 @@ fn book_of(fields: &HashMap<String, String>, account: &str) -> Result<AccountBoo
     let record = format!("account {account}");
     Ok(AccountBook {
         receivable_msat: parse_field(fields, "receivable", &record)?,
-        reserved_msat: 0,
+        reserved_msat: parse_field(fields, "reserved", &record)?,
         payable_msat: parse_field(fields, "payable", &record)?,
         paying_msat: parse_field(fields, "paying", &record)?,
         paid_msat: parse_field(fields, "paid", &record)?,
@@ -427,7 +627,9 @@ impl RedisStore {
             client,
             idle: Mutex::new(Vec::new()),
             scripts: Scripts::new(),
-            reserved: Mutex::new(HashMap::new()),
+            owner: new_owner_id()?,
+            lease_ttl: DEFAULT_LEASE_TTL,
+            hold_margin: DEFAULT_HOLD_MARGIN,
         };
         let cutoff = now_secs().saturating_sub(3600);
         store.with_retry(|con| {
@@ -444,6 +646,29 @@ impl RedisStore {
     /// Where it connects.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// This process's id among those sharing the database (the holder of its leases).
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// Leases last `ttl` unless renewed (default 10 s): how long after a process dies another
+    /// one takes its payment in flight over. Renewed every third of it.
+    pub fn with_lease_ttl(mut self, ttl: Duration) -> RedisStore {
+        self.lease_ttl = ttl.max(Duration::from_millis(30));
+        self
+    }
+
+    /// Holds still open `margin` after their Prepare expired are voided by the sweeper
+    /// (default 10 s). Longer than any Prepare's answer may take to be booked after it expired.
+    pub fn with_hold_margin(mut self, margin: Duration) -> RedisStore {
+        self.hold_margin = margin;
+        self
+    }
+
+    fn lease_ms(&self) -> u64 {
+        u64::try_from(self.lease_ttl.as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Runs `f` once, for a change that must not run twice (it has no identity to make a
@@ -492,63 +717,6 @@ impl RedisStore {
     fn fields(&self, key: &str) -> Result<HashMap<String, String>, StoreError> {
         self.with_retry(|con| redis::cmd("HGETALL").arg(key).query(con))
     }
-
-    fn local_reserved(&self, account: &str) -> u128 {
-        self.reserved.lock().get(account).copied().unwrap_or(0)
-    }
-
-    /// Whether `held` (this process's reservations, the new one included) fits the account's
-    /// limit on top of its shared balance.
-    fn check_limit(
-        &self,
-        account: &str,
-        held: u128,
-        limit_msat: Option<u128>,
-    ) -> Result<Result<(), OverLimit>, StoreError> {
-        let Some(limit) = limit_msat else {
-            return Ok(Ok(()));
-        };
-        let receivable: i128 = self
-            .with_retry(|con| {
-                redis::cmd("HGET")
-                    .arg(book_key(account))
-                    .arg("receivable")
-                    .query::<Option<String>>(con)
-            })?
-            .map_or(Ok(0), |v| {
-                v.parse()
-                    .map_err(|_| corrupt(format!("account {account}: receivable {v:?}")))
-            })?;
-        let would_owe = i128::try_from(held)
-            .ok()
-            .and_then(|h| receivable.checked_add(h))
-            .ok_or(BookError::Overflow("reservation"))?;
-        if would_owe > i128::try_from(limit).unwrap_or(i128::MAX) {
-            return Ok(Err(OverLimit {
-                would_owe_msat: would_owe,
-                limit_msat: limit,
-            }));
-        }
-        Ok(Ok(()))
-    }
-
-    fn release(&self, account: &str, amount_msat: u128) -> Result<(), StoreError> {
-        let mut reserved = self.reserved.lock();
-        let held = reserved.get(account).copied().unwrap_or(0);
-        let left = held
-            .checked_sub(amount_msat)
-            .ok_or_else(|| BookError::NotReserved {
-                account: account.to_owned(),
-                reserved_msat: held,
-                amount_msat,
-            })?;
-        if left == 0 {
-            reserved.remove(account);
-        } else {
-            reserved.insert(account.to_owned(), left);
-        }
-        Ok(())
-    }
 }
 
 impl Store for RedisStore {
@@ -557,53 +725,120 @@ impl Store for RedisStore {
         account: &str,
         amount_msat: u128,
         limit_msat: Option<u128>,
+        hold: &Hold,
     ) -> Result<Result<(), OverLimit>, StoreError> {
         let amount = exact(amount_msat, "reservation")?;
-        // Held first, checked after: a Prepare checked meanwhile sees this one too, so the
-        // process never lets an account past its limit.
-        let held = {
-            let mut reserved = self.reserved.lock();
-            let held = reserved.entry(account.to_owned()).or_insert(0);
-            *held = held
-                .checked_add(amount)
-                .ok_or(BookError::Overflow("reservation"))?;
-            *held
-        };
-        let checked = self.check_limit(account, held, limit_msat);
-        if !matches!(checked, Ok(Ok(()))) {
-            self.release(account, amount)?;
-        }
-        checked
-    }
-
-    fn void(&self, account: &str, amount_msat: u128) -> Result<(), StoreError> {
-        self.release(account, amount_msat)
-    }
-
-    fn post(&self, account: &str, amount_msat: u128) -> Result<(), StoreError> {
-        let held = self.local_reserved(account);
-        if held < amount_msat {
-            return Err(StoreError::Refused(BookError::NotReserved {
-                account: account.to_owned(),
-                reserved_msat: held,
-                amount_msat,
-            }));
-        }
-        // Booked in Redis before the reservation is released: meanwhile it counts twice, which
-        // can only refuse a Prepare, never admit one past the limit.
-        let answer: String = self.with(|con| {
+        // A limit past what Lua holds exactly is no limit at all for these balances.
+        let limit = limit_msat.filter(|l| *l <= LUA_EXACT);
+        let answer: Vec<String> = self.with_retry(|con| {
             self.scripts
-                .post
+                .reserve
                 .key(book_key(account))
+                .key(holds_key(account))
+                .key(HOLD_EXPIRY)
                 .key(ACCOUNTS)
-                .arg(amount_msat.to_string())
+                .arg(hold.id.to_string())
+                .arg(amount.to_string())
+                .arg(limit.map(|l| l.to_string()).unwrap_or_default())
+                .arg(hold.expires_at_ms)
                 .arg(account)
                 .invoke(con)
         })?;
-        if answer != "ok" {
-            return Err(script_refused(&answer, "receivable"));
+        match answer.first().map(String::as_str) {
+            Some("ok") => Ok(Ok(())),
+            Some("over") => Ok(Err(OverLimit {
+                would_owe_msat: answer
+                    .get(1)
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| corrupt(format!("account {account}: exposure {answer:?}")))?,
+                limit_msat: limit.unwrap_or(0),
+            })),
+            // Voided already (the sweeper): the Prepare is over.
+            Some("closed") => Err(not_held(account, amount_msat)),
+            other => Err(script_refused(other.unwrap_or(""), "reservation")),
         }
-        self.release(account, amount_msat)
+    }
+
+    fn void(&self, account: &str, amount_msat: u128, hold: &HoldId) -> Result<(), StoreError> {
+        let answer: String = self.with_retry(|con| {
+            self.scripts
+                .void
+                .key(book_key(account))
+                .key(holds_key(account))
+                .arg(hold.to_string())
+                .invoke(con)
+        })?;
+        match answer.as_str() {
+            "ok" => Ok(()),
+            "not-held" => Err(not_held(account, amount_msat)),
+            other => Err(script_refused(other, "reservation")),
+        }
+    }
+
+    fn post(&self, account: &str, amount_msat: u128, hold: &HoldId) -> Result<(), StoreError> {
+        let answer: String = self.with_retry(|con| {
+            self.scripts
+                .post
+                .key(book_key(account))
+                .key(holds_key(account))
+                .key(ACCOUNTS)
+                .arg(hold.to_string())
+                .arg(account)
+                .invoke(con)
+        })?;
+        match answer.as_str() {
+            "ok" => Ok(()),
+            "not-held" => Err(not_held(account, amount_msat)),
+            other => Err(script_refused(other, "receivable")),
+        }
+    }
+
+    fn sweep_holds(&self, now_ms: u64) -> Result<usize, StoreError> {
+        let margin = u64::try_from(self.hold_margin.as_millis()).unwrap_or(u64::MAX);
+        let cutoff = now_ms.saturating_sub(margin);
+        let mut voided = 0;
+        loop {
+            let stale: Vec<String> = self.with_retry(|con| {
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(HOLD_EXPIRY)
+                    .arg("-inf")
+                    .arg(cutoff)
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(SWEEP_BATCH)
+                    .query(con)
+            })?;
+            for member in &stale {
+                let (id, account) = member
+                    .split_once(' ')
+                    .ok_or_else(|| corrupt(format!("hold expiry member {member:?}")))?;
+                let answer: Value = self.with_retry(|con| {
+                    self.scripts
+                        .forget_hold
+                        .key(book_key(account))
+                        .key(holds_key(account))
+                        .key(HOLD_EXPIRY)
+                        .arg(id)
+                        .arg(member)
+                        .invoke(con)
+                })?;
+                match answer {
+                    Value::Int(1) => {
+                        log::warn!(
+                            "settlement: hold {id} of {account} was still open {} ms after its \
+                             Prepare expired: voided",
+                            margin
+                        );
+                        voided += 1;
+                    }
+                    Value::Int(_) => {}
+                    other => return Err(corrupt(format!("sweeping hold {id}: {other:?}"))),
+                }
+            }
+            if stale.len() < SWEEP_BATCH {
+                return Ok(voided);
+            }
+        }
     }
 
     fn owe(&self, account: &str, amount_msat: u128) -> Result<AccountBook, StoreError> {
@@ -624,9 +859,7 @@ impl Store for RedisStore {
             }
             other => redis::from_redis_value(other).map_err(|e| corrupt(e.to_string()))?,
         };
-        let mut book = book_of(&fields, account)?;
-        book.reserved_msat = self.local_reserved(account);
-        Ok(book)
+        book_of(&fields, account)
     }
 
     fn begin_payment(&self, intent: &PaymentIntent) -> Result<Result<(), PaymentBusy>, StoreError> {
@@ -640,10 +873,13 @@ impl Store for RedisStore {
                 .key(PAYMENTS)
                 .key(PAID_INVOICES)
                 .key(ACCOUNTS)
+                .key(lease_key(&intent.account))
                 .arg(&hash)
                 .arg(amount.to_string())
                 .arg(codec::encode_payment(intent))
                 .arg(&intent.account)
+                .arg(&self.owner)
+                .arg(self.lease_ms())
                 .invoke(con)
         })?;
         match answer.first().map(String::as_str) {
@@ -691,6 +927,7 @@ impl Store for RedisStore {
                 .key(in_flight_key(&intent.account))
                 .key(PAYMENTS)
                 .key(PAID_INVOICES)
+                .key(lease_key(&intent.account))
                 .arg(&hash)
                 .arg(intent.amount_msat)
                 .arg(outcome)
@@ -811,17 +1048,13 @@ impl Store for RedisStore {
     }
 
     fn account(&self, name: &str) -> Result<AccountBook, StoreError> {
-        let mut book = book_of(&self.fields(&book_key(name))?, name)?;
-        book.reserved_msat = self.local_reserved(name);
-        Ok(book)
+        book_of(&self.fields(&book_key(name))?, name)
     }
 
     fn accounts(&self) -> Result<Vec<(String, AccountBook)>, StoreError> {
         let mut names: Vec<String> =
             self.with_retry(|con| redis::cmd("SMEMBERS").arg(ACCOUNTS).query(con))?;
-        names.extend(self.reserved.lock().keys().cloned());
         names.sort();
-        names.dedup();
         names
             .into_iter()
             .map(|name| Ok((name.clone(), self.account(&name)?)))
@@ -961,6 +1194,101 @@ impl Store for RedisStore {
             "already" => Ok(Credit::AlreadyCredited),
             other => Err(script_refused(other, "received")),
         }
+    }
+
+    fn claim_payment(&self, account: &str) -> Result<bool, StoreError> {
+        self.claim(account)
+    }
+
+    fn upkeep_every(&self) -> Option<Duration> {
+        Some(self.lease_ttl / 3)
+    }
+}
+
+/// How a Prepare forwarded from one hub process to another ended: decided once, in Redis, by
+/// whichever process got there first (see [`RedisStore::claim_forward`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForwardOutcome {
+    /// This Fulfill stands; the sender's hold is posted.
+    Fulfilled(Vec<u8>),
+    /// The sender's process gave up first (or the Fulfill came past its deadline); the
+    /// sender's hold is voided.
+    Expired,
+}
+
+/// How long a forwarded Prepare's outcome is kept after it was decided.
+const OUTCOME_KEEP_MS: u64 = 120_000;
+
+fn outcome_of(answer: Vec<u8>) -> Result<ForwardOutcome, StoreError> {
+    match answer.as_slice() {
+        b"expired" => Ok(ForwardOutcome::Expired),
+        b"overflow" => Err(StoreError::Refused(BookError::Overflow("receivable"))),
+        _ => Ok(ForwardOutcome::Fulfilled(answer)),
+    }
+}
+
+impl RedisStore {
+    /// The receiving process of a forwarded Prepare got `fulfill` for it: the outcome under
+    /// `key`, decided now if it was not — the Fulfill if Redis's clock is not past
+    /// `deadline_ms` and the sender's hold still open (then posted with it), else expired.
+    /// Repeating it is harmless.
+    pub fn claim_forward(
+        &self,
+        key: &str,
+        fulfill: &[u8],
+        sender: &str,
+        hold: &HoldId,
+        deadline_ms: u64,
+    ) -> Result<ForwardOutcome, StoreError> {
+        let answer: Vec<u8> = self.with_retry(|con| {
+            self.scripts
+                .claim_forward
+                .key(key)
+                .key(book_key(sender))
+                .key(holds_key(sender))
+                .key(ACCOUNTS)
+                .arg(fulfill)
+                .arg(hold.to_string())
+                .arg(deadline_ms)
+                .arg(OUTCOME_KEEP_MS)
+                .arg(sender)
+                .invoke(con)
+        })?;
+        outcome_of(answer)
+    }
+
+    /// The sending process of a forwarded Prepare gave up waiting: the outcome under `key`,
+    /// decided now as expired (the sender's hold voided with it) if it was not. Repeating it
+    /// is harmless.
+    pub fn expire_forward(
+        &self,
+        key: &str,
+        sender: &str,
+        hold: &HoldId,
+    ) -> Result<ForwardOutcome, StoreError> {
+        let answer: Vec<u8> = self.with_retry(|con| {
+            self.scripts
+                .expire_forward
+                .key(key)
+                .key(book_key(sender))
+                .key(holds_key(sender))
+                .arg(hold.to_string())
+                .arg(OUTCOME_KEEP_MS)
+                .invoke(con)
+        })?;
+        outcome_of(answer)
+    }
+
+    fn claim(&self, account: &str) -> Result<bool, StoreError> {
+        let taken: i64 = self.with_retry(|con| {
+            self.scripts
+                .claim_payment
+                .key(lease_key(account))
+                .arg(&self.owner)
+                .arg(self.lease_ms())
+                .invoke(con)
+        })?;
+        Ok(taken == 1)
     }
 }
 
