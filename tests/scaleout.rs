@@ -162,6 +162,8 @@ fn two_hub_processes_forward_and_one_finishes_what_the_other_left_when_killed() 
         book(&books, "bob").paid_msat == 50_000
     });
     assert_books_add_up(&books, "alice", 1_000_000, 50_000, &[("bob", 50_000)]);
+    // Both hubs follow the node's invoices: the prefund is credited once.
+    assert_eq!(book(&books, "alice").receipts, 1);
 
     // A payment in flight at A: alice pays carol (on A); A pays carol, held by the node.
     let hub_node = node("hub");
