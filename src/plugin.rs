@@ -46,7 +46,10 @@ pub use crate::settlement::{
 pub use packets::{DataHandler, HandlerError, InvalidReply, MoneyHandler};
 
 use crate::btp::auth::{MemoryTokenStore, TokenStore};
-use crate::btp::{OwnedEntry, ProtocolDataEntry, RequestError as BtpRequestError, TransportError};
+pub use crate::btp::AccountLimits;
+use crate::btp::{
+    MayExpire, OwnedEntry, ProtocolDataEntry, RequestError as BtpRequestError, TransportError,
+};
 use crate::ilp::ildcp::IldcpError;
 use crate::ilp::{Address, ErrorCode, Prepare};
 use crate::lnd::Lightning;
@@ -233,6 +236,7 @@ pub struct PluginBuilder {
     max_in_flight: Option<usize>,
     forward_expiry_margin: Duration,
     token_store: Option<Arc<dyn TokenStore>>,
+    account_limits: AccountLimits,
     hooks: Option<Arc<dyn SettlementHooks>>,
     lightning: Option<Arc<dyn Lightning>>,
     store: Option<Arc<dyn Store>>,
@@ -254,6 +258,7 @@ impl PluginBuilder {
             max_in_flight: None,
             forward_expiry_margin: DEFAULT_FORWARD_EXPIRY_MARGIN,
             token_store: None,
+            account_limits: AccountLimits::default(),
             hooks: None,
             lightning: None,
             store: None,
@@ -324,6 +329,17 @@ impl PluginBuilder {
     /// with less time left than this gets R02.
     pub fn forward_expiry_margin(mut self, margin: Duration) -> Self {
         self.forward_expiry_margin = margin;
+        self
+    }
+
+    /// Server: which accounts may bind, how many (default 10,000), how fast (default 600 new
+    /// a minute), and when unused ones are forgotten (see [`AccountLimits`]). When
+    /// [`AccountLimits::expire_unused_after`] is set and [`AccountLimits::may_expire`] is not,
+    /// an account expires only if its books are all zero — nothing owed either way, nothing in
+    /// flight, no Lightning payment ever made or received; with custom
+    /// [`PluginBuilder::settlement_hooks`], whose balances the plugin cannot see, none does.
+    pub fn account_limits(mut self, limits: AccountLimits) -> Self {
+        self.account_limits = limits;
         self
     }
 
@@ -736,11 +752,39 @@ impl LightningPlugin {
                     asset_code,
                     *asset_scale,
                     store,
+                    self.account_limits(),
                     &self.options,
                     &self.core,
                 )?
             }
         })
+    }
+
+    /// The account limits for the server, with the expiry check filled in from the books.
+    fn account_limits(&self) -> AccountLimits {
+        let mut limits = self.options.account_limits.clone();
+        if limits.expire_unused_after.is_some() && limits.may_expire.is_none() {
+            let may_expire: MayExpire = match (&self.settlement, &self.balances) {
+                (Some(settlement), _) => {
+                    let settlement = settlement.clone();
+                    Arc::new(move |account: &str| {
+                        settlement.account(account).is_ok_and(|book| {
+                            book == crate::settlement::book::AccountBook::default()
+                        })
+                    })
+                }
+                (None, Some(balances)) => {
+                    let balances = balances.clone();
+                    Arc::new(move |account: &str| {
+                        let balance = balances.balance(account);
+                        balance.receivable == 0 && balance.payable == 0
+                    })
+                }
+                (None, None) => Arc::new(|_: &str| false),
+            };
+            limits.may_expire = Some(may_expire);
+        }
+        limits
     }
 
     /// Closes every connection, stops settlement and joins every thread (except the calling

@@ -32,8 +32,8 @@ pub use codec::{
 };
 pub use transport::server::AccountHandler;
 pub use transport::{
-    auth, send_request, send_request_into, BtpClient, BtpServer, BtpUri, ClientConfig, ClientError,
-    ClientEvent, CloseReason, Connection, ConnectionConfig, ErrorReply, OwnedEntry, Reply,
-    RequestError, RequestHandler, ResponseFrame, ServerConfig, ServerError, ServerEvent,
-    TransportError, UriError,
+    admission, auth, send_request, send_request_into, AccountLimits, BtpClient, BtpServer, BtpUri,
+    ClientConfig, ClientError, ClientEvent, CloseReason, Connection, ConnectionConfig, ErrorReply,
+    MayExpire, OwnedEntry, Reply, RequestError, RequestHandler, ResponseFrame, ServerConfig,
+    ServerError, ServerEvent, TransportError, UriError,
 };

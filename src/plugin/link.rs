@@ -14,9 +14,9 @@ use super::packets::IldcpServe;
 use super::{Core, PluginBuilder, PluginError, PluginEvent};
 use crate::btp::auth::TokenStore;
 use crate::btp::{
-    BtpClient, BtpServer, ClientConfig, ClientError, ClientEvent, ConnectionConfig, ErrorReply,
-    OwnedEntry, Packet, ProtocolDataEntry, Reply, RequestError as BtpRequestError, ResponseFrame,
-    ServerConfig, ServerEvent, TransportError, ILP,
+    AccountLimits, BtpClient, BtpServer, ClientConfig, ClientError, ClientEvent, ConnectionConfig,
+    ErrorReply, OwnedEntry, Packet, ProtocolDataEntry, Reply, RequestError as BtpRequestError,
+    ResponseFrame, ServerConfig, ServerEvent, TransportError, ILP,
 };
 use crate::ilp::ildcp::{self, IldcpResponse};
 use crate::ilp::{Address, Timestamp};
@@ -164,6 +164,7 @@ impl Link {
         asset_code: &str,
         asset_scale: u8,
         token_store: Arc<dyn TokenStore>,
+        accounts: AccountLimits,
         options: &PluginBuilder,
         core: &Arc<Core>,
     ) -> Result<Link, PluginError> {
@@ -173,6 +174,7 @@ impl Link {
             max_connections: options.max_connections,
             handler_threads: options.handler_threads,
             token_store,
+            accounts,
             ..ServerConfig::default()
         };
         let handler_core = core.clone();

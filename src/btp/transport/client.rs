@@ -152,6 +152,13 @@ impl BtpClient {
     ) -> Result<BtpClient, ClientError> {
         let uri = BtpUri::parse(uri)?;
         let peer = format!("{}:{}", uri.host, uri.port);
+        if uri.token_in_clear() {
+            log::warn!(
+                "BTP: the token for {peer} travels in clear (btp+ws to a host that is not this \
+                 machine): anyone on the path can read it and take the account; reach the \
+                 server through a TLS tunnel or terminator on this machine"
+            );
+        }
         let pool = Arc::new(
             HandlerPool::new(
                 "btp-client-handler",

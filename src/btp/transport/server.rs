@@ -29,10 +29,11 @@ use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
 use parking_lot::Mutex;
 use tungstenite::protocol::frame::coding::CloseCode;
 
-use super::auth::{account_name, hash_token, MemoryTokenStore, TokenCheck, TokenStore};
+use super::admission::{AccountLimits, Admission, Pending, Unauthenticated};
+use super::auth::{account_name, hash_token, MemoryTokenStore, TokenStore};
 use super::connection::{
-    CloseReason, Connection, ConnectionConfig, Dispatch, FirstFrame, Prepared, Reader, Watch,
-    WATCH_PERIOD,
+    deadline_after, CloseReason, Connection, ConnectionConfig, Dispatch, FirstFrame, Prepared,
+    Reader, Watch, WATCH_PERIOD,
 };
 use super::pool::HandlerPool;
 use super::request::{
@@ -60,6 +61,12 @@ pub struct ServerConfig {
     pub handler_stack_size: usize,
     /// Where account → token bindings live.
     pub token_store: Arc<dyn TokenStore>,
+    /// Which accounts may bind, how many, how fast, and when unused ones are forgotten.
+    pub accounts: AccountLimits,
+    /// Most sockets not authenticated yet, from all sources; more are closed on accept.
+    pub max_unauthenticated: usize,
+    /// Most sockets not authenticated yet from one IP address; more are closed on accept.
+    pub max_unauthenticated_per_address: usize,
 }
 
 impl Default for ServerConfig {
@@ -73,6 +80,9 @@ impl Default for ServerConfig {
             handler_queue: 256,
             handler_stack_size: 1024 * 1024,
             token_store: Arc::new(MemoryTokenStore::new()),
+            accounts: AccountLimits::default(),
+            max_unauthenticated: 1024,
+            max_unauthenticated_per_address: 64,
         }
     }
 }
@@ -86,6 +96,12 @@ impl fmt::Debug for ServerConfig {
             .field("reader_stack_size", &self.reader_stack_size)
             .field("handler_threads", &self.handler_threads)
             .field("handler_queue", &self.handler_queue)
+            .field("accounts", &self.accounts)
+            .field("max_unauthenticated", &self.max_unauthenticated)
+            .field(
+                "max_unauthenticated_per_address",
+                &self.max_unauthenticated_per_address,
+            )
             .finish_non_exhaustive()
     }
 }
@@ -155,6 +171,8 @@ struct Shared {
     handler: Arc<dyn AccountHandler>,
     pool: HandlerPool,
     watch: Watch,
+    admission: Admission,
+    unauthenticated: Arc<Unauthenticated>,
     /// Authenticated accounts: connection id and connection.
     accounts: Mutex<HashMap<String, (u64, Connection)>>,
     /// Every connection thread not yet joined.
@@ -206,11 +224,18 @@ impl BtpServer {
         let (events_tx, events_rx) = unbounded();
         let (exits_tx, exits_rx) = unbounded();
         let (reaper_stop_tx, reaper_stop_rx) = bounded::<()>(0);
+        let admission = Admission::new(config.accounts.clone(), config.token_store.clone());
+        let unauthenticated = Unauthenticated::new(
+            config.max_unauthenticated,
+            config.max_unauthenticated_per_address,
+        );
         let shared = Arc::new(Shared {
             config,
             handler,
             pool,
             watch,
+            admission,
+            unauthenticated,
             accounts: Mutex::new(HashMap::new()),
             slots: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
@@ -281,6 +306,12 @@ impl BtpServer {
             .map(|(_, c)| c.clone())
     }
 
+    /// Accounts bound now, connected or not (those the token store listed at start, and those
+    /// bound since, less those forgotten).
+    pub fn bound_accounts(&self) -> usize {
+        self.shared.admission.bound()
+    }
+
     /// Sockets open now (authenticated or not).
     pub fn connection_count(&self) -> usize {
         self.shared.slots.lock().len()
@@ -347,7 +378,7 @@ impl BtpServer {
                 }
             }
         }
-        let deadline = Instant::now() + shared.config.connection.close_timeout;
+        let deadline = deadline_after(shared.config.connection.close_timeout);
         for slot in &slots {
             if let Some(conn) = &slot.conn {
                 conn.wait_closed(deadline.saturating_duration_since(Instant::now()));
@@ -416,6 +447,14 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
                 continue;
             }
         };
+        let Some(pending) = stream
+            .peer_addr()
+            .ok()
+            .and_then(|peer| shared.unauthenticated.enter(peer.ip()))
+        else {
+            let _ = stream.shutdown(Shutdown::Both);
+            continue;
+        };
         let socket = match stream.try_clone() {
             Ok(s) => s,
             Err(e) => {
@@ -450,7 +489,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
             .name(format!("btp-conn-{id}"))
             .stack_size(connection_stack_size(&shared.config))
             .spawn(move || {
-                serve(&worker, id, stream);
+                serve(&worker, id, stream, pending);
                 let _ = worker.exits.send(id);
             });
         match spawned {
@@ -481,7 +520,7 @@ fn refuse(conn: &Connection, mut reader: Reader, request_id: u32, message: &str)
     log::info!("BTP client {} refused: {message}", conn.peer());
     let _ = conn.send_frame(ErrorReply::not_accepted(message).to_frame(request_id));
     conn.begin_close();
-    let _ = reader.first_binary(conn, Instant::now() + conn.config().close_timeout);
+    let _ = reader.first_binary(conn, deadline_after(conn.config().close_timeout));
     conn.shutdown_socket();
 }
 
@@ -508,25 +547,17 @@ fn authenticate(shared: &Shared, frame: &[u8]) -> Result<(u32, String), (u32, St
         .map_err(|e| (request_id, format!("invalid auth packet: {e}")))?;
     let account = account_name(auth.username, auth.token.as_bytes())
         .map_err(|e| (request_id, e.to_string()))?;
-    match shared
-        .config
-        .token_store
-        .check_or_bind(&account, &hash_token(auth.token.as_bytes()))
-    {
-        Ok(TokenCheck::Bound) | Ok(TokenCheck::Matches) => Ok((request_id, account)),
-        Ok(TokenCheck::Mismatch) => Err((
-            request_id,
-            format!("incorrect token for account. account={account}"),
-        )),
-        Err(e) => {
-            log::error!("BTP auth for {account}: {e}");
-            Err((request_id, "token store unavailable".to_string()))
-        }
-    }
+    let named = auth.username.is_some_and(|u| !u.is_empty());
+    let token = auth.token.as_bytes();
+    shared
+        .admission
+        .admit(&account, token, &hash_token(token), named)
+        .map(|()| (request_id, account))
+        .map_err(|why| (request_id, why))
 }
 
 /// One connection's thread: WebSocket handshake, auth, then the read loop.
-fn serve(shared: &Arc<Shared>, id: u64, stream: TcpStream) {
+fn serve(shared: &Arc<Shared>, id: u64, stream: TcpStream, pending: Pending) {
     let cfg = &shared.config.connection;
     let peer = stream
         .peer_addr()
@@ -560,7 +591,7 @@ fn serve(shared: &Arc<Shared>, id: u64, stream: TcpStream) {
             }
         }
     }
-    let frame = match reader.first_binary(&conn, Instant::now() + shared.config.auth_timeout) {
+    let frame = match reader.first_binary(&conn, deadline_after(shared.config.auth_timeout)) {
         FirstFrame::Binary(frame) => frame,
         FirstFrame::TimedOut => {
             refuse(&conn, reader, 0, "timed out waiting for the auth message");
@@ -572,7 +603,10 @@ fn serve(shared: &Arc<Shared>, id: u64, stream: TcpStream) {
             return;
         }
     };
-    let account = match authenticate(shared, &frame) {
+    let authenticated = authenticate(shared, &frame);
+    // Authenticated or about to be refused: no longer a stranger holding a place.
+    drop(pending);
+    let account = match authenticated {
         Ok((request_id, account)) => {
             let ok = Packet::Response(Response::new(request_id, ProtocolData::EMPTY)).to_bytes();
             if conn.send_frame(ok).is_err() {
@@ -607,6 +641,7 @@ fn serve(shared: &Arc<Shared>, id: u64, stream: TcpStream) {
             account: account.clone(),
         },
     );
+    shared.admission.opened(&account);
     let account: Arc<str> = account.into();
     let handler: Arc<dyn RequestHandler> = {
         let account = account.clone();
@@ -616,6 +651,7 @@ fn serve(shared: &Arc<Shared>, id: u64, stream: TcpStream) {
     let on_close = {
         let shared = shared.clone();
         Box::new(move |reason: &CloseReason| {
+            shared.admission.closed(&account);
             let mut accounts = shared.accounts.lock();
             let current = matches!(accounts.get(&*account), Some((cid, _)) if *cid == id);
             if current {

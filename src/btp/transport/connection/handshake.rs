@@ -95,7 +95,7 @@ impl Prepared {
         let io = HandshakeIo {
             socket: socket.clone(),
             writer: writer.clone(),
-            deadline: Instant::now() + config.handshake_timeout,
+            deadline: super::deadline_after(config.handshake_timeout),
             matched: 0,
         };
         Ok((

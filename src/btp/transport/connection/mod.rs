@@ -78,6 +78,15 @@ pub(crate) use watch::{Watch, WatchHandle, WATCH_PERIOD};
 use wire::CLOSE_NORMAL;
 use writer::FrameWriter;
 
+/// The instant `timeout` from now; a timeout too long for the clock (`Duration::MAX`, as a
+/// caller may pass for "no limit") is a century, not a panic.
+pub(crate) fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
 /// What runs an incoming request frame (a Message, a Transfer, or anything not a reply): called
 /// on a connection thread or a handler pool thread with the raw frame; it answers through
 /// [`Connection::send_with`] or [`Connection::send_frame`].
@@ -336,7 +345,7 @@ impl Connection {
             }
             return Err(e);
         }
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         turns::await_reply(self, id, deadline, timeout, reply)
     }
 
