@@ -1229,3 +1229,20 @@ fn the_embedded_store_lists_and_forgets_bindings_across_restarts() {
     drop(store);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_timeout_too_long_for_the_clock_is_no_panic() {
+    let server = start_server(ServerConfig::default());
+    let client = echo_client(server.local_addr(), "alice", "t").unwrap();
+    // Duration::MAX: a caller's "no limit". Instant + Duration::MAX used to panic.
+    let reply = client
+        .request(&ilp(b"x"), None, Some(Duration::MAX))
+        .unwrap();
+    assert_eq!(reply.ilp(), Some(&b"alice:x"[..]));
+    let reply = server
+        .request("alice", &ilp(b"y"), None, Some(Duration::MAX))
+        .unwrap();
+    assert_eq!(reply.ilp(), Some(&b"client:y"[..]));
+    client.disconnect();
+    server.shutdown();
+}
