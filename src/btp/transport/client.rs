@@ -125,7 +125,7 @@ pub struct BtpClient {
     current: Arc<Mutex<Option<Connection>>>,
     /// The socket of the attempt in progress, cut by `disconnect()` so that a handshake or an
     /// auth wait does not delay it.
-    attempting: Arc<Mutex<Option<TcpStream>>>,
+    attempting: Arc<Mutex<Option<Arc<TcpStream>>>>,
     stop: Mutex<Option<Sender<()>>>,
     supervisor: Mutex<Option<JoinHandle<()>>>,
     pool: Arc<HandlerPool>,
@@ -292,7 +292,7 @@ struct Supervisor {
     uri: BtpUri,
     config: ClientConfig,
     current: Arc<Mutex<Option<Connection>>>,
-    attempting: Arc<Mutex<Option<TcpStream>>>,
+    attempting: Arc<Mutex<Option<Arc<TcpStream>>>>,
     pool: Arc<HandlerPool>,
     watch: WatchHandle,
     handler: Arc<dyn RequestHandler>,
@@ -415,10 +415,9 @@ impl Supervisor {
                 Err(e) => last = format!("connect {addr}: {e}"),
             }
         }
-        let stream = stream.ok_or(AttemptError::Other(last))?;
-        if let Ok(clone) = stream.try_clone() {
-            *self.attempting.lock() = Some(clone);
-        }
+        // Shared with disconnect(), which may cut it: one descriptor, not a dup.
+        let stream = Arc::new(stream.ok_or(AttemptError::Other(last))?);
+        *self.attempting.lock() = Some(stream.clone());
         // disconnect() drops the stop sender before it looks for this socket: if it has been
         // dropped already, the socket may have been missed, so stop here.
         if !matches!(
@@ -427,7 +426,7 @@ impl Supervisor {
         ) {
             return Err(AttemptError::Other("stopped".into()));
         }
-        let (io, prepared) = Prepared::new(stream, true, cfg)
+        let (io, prepared) = Prepared::shared(stream, true, cfg)
             .map_err(|e| AttemptError::Other(format!("socket setup: {e}")))?;
         // The WebSocket tungstenite returns is done with: the connection reads and writes
         // frames itself from here on.

@@ -29,7 +29,7 @@ use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
 use parking_lot::Mutex;
 use tungstenite::protocol::frame::coding::CloseCode;
 
-use super::admission::{AccountLimits, Admission, Pending, Unauthenticated};
+use super::admission::{AccountLimits, Admission, LimitLog, Pending, Unauthenticated};
 use super::auth::{account_name, hash_token, MemoryTokenStore, TokenStore};
 use super::connection::{
     deadline_after, CloseReason, Connection, ConnectionConfig, Dispatch, FirstFrame, Prepared,
@@ -162,7 +162,7 @@ impl std::error::Error for ServerError {}
 
 struct Slot {
     handle: Option<JoinHandle<()>>,
-    socket: TcpStream,
+    socket: Arc<TcpStream>,
     conn: Option<Connection>,
 }
 
@@ -180,6 +180,11 @@ struct Shared {
     stopping: AtomicBool,
     events: Sender<ServerEvent>,
     exits: Sender<u64>,
+    /// Told when a connection ends or the server stops: the accept loop, out of descriptors,
+    /// waits on it.
+    freed: (Sender<()>, Receiver<()>),
+    accept_log: LimitLog,
+    connections_log: LimitLog,
     next_id: AtomicU64,
 }
 
@@ -190,6 +195,8 @@ struct Shared {
 pub struct BtpServer {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
+    /// Shared with the accept thread: shutting it down is what wakes that thread.
+    listener: Arc<TcpListener>,
     accept: Mutex<Option<JoinHandle<()>>>,
     reaper: Mutex<Option<JoinHandle<()>>>,
     reaper_stop: Mutex<Option<Sender<()>>>,
@@ -211,7 +218,7 @@ impl BtpServer {
         config: ServerConfig,
         handler: Arc<dyn AccountHandler>,
     ) -> Result<BtpServer, ServerError> {
-        let listener = TcpListener::bind(addr).map_err(ServerError::Bind)?;
+        let listener = Arc::new(TcpListener::bind(addr).map_err(ServerError::Bind)?);
         let local_addr = listener.local_addr().map_err(ServerError::Bind)?;
         let pool = HandlerPool::new(
             "btp-server-handler",
@@ -241,6 +248,9 @@ impl BtpServer {
             stopping: AtomicBool::new(false),
             events: events_tx,
             exits: exits_tx,
+            freed: bounded(1),
+            accept_log: LimitLog::default(),
+            connections_log: LimitLog::default(),
             next_id: AtomicU64::new(1),
         });
         let reaper = {
@@ -252,9 +262,10 @@ impl BtpServer {
         };
         let accept = {
             let shared = shared.clone();
+            let listener = listener.clone();
             thread::Builder::new()
                 .name("btp-accept".into())
-                .spawn(move || accept_loop(&shared, listener))
+                .spawn(move || accept_loop(&shared, &listener))
         };
         let accept = match accept {
             Ok(h) => h,
@@ -269,6 +280,7 @@ impl BtpServer {
         Ok(BtpServer {
             shared,
             local_addr,
+            listener,
             accept: Mutex::new(Some(accept)),
             reaper: Mutex::new(Some(reaper)),
             reaper_stop: Mutex::new(Some(reaper_stop_tx)),
@@ -339,15 +351,15 @@ impl BtpServer {
         }
     }
 
-    /// Stops accepting, closes every connection (close frame, then the socket after
-    /// `close_timeout`), and joins every thread the server started. Idempotent.
-    pub fn shutdown(&self) {
-        let shared = &self.shared;
-        if shared.stopping.swap(true, Ordering::SeqCst) {
-            // Already stopped (or stopping on another thread, which joins everything).
+    /// Wakes the accept thread, blocked in `accept()` or waiting for a descriptor, so that it
+    /// sees `stopping`. Shutting the listening socket down ends a blocked `accept()` (Linux);
+    /// where that does not, a connection of our own does (`by_connect`).
+    fn wake_accept(&self, by_connect: bool) {
+        let _ = self.shared.freed.0.try_send(());
+        let shut = socket2::SockRef::from(&*self.listener).shutdown(Shutdown::Both);
+        if shut.is_ok() || !by_connect {
             return;
         }
-        // accept() has no timeout: wake it with a connection of our own.
         let mut wake = self.local_addr;
         if wake.ip().is_unspecified() {
             wake.set_ip(match wake {
@@ -355,7 +367,24 @@ impl BtpServer {
                 SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
             });
         }
-        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        if let Err(e) = TcpStream::connect_timeout(&wake, Duration::from_secs(1)) {
+            log::warn!("BTP server: cannot wake its accept thread to stop it: {e}");
+        }
+    }
+
+    /// Stops accepting, closes every connection (close frame, then the socket after
+    /// `close_timeout`), and joins every thread the server started. Idempotent.
+    pub fn shutdown(&self) {
+        self.shutdown_waking(true);
+    }
+
+    fn shutdown_waking(&self, by_connect: bool) {
+        let shared = &self.shared;
+        if shared.stopping.swap(true, Ordering::SeqCst) {
+            // Already stopped (or stopping on another thread, which joins everything).
+            return;
+        }
+        self.wake_accept(by_connect);
         let accept = self.accept.lock().take();
         if let Some(h) = accept {
             let _ = h.join();
@@ -424,26 +453,57 @@ fn reap(shared: &Shared, exits: Receiver<u64>, stop: Receiver<()>) {
                 if let Some(Slot { handle: Some(h), .. }) = slot {
                     let _ = h.join();
                 }
+                // Full means the accept loop has a wake-up waiting already.
+                let _ = shared.freed.0.try_send(());
             }
         }
     }
 }
 
-/// How long the accept loop rests after `accept` fails.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+/// The accept loop's first wait after `accept` fails; it doubles up to
+/// [`ACCEPT_BACKOFF_MAX`] while the failures last.
+const ACCEPT_BACKOFF_START: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
-    for stream in listener.incoming() {
+/// Whether an `accept` error means the process or the system is out of descriptors or memory
+/// (it lasts until something is closed), rather than one connection's trouble.
+fn out_of_resources(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
+    let mut backoff = ACCEPT_BACKOFF_START;
+    loop {
+        let accepted = listener.accept();
         if shared.stopping.load(Ordering::SeqCst) {
             return;
         }
-        let stream = match stream {
-            Ok(s) => s,
+        let stream = match accepted {
+            Ok((stream, _)) => {
+                backoff = ACCEPT_BACKOFF_START;
+                stream
+            }
+            Err(e) if out_of_resources(&e) => {
+                // Lasts until a descriptor is freed: wait for one of our connections to end
+                // (the reaper says so) or, for descriptors freed elsewhere in the process, at
+                // most `backoff`, doubling — never a spin, and one log line a second at most.
+                let open = shared.slots.lock().len();
+                shared.accept_log.hit(|| {
+                    format!(
+                        "BTP accept failed: {e} ({open} connections open); waiting for one to \
+                         close (raise the descriptor limit, `ulimit -n`, for more)"
+                    )
+                });
+                let _ = shared.freed.1.recv_timeout(backoff);
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                continue;
+            }
             Err(e) => {
-                // Errors such as EMFILE last until connections close: pause instead of spinning
-                // on them, a core at full speed and a log line each turn.
-                log::warn!("BTP accept failed: {e}");
-                thread::sleep(ACCEPT_ERROR_PAUSE);
+                // One connection's trouble (reset before accept, ...): the next may be fine.
+                log::debug!("BTP accept failed: {e}");
                 continue;
             }
         };
@@ -455,23 +515,21 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
             let _ = stream.shutdown(Shutdown::Both);
             continue;
         };
-        let socket = match stream.try_clone() {
-            Ok(s) => s,
-            Err(e) => {
-                log::warn!("BTP accept: cannot clone socket: {e}");
-                continue;
-            }
-        };
+        // One descriptor per connection: the slot shares the socket, it does not dup it.
+        let stream = Arc::new(stream);
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         {
             let mut slots = shared.slots.lock();
             if slots.len() >= shared.config.max_connections {
                 drop(slots);
-                log::warn!(
-                    "BTP connection from {:?} refused: {} connections already",
-                    stream.peer_addr(),
-                    shared.config.max_connections
-                );
+                let max = shared.config.max_connections;
+                shared.connections_log.hit(|| {
+                    format!(
+                        "BTP connection from {:?} refused: {max} connections already \
+                         (max_connections)",
+                        stream.peer_addr()
+                    )
+                });
                 let _ = stream.shutdown(Shutdown::Both);
                 continue;
             }
@@ -479,7 +537,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
                 id,
                 Slot {
                     handle: None,
-                    socket,
+                    socket: stream.clone(),
                     conn: None,
                 },
             );
@@ -557,12 +615,12 @@ fn authenticate(shared: &Shared, frame: &[u8]) -> Result<(u32, String), (u32, St
 }
 
 /// One connection's thread: WebSocket handshake, auth, then the read loop.
-fn serve(shared: &Arc<Shared>, id: u64, stream: TcpStream, pending: Pending) {
+fn serve(shared: &Arc<Shared>, id: u64, stream: Arc<TcpStream>, pending: Pending) {
     let cfg = &shared.config.connection;
     let peer = stream
         .peer_addr()
         .map_or_else(|_| format!("conn-{id}"), |a| a.to_string());
-    let (io, prepared) = match Prepared::new(stream, false, cfg) {
+    let (io, prepared) = match Prepared::shared(stream, false, cfg) {
         Ok(p) => p,
         Err(e) => {
             log::debug!("BTP {peer}: socket setup failed: {e}");
@@ -684,4 +742,31 @@ fn serve(shared: &Arc<Shared>, id: u64, stream: TcpStream, pending: Pending) {
 /// larger of the two stacks. Only the pages a thread touches count towards memory.
 fn connection_stack_size(config: &ServerConfig) -> usize {
     config.reader_stack_size.max(config.handler_stack_size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shutdown_does_not_need_a_wake_up_connection() {
+        let handler: Arc<dyn AccountHandler> =
+            Arc::new(|_: &str, _: &Packet<'_>| Reply::Response(Vec::new()));
+        let server =
+            Arc::new(BtpServer::bind("127.0.0.1:0", ServerConfig::default(), handler).unwrap());
+        // As if the wake-up connect failed (no descriptor left, a firewall): the accept
+        // thread must stop all the same.
+        let (done_tx, done_rx) = bounded(1);
+        let stopping = server.clone();
+        let stopper = thread::spawn(move || {
+            stopping.shutdown_waking(false);
+            let _ = done_tx.send(());
+        });
+        assert!(
+            done_rx.recv_timeout(Duration::from_secs(20)).is_ok(),
+            "shutdown hung on the accept thread"
+        );
+        stopper.join().unwrap();
+        assert!(server.accept.lock().is_none());
+    }
 }
