@@ -54,7 +54,7 @@ use crate::ilp::ildcp::IldcpError;
 use crate::ilp::{Address, ErrorCode, Prepare};
 use crate::lnd::Lightning;
 use crate::settlement::{MemoryStore, PeerLink, Store};
-use link::Link;
+use link::{ConnectAttempt, Link};
 use packets::{check_reply, reject, InFlight, Incoming, Sent};
 
 /// The asset a server tells its clients about by default: satoshis.
@@ -470,6 +470,7 @@ impl PluginBuilder {
             balances,
             settlement,
             transition: Mutex::new(false),
+            attempt: Mutex::new(None),
             transition_done: Condvar::new(),
         })
     }
@@ -634,6 +635,8 @@ pub struct LightningPlugin {
     /// True while a connect() or disconnect() runs: they take turns without holding a lock
     /// across their I/O.
     transition: Mutex<bool>,
+    /// The connect() in progress, which disconnect() cuts short instead of waiting for it.
+    attempt: Mutex<Option<Arc<ConnectAttempt>>>,
     transition_done: Condvar,
 }
 
@@ -678,12 +681,15 @@ impl LightningPlugin {
     /// listening. With settlement, first asks the node who it is and starts settlement's
     /// threads (an unreachable node is an error here). Does nothing when already connected.
     pub fn connect(&self) -> Result<(), PluginError> {
+        // Published before waiting for our turn: a disconnect() from now on cuts this short.
+        let attempt = Arc::new(ConnectAttempt::new());
+        *self.attempt.lock() = Some(attempt.clone());
         self.begin_transition();
         let result = if self.core.link.read().is_some() {
             Ok(())
         } else {
             self.start_settlement().and_then(|()| {
-                self.open_link()
+                self.open_link(&attempt)
                     .and_then(|link| {
                         let link = Arc::new(link);
                         *self.core.link.write() = Some(link.clone());
@@ -697,6 +703,12 @@ impl LightningPlugin {
                     .inspect_err(|_| self.stop_settlement())
             })
         };
+        {
+            let mut current = self.attempt.lock();
+            if current.as_ref().is_some_and(|a| Arc::ptr_eq(a, &attempt)) {
+                *current = None;
+            }
+        }
         self.end_transition();
         result
     }
@@ -732,9 +744,11 @@ impl LightningPlugin {
         self.transition_done.notify_all();
     }
 
-    fn open_link(&self) -> Result<Link, PluginError> {
+    fn open_link(&self, attempt: &ConnectAttempt) -> Result<Link, PluginError> {
         Ok(match &self.options.role {
-            Role::Client { server } => Link::connect_client(server, &self.options, &self.core)?,
+            Role::Client { server } => {
+                Link::connect_client(server, &self.options, &self.core, attempt)?
+            }
             Role::Server {
                 listen,
                 address,
@@ -789,8 +803,15 @@ impl LightningPlugin {
 
     /// Closes every connection, stops settlement and joins every thread (except the calling
     /// one, when a handler or hook of this plugin calls it: that thread ends when it returns).
-    /// Does nothing when not connected.
+    /// Does nothing when not connected. A `connect()` in progress on another thread fails at
+    /// once rather than make this wait for it.
     pub fn disconnect(&self) {
+        // A connect() in progress gives up rather than make us wait for it (up to its connect
+        // timeout and then its IL-DCP request's).
+        let attempt = self.attempt.lock().take();
+        if let Some(attempt) = attempt {
+            attempt.cancel();
+        }
         self.begin_transition();
         let link = self.core.link.write().take();
         if let Some(link) = link {

@@ -22,6 +22,56 @@ use crate::ilp::ildcp::{self, IldcpResponse};
 use crate::ilp::{Address, Timestamp};
 use crate::settlement::PEER_ACCOUNT;
 
+/// A client `connect()` in progress, which `disconnect()` can cut short: while the client
+/// connects, by the cancel channel; while it asks for its address, by closing its connection.
+pub(crate) struct ConnectAttempt {
+    cancel: Mutex<Option<Sender<()>>>,
+    cancelled: Receiver<()>,
+    connection: Mutex<Option<crate::btp::Connection>>,
+}
+
+impl ConnectAttempt {
+    pub(crate) fn new() -> ConnectAttempt {
+        let (cancel, cancelled) = bounded(0);
+        ConnectAttempt {
+            cancel: Mutex::new(Some(cancel)),
+            cancelled,
+            connection: Mutex::new(None),
+        }
+    }
+
+    /// Makes the connect in progress fail now.
+    pub(crate) fn cancel(&self) {
+        drop(self.cancel.lock().take());
+        let connection = self.connection.lock().take();
+        if let Some(connection) = connection {
+            connection.abort(
+                tungstenite::protocol::frame::coding::CloseCode::Away,
+                "disconnect() called while connecting",
+            );
+        }
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.cancel.lock().is_none()
+    }
+
+    /// Notes the connection being set up, so that a cancel closes it; false if cancelled
+    /// already.
+    fn register(&self, connection: crate::btp::Connection) -> bool {
+        let mut slot = self.connection.lock();
+        if self.is_cancelled() {
+            return false;
+        }
+        *slot = Some(connection);
+        true
+    }
+}
+
+fn cancelled_error() -> PluginError {
+    PluginError::Transport("connect() abandoned: disconnect() was called".into())
+}
+
 /// Why a request to the peer got no ILP reply.
 pub(crate) enum SendError {
     /// No answer before the Prepare expired (or the request timeout).
@@ -110,11 +160,13 @@ impl Link {
         uri: &str,
         options: &PluginBuilder,
         core: &Arc<Core>,
+        attempt: &ConnectAttempt,
     ) -> Result<Link, PluginError> {
         let config = ClientConfig {
             connection: connection_config(options),
             connect_timeout: options.connect_timeout,
             handler_threads: options.handler_threads,
+            cancel: Some(attempt.cancelled.clone()),
             ..ClientConfig::default()
         };
         let handler_core = core.clone();
@@ -128,8 +180,14 @@ impl Link {
                 name: reply.name.clone(),
                 message: String::from_utf8_lossy(&reply.data).into_owned(),
             },
+            ClientError::Cancelled => cancelled_error(),
             other => PluginError::Transport(other.to_string()),
         })?;
+        let registered = client.connection().is_some_and(|c| attempt.register(c));
+        if !registered {
+            client.disconnect();
+            return Err(cancelled_error());
+        }
         // IL-DCP: ask the server who we are.
         let request = ildcp::request(Timestamp::now().add_millis(ildcp::REQUEST_LIFETIME_MS));
         let entries = [ProtocolDataEntry::octets(ILP, &request)];
@@ -140,6 +198,11 @@ impl Link {
                 IldcpResponse::from_reply(response.ilp().unwrap_or_default())
                     .map_err(PluginError::Ildcp)
             });
+        let info = match info {
+            Ok(_) if attempt.is_cancelled() => Err(cancelled_error()),
+            Err(_) if attempt.is_cancelled() => Err(cancelled_error()),
+            other => other,
+        };
         let info = match info {
             Ok(info) => info,
             Err(e) => {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
+use crossbeam_channel::{bounded, select, unbounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
 use super::connection::{
@@ -38,6 +38,10 @@ pub struct ClientConfig {
     pub handler_queue: usize,
     /// Stack size of the reader and handler threads.
     pub thread_stack_size: usize,
+    /// When this channel gets a message or its senders are all dropped, a [`BtpClient::connect`]
+    /// still waiting gives up at once with [`ClientError::Cancelled`] (the plugin's
+    /// `disconnect()` uses it so as not to wait behind a `connect()`). Default: none.
+    pub cancel: Option<Receiver<()>>,
 }
 
 impl Default for ClientConfig {
@@ -53,6 +57,7 @@ impl Default for ClientConfig {
             handler_threads: 4,
             handler_queue: 64,
             thread_stack_size: 256 * 1024,
+            cancel: None,
         }
     }
 }
@@ -84,6 +89,8 @@ pub enum ClientError {
     },
     /// A thread could not be started.
     Spawn(String),
+    /// The caller gave up waiting (see [`ClientConfig::cancel`]).
+    Cancelled,
 }
 
 impl fmt::Display for ClientError {
@@ -97,6 +104,7 @@ impl fmt::Display for ClientError {
                 after.as_millis()
             ),
             ClientError::Spawn(e) => write!(f, "cannot start a thread: {e}"),
+            ClientError::Cancelled => f.write_str("BTP connect abandoned by its caller"),
         }
     }
 }
@@ -203,7 +211,17 @@ impl BtpClient {
             watch,
             events: events_rx,
         };
-        match ready_rx.recv_timeout(config.connect_timeout) {
+        let never = crossbeam_channel::never();
+        let cancel = config.cancel.as_ref().unwrap_or(&never);
+        let ready = select! {
+            recv(ready_rx) -> ready => ready.map_err(|_| RecvTimeoutError::Disconnected),
+            recv(cancel) -> _ => {
+                client.disconnect();
+                return Err(ClientError::Cancelled);
+            }
+            default(config.connect_timeout) => Err(RecvTimeoutError::Timeout),
+        };
+        match ready {
             Ok(Ok(())) => Ok(client),
             Ok(Err(AttemptError::Auth(e))) => {
                 client.disconnect();
