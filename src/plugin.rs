@@ -765,8 +765,7 @@ impl LightningPlugin {
                     address,
                     asset_code,
                     *asset_scale,
-                    store,
-                    self.account_limits(),
+                    (store, self.account_limits()),
                     &self.options,
                     &self.core,
                 )?

@@ -220,14 +220,13 @@ impl Link {
         })
     }
 
-    /// Starts a server.
+    /// Starts a server; its accounts' tokens live in `accounts.0`, bounded by `accounts.1`.
     pub(crate) fn listen(
         listen: SocketAddr,
         address: &Address,
         asset_code: &str,
         asset_scale: u8,
-        token_store: Arc<dyn TokenStore>,
-        accounts: AccountLimits,
+        (token_store, accounts): (Arc<dyn TokenStore>, AccountLimits),
         options: &PluginBuilder,
         core: &Arc<Core>,
     ) -> Result<Link, PluginError> {
