@@ -51,12 +51,15 @@ pub use cluster::{Cluster, ClusterOptions};
 pub use packets::{DataHandler, HandlerError, InvalidReply, MoneyHandler};
 
 use crate::btp::auth::{MemoryTokenStore, TokenStore};
-use crate::btp::{OwnedEntry, ProtocolDataEntry, RequestError as BtpRequestError, TransportError};
+pub use crate::btp::AccountLimits;
+use crate::btp::{
+    MayExpire, OwnedEntry, ProtocolDataEntry, RequestError as BtpRequestError, TransportError,
+};
 use crate::ilp::ildcp::IldcpError;
 use crate::ilp::{Address, ErrorCode, Prepare};
 use crate::lnd::Lightning;
 use crate::settlement::{MemoryStore, PeerLink, Store};
-use link::Link;
+use link::{ConnectAttempt, Link};
 use packets::{check_reply, reject, InFlight, Incoming, Sent};
 
 /// The asset a server tells its clients about by default: satoshis.
@@ -238,6 +241,7 @@ pub struct PluginBuilder {
     max_in_flight: Option<usize>,
     forward_expiry_margin: Duration,
     token_store: Option<Arc<dyn TokenStore>>,
+    account_limits: AccountLimits,
     hooks: Option<Arc<dyn SettlementHooks>>,
     lightning: Option<Arc<dyn Lightning>>,
     store: Option<Arc<dyn Store>>,
@@ -259,6 +263,7 @@ impl PluginBuilder {
             max_in_flight: None,
             forward_expiry_margin: DEFAULT_FORWARD_EXPIRY_MARGIN,
             token_store: None,
+            account_limits: AccountLimits::default(),
             hooks: None,
             lightning: None,
             store: None,
@@ -329,6 +334,17 @@ impl PluginBuilder {
     /// with less time left than this gets R02.
     pub fn forward_expiry_margin(mut self, margin: Duration) -> Self {
         self.forward_expiry_margin = margin;
+        self
+    }
+
+    /// Server: which accounts may bind, how many (default 10,000), how fast (default 600 new
+    /// a minute), and when unused ones are forgotten (see [`AccountLimits`]). When
+    /// [`AccountLimits::expire_unused_after`] is set and [`AccountLimits::may_expire`] is not,
+    /// an account expires only if its books are all zero — nothing owed either way, nothing in
+    /// flight, no Lightning payment ever made or received; with custom
+    /// [`PluginBuilder::settlement_hooks`], whose balances the plugin cannot see, none does.
+    pub fn account_limits(mut self, limits: AccountLimits) -> Self {
+        self.account_limits = limits;
         self
     }
 
@@ -461,6 +477,7 @@ impl PluginBuilder {
             balances,
             settlement,
             transition: Mutex::new(false),
+            attempt: Mutex::new(None),
             transition_done: Condvar::new(),
         })
     }
@@ -667,6 +684,8 @@ pub struct LightningPlugin {
     /// True while a connect() or disconnect() runs: they take turns without holding a lock
     /// across their I/O.
     transition: Mutex<bool>,
+    /// The connect() in progress, which disconnect() cuts short instead of waiting for it.
+    attempt: Mutex<Option<Arc<ConnectAttempt>>>,
     transition_done: Condvar,
 }
 
@@ -711,12 +730,15 @@ impl LightningPlugin {
     /// listening. With settlement, first asks the node who it is and starts settlement's
     /// threads (an unreachable node is an error here). Does nothing when already connected.
     pub fn connect(&self) -> Result<(), PluginError> {
+        // Published before waiting for our turn: a disconnect() from now on cuts this short.
+        let attempt = Arc::new(ConnectAttempt::new());
+        *self.attempt.lock() = Some(attempt.clone());
         self.begin_transition();
         let result = if self.core.link.read().is_some() {
             Ok(())
         } else {
             self.start_settlement().and_then(|()| {
-                self.open_link()
+                self.open_link(&attempt)
                     .and_then(|link| {
                         let link = Arc::new(link);
                         *self.core.link.write() = Some(link.clone());
@@ -730,6 +752,12 @@ impl LightningPlugin {
                     .inspect_err(|_| self.stop_settlement())
             })
         };
+        {
+            let mut current = self.attempt.lock();
+            if current.as_ref().is_some_and(|a| Arc::ptr_eq(a, &attempt)) {
+                *current = None;
+            }
+        }
         self.end_transition();
         result
     }
@@ -765,9 +793,11 @@ impl LightningPlugin {
         self.transition_done.notify_all();
     }
 
-    fn open_link(&self) -> Result<Link, PluginError> {
+    fn open_link(&self, attempt: &ConnectAttempt) -> Result<Link, PluginError> {
         Ok(match &self.options.role {
-            Role::Client { server } => Link::connect_client(server, &self.options, &self.core)?,
+            Role::Client { server } => {
+                Link::connect_client(server, &self.options, &self.core, attempt)?
+            }
             Role::Server {
                 listen,
                 address,
@@ -784,7 +814,7 @@ impl LightningPlugin {
                     address,
                     asset_code,
                     *asset_scale,
-                    store,
+                    (store, self.account_limits()),
                     &self.options,
                     &self.core,
                 )?
@@ -792,10 +822,44 @@ impl LightningPlugin {
         })
     }
 
+    /// The account limits for the server, with the expiry check filled in from the books.
+    fn account_limits(&self) -> AccountLimits {
+        let mut limits = self.options.account_limits.clone();
+        if limits.expire_unused_after.is_some() && limits.may_expire.is_none() {
+            let may_expire: MayExpire = match (&self.settlement, &self.balances) {
+                (Some(settlement), _) => {
+                    let settlement = settlement.clone();
+                    Arc::new(move |account: &str| {
+                        settlement.account(account).is_ok_and(|book| {
+                            book == crate::settlement::book::AccountBook::default()
+                        })
+                    })
+                }
+                (None, Some(balances)) => {
+                    let balances = balances.clone();
+                    Arc::new(move |account: &str| {
+                        let balance = balances.balance(account);
+                        balance.receivable == 0 && balance.payable == 0
+                    })
+                }
+                (None, None) => Arc::new(|_: &str| false),
+            };
+            limits.may_expire = Some(may_expire);
+        }
+        limits
+    }
+
     /// Closes every connection, stops settlement and joins every thread (except the calling
     /// one, when a handler or hook of this plugin calls it: that thread ends when it returns).
-    /// Does nothing when not connected.
+    /// Does nothing when not connected. A `connect()` in progress on another thread fails at
+    /// once rather than make this wait for it.
     pub fn disconnect(&self) {
+        // A connect() in progress gives up rather than make us wait for it (up to its connect
+        // timeout and then its IL-DCP request's).
+        let attempt = self.attempt.lock().take();
+        if let Some(attempt) = attempt {
+            attempt.cancel();
+        }
         self.begin_transition();
         let link = self.core.link.write().take();
         if let Some(link) = link {

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
 use ilp_plugin_lightning::btp::{
-    auth_message, BtpClient, BtpServer, ClientConfig, ClientEvent, OwnedEntry, Packet, Reply,
-    ServerConfig, ServerEvent,
+    auth_message, AccountLimits, BtpClient, BtpServer, ClientConfig, ClientEvent, OwnedEntry,
+    Packet, Reply, ServerConfig, ServerEvent,
 };
 use tungstenite::Message as WsMessage;
 
@@ -17,7 +17,15 @@ const DEADLINE: Duration = Duration::from_secs(60);
 
 fn echo_server() -> BtpServer {
     let handler = |_: &str, _: &Packet<'_>| Reply::Response(vec![OwnedEntry::ilp(b"ok".to_vec())]);
-    BtpServer::bind("127.0.0.1:0", ServerConfig::default(), Arc::new(handler)).expect("bind")
+    // Thousands of new accounts within seconds: no rate limit on them here.
+    let config = ServerConfig {
+        accounts: AccountLimits {
+            max_new_per_minute: None,
+            ..AccountLimits::default()
+        },
+        ..ServerConfig::default()
+    };
+    BtpServer::bind("127.0.0.1:0", config, Arc::new(handler)).expect("bind")
 }
 
 /// The next event, or a panic naming what was awaited.

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver};
 use ilp_plugin_lightning::btp::auth::FileTokenStore;
+use ilp_plugin_lightning::btp::{auth::AllowList, AccountLimits};
 use ilp_plugin_lightning::btp::{
     auth_message, BtpClient, BtpServer, ClientConfig, ClientError, ClientEvent, CloseReason,
     ConnectionConfig, ErrorCode, ErrorReply, Message, OwnedEntry, Packet, ProtocolData,
@@ -179,7 +180,31 @@ fn auth_success_and_requests_both_ways() {
 
 #[test]
 fn account_without_username_is_token_hash() {
-    let server = start_server(ServerConfig::default());
+    // "secret" is shorter than 16 bytes: refused by default (the account name, its hash, is
+    // public), let in when the server allows short tokens.
+    let strict = start_server(ServerConfig::default());
+    let err = BtpClient::connect(
+        &format!("btp+ws://:secret@{}", strict.local_addr()),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap_err();
+    match err {
+        ClientError::AuthRefused(e) => {
+            assert_eq!(e.code, ErrorCode::F00_NOT_ACCEPTED);
+            let why = String::from_utf8_lossy(&e.data);
+            assert!(why.contains("at least 16 bytes"), "{why}");
+        }
+        other => panic!("expected AuthRefused, got {other:?}"),
+    }
+    strict.shutdown();
+    let server = start_server(ServerConfig {
+        accounts: AccountLimits {
+            allow_short_tokens: true,
+            ..AccountLimits::default()
+        },
+        ..ServerConfig::default()
+    });
     let client = BtpClient::connect(
         &format!("btp+ws://:secret@{}", server.local_addr()),
         quick_client_config(),
@@ -1039,5 +1064,185 @@ fn random_frames_never_break_the_connection() {
             }
         }
     }
+    server.shutdown();
+}
+
+/// The refusal's text, from a client whose auth the server refused.
+fn refusal(result: Result<BtpClient, ClientError>) -> String {
+    match result {
+        Err(ClientError::AuthRefused(e)) => {
+            assert_eq!(e.code, ErrorCode::F00_NOT_ACCEPTED);
+            String::from_utf8_lossy(&e.data).into_owned()
+        }
+        Err(other) => panic!("expected AuthRefused, got {other:?}"),
+        Ok(_) => panic!("expected AuthRefused, got a connection"),
+    }
+}
+
+#[test]
+fn account_cap_refuses_new_accounts_with_a_btp_error_and_closes() {
+    let server = start_server(ServerConfig {
+        accounts: AccountLimits {
+            max_accounts: 2,
+            ..AccountLimits::default()
+        },
+        ..ServerConfig::default()
+    });
+    let addr = server.local_addr();
+    echo_client(addr, "a", "t").unwrap().disconnect();
+    let b = echo_client(addr, "b", "t").unwrap();
+    assert_eq!(server.bound_accounts(), 2);
+    let why = refusal(echo_client(addr, "c", "t"));
+    assert!(why.contains("limit of 2 accounts"), "{why}");
+    // The raw view: an Error answering the auth, then the close.
+    let mut ws = raw_client(addr);
+    let (id, code, data) = expect_error(&raw_auth(&mut ws, "d", "t"));
+    assert_eq!((id, code), (9, ErrorCode::F00_NOT_ACCEPTED));
+    assert!(data.contains("limit of 2 accounts"), "{data}");
+    assert_eq!(raw_read(&mut ws), None);
+    // Accounts already bound still get in, connected or not.
+    echo_client(addr, "a", "t").unwrap().disconnect();
+    assert_eq!(server.bound_accounts(), 2);
+    b.disconnect();
+    server.shutdown();
+}
+
+#[test]
+fn new_account_rate_is_capped() {
+    let server = start_server(ServerConfig {
+        accounts: AccountLimits {
+            max_new_per_minute: Some(2),
+            ..AccountLimits::default()
+        },
+        ..ServerConfig::default()
+    });
+    let addr = server.local_addr();
+    echo_client(addr, "a", "t").unwrap().disconnect();
+    echo_client(addr, "b", "t").unwrap().disconnect();
+    let why = refusal(echo_client(addr, "c", "t"));
+    assert!(why.contains("at most 2 a minute"), "{why}");
+    // Known accounts are not new ones.
+    echo_client(addr, "a", "t").unwrap().disconnect();
+    assert_eq!(server.bound_accounts(), 2);
+    server.shutdown();
+}
+
+#[test]
+fn allow_list_lets_in_only_its_accounts_and_binds_nothing() {
+    let anonymous_token = "a-token-long-enough-for-its-hash";
+    let list = format!(
+        "# test list\nalice {}\n{}\n",
+        hex::encode(ilp_plugin_lightning::btp::auth::hash_token(b"alice-token")),
+        hex::encode(ilp_plugin_lightning::btp::auth::hash_token(
+            anonymous_token.as_bytes()
+        )),
+    );
+    let store = Arc::new(ilp_plugin_lightning::btp::auth::MemoryTokenStore::new());
+    let server = start_server(ServerConfig {
+        token_store: store.clone(),
+        accounts: AccountLimits {
+            allow_list: Some(Arc::new(AllowList::parse(&list).unwrap())),
+            ..AccountLimits::default()
+        },
+        ..ServerConfig::default()
+    });
+    let addr = server.local_addr();
+    let alice = echo_client(addr, "alice", "alice-token").unwrap();
+    assert_eq!(
+        alice.request(&ilp(b"x"), None, None).unwrap().ilp(),
+        Some(&b"alice:x"[..])
+    );
+    alice.disconnect();
+    let anonymous = BtpClient::connect(
+        &format!("btp+ws://:{anonymous_token}@{addr}"),
+        quick_client_config(),
+        client_echo_handler(),
+    )
+    .unwrap();
+    anonymous.disconnect();
+    assert!(refusal(echo_client(addr, "alice", "other")).contains("not on this server's list"));
+    assert!(
+        refusal(echo_client(addr, "mallory", "alice-token")).contains("not on this server's list")
+    );
+    use ilp_plugin_lightning::btp::auth::TokenStore;
+    assert_eq!(store.bound_accounts().unwrap(), Some(vec![]));
+    server.shutdown();
+}
+
+#[test]
+fn unauthenticated_sockets_are_capped_per_address() {
+    let server = start_server(ServerConfig {
+        max_unauthenticated_per_address: 2,
+        ..ServerConfig::default()
+    });
+    let addr = server.local_addr();
+    // Two strangers that never authenticate (their WebSocket handshake done, no auth sent).
+    let first = raw_client(addr);
+    let second = raw_client(addr);
+    // A third from the same address is cut before its handshake completes.
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    match tungstenite::client(format!("ws://{addr}/"), stream) {
+        Err(HandshakeError::Failure(tungstenite::Error::Protocol(
+            ProtocolError::HandshakeIncomplete,
+        ))) => {}
+        Err(HandshakeError::Failure(tungstenite::Error::Io(e))) if is_cut(&e) => {}
+        other => panic!("expected the server to cut the socket, got {other:?}"),
+    }
+    // An authenticated client no longer counts: once the strangers leave, clients get in
+    // (the client's own retries wait for the server to see them go), and stay in.
+    drop(first);
+    drop(second);
+    let a = echo_client(addr, "a", "t").unwrap();
+    let b = echo_client(addr, "b", "t").unwrap();
+    let c = echo_client(addr, "c", "t").unwrap();
+    for client in [&a, &b, &c] {
+        assert!(client.is_connected());
+    }
+    for client in [a, b, c] {
+        client.disconnect();
+    }
+    server.shutdown();
+}
+
+#[test]
+fn the_embedded_store_lists_and_forgets_bindings_across_restarts() {
+    use ilp_plugin_lightning::btp::auth::{hash_token, TokenCheck, TokenStore};
+    use ilp_plugin_lightning::settlement::EmbeddedStore;
+    let dir = std::env::temp_dir().join(format!("btp-embedded-unbind-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (a, b) = (hash_token(b"a"), hash_token(b"b"));
+    {
+        let store = EmbeddedStore::open(&dir).unwrap();
+        assert_eq!(store.check_or_bind("alice", &a).unwrap(), TokenCheck::Bound);
+        assert_eq!(store.check_or_bind("bob", &a).unwrap(), TokenCheck::Bound);
+        store.unbind("alice").unwrap();
+        // Unbinding what is not bound is harmless.
+        store.unbind("nobody").unwrap();
+    }
+    let store = EmbeddedStore::open(&dir).unwrap();
+    assert_eq!(
+        store.bound_accounts().unwrap(),
+        Some(vec!["bob".to_string()])
+    );
+    assert_eq!(store.check_or_bind("alice", &b).unwrap(), TokenCheck::Bound);
+    drop(store);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_timeout_too_long_for_the_clock_is_no_panic() {
+    let server = start_server(ServerConfig::default());
+    let client = echo_client(server.local_addr(), "alice", "t").unwrap();
+    // Duration::MAX: a caller's "no limit". Instant + Duration::MAX used to panic.
+    let reply = client
+        .request(&ilp(b"x"), None, Some(Duration::MAX))
+        .unwrap();
+    assert_eq!(reply.ilp(), Some(&b"alice:x"[..]));
+    let reply = server
+        .request("alice", &ilp(b"y"), None, Some(Duration::MAX))
+        .unwrap();
+    assert_eq!(reply.ilp(), Some(&b"client:y"[..]));
+    client.disconnect();
     server.shutdown();
 }

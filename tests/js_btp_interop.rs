@@ -274,14 +274,20 @@ fn two_js_clients_exchange_packets_through_our_hub_binary() {
         &[
             "send",
             "--server",
-            &format!("btp+ws://:anonymous-token@127.0.0.1:{}", hub.port),
+            &format!(
+                "btp+ws://:anonymous-token-of-32-bytes-or-so@127.0.0.1:{}",
+                hub.port
+            ),
             "--destination",
             "test.hub.bob.x",
             "--condition",
             &condition_hex(),
         ],
     );
-    let expected = format!("test.hub.{}", account_for_token(b"anonymous-token"));
+    let expected = format!(
+        "test.hub.{}",
+        account_for_token(b"anonymous-token-of-32-bytes-or-so")
+    );
     assert_eq!(anon.expect("ildcp")["clientAddress"], expected.as_str());
     assert_eq!(anon.expect("reply")["type"], "fulfill");
     assert!(anon.wait_exit());

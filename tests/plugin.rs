@@ -299,3 +299,97 @@ fn settlement_hooks_see_connections_and_exchange_their_own_messages() {
     });
     hub.disconnect();
 }
+
+/// Runs `connect()` of `client` on a thread; returns what it gave, through a channel.
+fn connect_in_background(
+    client: &Arc<LightningPlugin>,
+) -> crossbeam_channel::Receiver<Result<(), PluginError>> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let client = client.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(client.connect());
+    });
+    rx
+}
+
+/// disconnect() returns, and the connect() it interrupted fails, well before any of the
+/// client's own timeouts (a minute each here; the WebSocket handshake's is 10 s).
+fn disconnect_cuts_connect_short(
+    client: &Arc<LightningPlugin>,
+    connecting: crossbeam_channel::Receiver<Result<(), PluginError>>,
+) {
+    let started = std::time::Instant::now();
+    client.disconnect();
+    let result = connecting
+        .recv_timeout(Duration::from_secs(60))
+        .expect("connect() never returned");
+    let took = started.elapsed();
+    match result {
+        Err(PluginError::Transport(why)) => assert!(why.contains("disconnect()"), "{why}"),
+        other => panic!("expected connect() to be abandoned, got {other:?}"),
+    }
+    assert!(
+        took < Duration::from_secs(8),
+        "disconnect() and connect() took {took:?}"
+    );
+    assert!(!client.is_connected());
+}
+
+#[test]
+fn disconnect_does_not_wait_behind_a_connect_stuck_in_the_handshake() {
+    // A server that accepts and never answers the WebSocket handshake.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let client = Arc::new(
+        LightningPlugin::client(&format!("btp+ws://alice:token@127.0.0.1:{port}"))
+            .connect_timeout(Duration::from_secs(60))
+            .build()
+            .unwrap(),
+    );
+    let connecting = connect_in_background(&client);
+    // Accepted: the client is in its handshake now.
+    let (_socket, _) = listener.accept().unwrap();
+    disconnect_cuts_connect_short(&client, connecting);
+}
+
+#[test]
+fn disconnect_does_not_wait_behind_a_connect_waiting_for_its_address() {
+    // A server that authenticates the client and never answers its IL-DCP request.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (asked_tx, asked) = crossbeam_channel::bounded(1);
+    let server = std::thread::spawn(move || {
+        let (socket, _) = listener.accept().unwrap();
+        let mut ws = tungstenite::accept(socket).unwrap();
+        let mut frames = 0;
+        while let Ok(message) = ws.read() {
+            if let tungstenite::Message::Binary(frame) = message {
+                frames += 1;
+                if frames == 1 {
+                    let id = u32::from_be_bytes([frame[1], frame[2], frame[3], frame[4]]);
+                    let ok = BtpPacket::Response(ilp_plugin_lightning::btp::Response::new(
+                        id,
+                        ProtocolData::EMPTY,
+                    ))
+                    .to_bytes();
+                    ws.send(tungstenite::Message::Binary(ok)).unwrap();
+                } else {
+                    let _ = asked_tx.send(());
+                }
+            }
+        }
+    });
+    let client = Arc::new(
+        LightningPlugin::client(&format!("btp+ws://alice:token@127.0.0.1:{port}"))
+            .connect_timeout(Duration::from_secs(60))
+            .request_timeout(Duration::from_secs(60))
+            .build()
+            .unwrap(),
+    );
+    let connecting = connect_in_background(&client);
+    asked
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the client never asked for its address");
+    disconnect_cuts_connect_short(&client, connecting);
+    server.join().unwrap();
+}

@@ -11,7 +11,8 @@ use ilp_plugin_lightning::ilp::{
     Address, ErrorCode, Fulfill, MaxPacketAmountDetails, Packet, Reject,
 };
 use ilp_plugin_lightning::plugin::{
-    route_between_clients, HandlerError, LightningPlugin, PluginBuilder, PluginError, PluginEvent,
+    route_between_clients, AccountLimits, HandlerError, LightningPlugin, PluginBuilder,
+    PluginError, PluginEvent,
 };
 
 const FULFILLMENT: [u8; 32] = [0x42; 32];
@@ -680,4 +681,77 @@ fn a_forwarded_prepare_expires_a_margin_before_the_incoming_one() {
     assert_eq!(reject_of(&r).triggered_by(), "test.hub");
     assert!(seen_rx.try_recv().is_err(), "bob never saw it");
     assert_eq!(p.hub.balances().unwrap().balance("alice").receivable, 1);
+}
+
+#[test]
+fn unused_accounts_that_owe_nothing_expire_and_free_their_place() {
+    let expiry = Duration::from_millis(300);
+    let (tx, events) = unbounded();
+    let hub = Arc::new(
+        LightningPlugin::server(
+            "127.0.0.1:0".parse().unwrap(),
+            Address::new("test.hub").unwrap(),
+        )
+        .credit_limit(Some(100))
+        .account_limits(AccountLimits {
+            max_accounts: 3,
+            expire_unused_after: Some(expiry),
+            ..AccountLimits::default()
+        })
+        .on_event(move |e| {
+            let _ = tx.send(e.clone());
+        })
+        .build()
+        .unwrap(),
+    );
+    route_between_clients(&hub).unwrap();
+    hub.connect().unwrap();
+    // alice pays bob through the hub: both have balances with it. idle has none.
+    let alice = client(&hub, "alice");
+    let bob = client(&hub, "bob");
+    let idle = client(&hub, "idle");
+    bob.register_data_handler(receiver).unwrap();
+    for c in [&alice, &bob, &idle] {
+        c.connect().unwrap();
+    }
+    for name in ["alice", "bob", "idle"] {
+        wait_for(&events, &PluginEvent::AccountConnected(name.into()));
+    }
+    let reply = alice
+        .send_data(&prepare("test.hub.bob", 10, 5_000, b""))
+        .unwrap();
+    Fulfill::parse(&reply).unwrap();
+    for c in [&alice, &bob, &idle] {
+        c.disconnect();
+    }
+    for name in ["alice", "bob", "idle"] {
+        wait_for(&events, &PluginEvent::AccountDisconnected(name.into()));
+    }
+    // The hub is full: a new account is refused while idle's time is not up.
+    let refused = |name: &str| match client(&hub, name).connect() {
+        Err(PluginError::PeerError { message, .. }) => message,
+        other => panic!("expected {name} refused, got {other:?}"),
+    };
+    let early = refused("carol");
+    assert!(early.contains("limit of 3 accounts"), "{early}");
+    // Once it is (the clock is what is under test), idle is forgotten and carol takes its place;
+    // alice and bob, who have balances, are kept, so dave is refused.
+    std::thread::sleep(expiry + Duration::from_millis(50));
+    let carol = client(&hub, "carol");
+    carol.connect().unwrap();
+    let late = refused("dave");
+    assert!(late.contains("limit of 3 accounts"), "{late}");
+    carol.disconnect();
+    // alice's binding is still there: another token for her is refused as such.
+    let port = hub.local_addr().unwrap().port();
+    let impostor = LightningPlugin::client(&format!("btp+ws://alice:other-token@127.0.0.1:{port}"))
+        .build()
+        .unwrap();
+    match impostor.connect() {
+        Err(PluginError::PeerError { message, .. }) => {
+            assert!(message.contains("incorrect token"), "{message}")
+        }
+        other => panic!("expected the impostor refused, got {other:?}"),
+    }
+    hub.disconnect();
 }

@@ -591,6 +591,17 @@ fn latency_delays_replies_past_a_short_deadline() {
         )
         .unwrap_err();
     assert_eq!(status(late).code(), RpcStatusCode::DEADLINE_EXCEEDED);
+    // "Never answer": Instant + Duration::MAX used to panic in the simulator's handler.
+    alice.set_latency(Duration::MAX);
+    let never = lnd
+        .client
+        .unary_call(
+            &methods::GET_INFO,
+            &lightning::GetInfoRequest::new(),
+            lnd.options().timeout(Duration::from_millis(300)),
+        )
+        .unwrap_err();
+    assert_eq!(status(never).code(), RpcStatusCode::DEADLINE_EXCEEDED);
     alice.set_latency(Duration::ZERO);
     lnd.call(&methods::GET_INFO, &lightning::GetInfoRequest::new())
         .unwrap();

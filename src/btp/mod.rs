@@ -32,8 +32,9 @@ pub use codec::{
 };
 pub use transport::server::AccountHandler;
 pub use transport::{
-    auth, send_request, send_request_into, submit_request, BtpClient, BtpServer, BtpUri,
-    ClientConfig, ClientError, ClientEvent, CloseReason, Connection, ConnectionConfig, ErrorReply,
-    OwnedEntry, PendingResponse, Reply, RequestError, RequestHandler, ResponseFrame, ServerConfig,
-    ServerError, ServerEvent, Submitted, TransportError, UriError,
+    admission, auth, send_request, send_request_into, submit_request, AccountLimits, BtpClient,
+    BtpServer, BtpUri, ClientConfig, ClientError, ClientEvent, CloseReason, Connection,
+    ConnectionConfig, ErrorReply, MayExpire, OwnedEntry, PendingResponse, Reply, RequestError,
+    RequestHandler, ResponseFrame, ServerConfig, ServerError, ServerEvent, Submitted,
+    TransportError, UriError,
 };

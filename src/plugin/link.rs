@@ -14,13 +14,63 @@ use super::packets::IldcpServe;
 use super::{Core, PluginBuilder, PluginError, PluginEvent};
 use crate::btp::auth::TokenStore;
 use crate::btp::{
-    BtpClient, BtpServer, ClientConfig, ClientError, ClientEvent, ConnectionConfig, ErrorReply,
-    OwnedEntry, Packet, PendingResponse, ProtocolDataEntry, Reply, RequestError as BtpRequestError,
-    ResponseFrame, ServerConfig, ServerEvent, TransportError, ILP,
+    AccountLimits, BtpClient, BtpServer, ClientConfig, ClientError, ClientEvent, ConnectionConfig,
+    ErrorReply, OwnedEntry, Packet, PendingResponse, ProtocolDataEntry, Reply,
+    RequestError as BtpRequestError, ResponseFrame, ServerConfig, ServerEvent, TransportError, ILP,
 };
 use crate::ilp::ildcp::{self, IldcpResponse};
 use crate::ilp::{Address, Timestamp};
 use crate::settlement::PEER_ACCOUNT;
+
+/// A client `connect()` in progress, which `disconnect()` can cut short: while the client
+/// connects, by the cancel channel; while it asks for its address, by closing its connection.
+pub(crate) struct ConnectAttempt {
+    cancel: Mutex<Option<Sender<()>>>,
+    cancelled: Receiver<()>,
+    connection: Mutex<Option<crate::btp::Connection>>,
+}
+
+impl ConnectAttempt {
+    pub(crate) fn new() -> ConnectAttempt {
+        let (cancel, cancelled) = bounded(0);
+        ConnectAttempt {
+            cancel: Mutex::new(Some(cancel)),
+            cancelled,
+            connection: Mutex::new(None),
+        }
+    }
+
+    /// Makes the connect in progress fail now.
+    pub(crate) fn cancel(&self) {
+        drop(self.cancel.lock().take());
+        let connection = self.connection.lock().take();
+        if let Some(connection) = connection {
+            connection.abort(
+                tungstenite::protocol::frame::coding::CloseCode::Away,
+                "disconnect() called while connecting",
+            );
+        }
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.cancel.lock().is_none()
+    }
+
+    /// Notes the connection being set up, so that a cancel closes it; false if cancelled
+    /// already.
+    fn register(&self, connection: crate::btp::Connection) -> bool {
+        let mut slot = self.connection.lock();
+        if self.is_cancelled() {
+            return false;
+        }
+        *slot = Some(connection);
+        true
+    }
+}
+
+fn cancelled_error() -> PluginError {
+    PluginError::Transport("connect() abandoned: disconnect() was called".into())
+}
 
 /// Why a request to the peer got no ILP reply.
 pub(crate) enum SendError {
@@ -110,11 +160,13 @@ impl Link {
         uri: &str,
         options: &PluginBuilder,
         core: &Arc<Core>,
+        attempt: &ConnectAttempt,
     ) -> Result<Link, PluginError> {
         let config = ClientConfig {
             connection: connection_config(options),
             connect_timeout: options.connect_timeout,
             handler_threads: options.handler_threads,
+            cancel: Some(attempt.cancelled.clone()),
             ..ClientConfig::default()
         };
         let handler_core = core.clone();
@@ -128,8 +180,14 @@ impl Link {
                 name: reply.name.clone(),
                 message: String::from_utf8_lossy(&reply.data).into_owned(),
             },
+            ClientError::Cancelled => cancelled_error(),
             other => PluginError::Transport(other.to_string()),
         })?;
+        let registered = client.connection().is_some_and(|c| attempt.register(c));
+        if !registered {
+            client.disconnect();
+            return Err(cancelled_error());
+        }
         // Settlement agrees on its terms first: the server's IL-DCP answer depends on them.
         let timeout = options.request_timeout;
         core.hooks.on_authenticated(PEER_ACCOUNT, &|entries| {
@@ -149,6 +207,11 @@ impl Link {
                     .map_err(PluginError::Ildcp)
             });
         let info = match info {
+            Ok(_) if attempt.is_cancelled() => Err(cancelled_error()),
+            Err(_) if attempt.is_cancelled() => Err(cancelled_error()),
+            other => other,
+        };
+        let info = match info {
             Ok(info) => info,
             Err(e) => {
                 client.disconnect();
@@ -165,13 +228,13 @@ impl Link {
         })
     }
 
-    /// Starts a server.
+    /// Starts a server; its accounts' tokens live in `accounts.0`, bounded by `accounts.1`.
     pub(crate) fn listen(
         listen: SocketAddr,
         address: &Address,
         asset_code: &str,
         asset_scale: u8,
-        token_store: Arc<dyn TokenStore>,
+        (token_store, accounts): (Arc<dyn TokenStore>, AccountLimits),
         options: &PluginBuilder,
         core: &Arc<Core>,
     ) -> Result<Link, PluginError> {
@@ -181,6 +244,7 @@ impl Link {
             max_connections: options.max_connections,
             handler_threads: options.handler_threads,
             token_store,
+            accounts,
             ..ServerConfig::default()
         };
         let handler_core = core.clone();

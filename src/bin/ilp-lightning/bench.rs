@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ilp_plugin_lightning::ilp::{condition_of, Address, FulfillBuilder, PrepareBuilder, Timestamp};
-use ilp_plugin_lightning::plugin::LightningPlugin;
+use ilp_plugin_lightning::plugin::{AccountLimits, LightningPlugin};
 
 use crate::flags::{FlagError, Flags};
 
@@ -39,6 +39,21 @@ fn rss_mb() -> f64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map(|kb| (kb * 1024.0 / 1e6 * 10.0).round() / 10.0)
         .unwrap_or(0.0)
+}
+
+/// Threads of this process now, from /proc.
+fn threads() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// File descriptors this process holds now.
+fn descriptors() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
 
 /// User + system CPU time this process has used so far (all its threads, ended ones too).
@@ -172,21 +187,17 @@ pub fn run_idle_clients(args: &[String]) -> ExitCode {
         eprintln!("usage: bench-idle-clients HOST:PORT COUNT");
         return ExitCode::from(2);
     };
+    // Raw WebSocket clients, authenticated and then silent: the server's cost is what is
+    // measured, and a socket each (no threads) lets one process hold thousands.
     let mut clients = Vec::with_capacity(count);
     for i in 0..count {
-        let uri = format!("btp+ws://idle{i}:secret{i}@{server}");
-        let client = match LightningPlugin::client(&uri).handler_threads(1).build() {
-            Ok(c) => c,
+        match idle_client(server, i) {
+            Ok(ws) => clients.push(ws),
             Err(e) => {
-                println!("error: {e}");
+                println!("error: client {i}: {e}");
                 return ExitCode::from(1);
             }
-        };
-        if let Err(e) = client.connect() {
-            println!("error: client {i}: {e}");
-            return ExitCode::from(1);
         }
-        clients.push(client);
     }
     println!("ready");
     let _ = std::io::stdout().flush();
@@ -196,10 +207,41 @@ pub fn run_idle_clients(args: &[String]) -> ExitCode {
         .map(|n| n > 0)
         .unwrap_or(false)
     {}
-    for c in &clients {
-        c.disconnect();
+    for mut ws in clients {
+        let _ = ws.close(None);
     }
     ExitCode::SUCCESS
+}
+
+/// One idle client: TCP, the WebSocket handshake, auth as `idle<i>`, its Response.
+fn idle_client(
+    server: &str,
+    i: usize,
+) -> Result<tungstenite::WebSocket<std::net::TcpStream>, String> {
+    use ilp_plugin_lightning::btp::{auth_message, Packet};
+    let stream = std::net::TcpStream::connect(server).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .map_err(|e| e.to_string())?;
+    let (mut ws, _) = tungstenite::client(format!("ws://{server}/"), stream)
+        .map_err(|e| format!("handshake: {e}"))?;
+    ws.send(tungstenite::Message::Binary(auth_message(
+        1,
+        &format!("idle{i}"),
+        &format!("secret{i}"),
+    )))
+    .map_err(|e| e.to_string())?;
+    loop {
+        match ws.read().map_err(|e| format!("auth reply: {e}"))? {
+            tungstenite::Message::Binary(reply) => {
+                return match Packet::parse(&reply) {
+                    Ok(Packet::Response(_)) => Ok(ws),
+                    other => Err(format!("auth refused: {other:?}")),
+                }
+            }
+            _ => continue,
+        }
+    }
 }
 
 fn percentile(sorted: &[u32], p: f64) -> u32 {
@@ -225,6 +267,12 @@ fn bench(settings: &Settings) -> Result<String, String> {
     // switches cost more than the parallelism gains (c=100: 16 threads ~80k/s, 4 ~95k/s).
     .handler_threads(settings.concurrency.clamp(2, 4))
     .max_connections(settings.clients + 16)
+    // Every idle client is a new account, all within seconds.
+    .account_limits(AccountLimits {
+        max_accounts: settings.clients + 16,
+        max_new_per_minute: None,
+        ..AccountLimits::default()
+    })
     .build()
     .map_err(|e| e.to_string())?;
     let fulfill = FulfillBuilder {
@@ -241,6 +289,7 @@ fn bench(settings: &Settings) -> Result<String, String> {
     let port = server.local_addr().ok_or("server has no address")?.port();
 
     let rss_before_clients = rss_mb();
+    let threads_before_clients = threads();
     let _idle = if settings.clients > 0 {
         Some(spawn_idle_clients(
             &format!("127.0.0.1:{port}"),
@@ -345,6 +394,7 @@ fn bench(settings: &Settings) -> Result<String, String> {
     let seconds = started.elapsed().as_secs_f64();
     let cpu = process_cpu_time().saturating_sub(cpu_before);
     let rss = rss_mb();
+    let (threads_with_clients, descriptors_with_clients) = (threads(), descriptors());
     latencies.sort_unstable();
     client.disconnect();
     server.disconnect();
@@ -368,8 +418,12 @@ fn bench(settings: &Settings) -> Result<String, String> {
     }
     if settings.clients > 0 {
         line.push_str(&format!(
-            ",\"clients\":{},\"rss_mb_before_clients\":{}",
-            settings.clients, rss_before_clients
+            ",\"clients\":{},\"rss_mb_before_clients\":{},\"threads\":{},\"threads_before_clients\":{},\"descriptors\":{}",
+            settings.clients,
+            rss_before_clients,
+            threads_with_clients,
+            threads_before_clients,
+            descriptors_with_clients
         ));
     }
     line.push('}');

@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ilp_plugin_lightning::btp::auth::TokenStore;
+use ilp_plugin_lightning::btp::auth::{AllowList, TokenStore};
+use ilp_plugin_lightning::btp::AccountLimits;
 use ilp_plugin_lightning::ilp::Address;
 use ilp_plugin_lightning::lnd::{Lightning, NodeInfo};
 use ilp_plugin_lightning::plugin::{route_between_clients, LightningPlugin, PluginEvent};
@@ -42,6 +43,22 @@ It prints one JSON line when it listens ({{\"event\":\"listening\",...}}), then 
                             {HANDLER_THREADS} handler threads: no client can stall the others)
   --forward-margin-ms MS    a forwarded Prepare expires this much before the one that came
                             in (default 1000; less time left: R02)
+  --max-accounts N          most accounts bound at once; past it a new account's auth is
+                            refused and its connection closed (default {DEFAULT_MAX_ACCOUNTS})
+  --max-new-accounts-per-minute N
+                            most new accounts bound in any minute (default
+                            {DEFAULT_NEW_PER_MINUTE}; 0: no limit)
+  --accounts FILE           only the accounts in FILE get in, each with its token's SHA-256:
+                            lines `ACCOUNT SHA256HEX` (or `SHA256HEX` alone for a client that
+                            sends no username: its account is base64url of the hash); `#`
+                            starts a comment. `printf %s TOKEN | sha256sum` gives the hash
+  --expire-unused-after SECONDS
+                            forget an account (its token binding) unused this long that
+                            never settled and owes nothing either way (default
+                            {DEFAULT_EXPIRE_SECS}, a day; 0: never)
+  --allow-short-tokens true accept tokens under 16 bytes from clients that send no username
+                            (their account, the token's hash, is public in their ILP
+                            address: a short token can be found from it offline)
   --status-every SECONDS    log a one-line summary of the books this often (default 60;
                             0: never); `ilp-lightning status` shows them per account
 {}
@@ -61,7 +78,19 @@ const OWN_FLAGS: &[&str] = &[
     "max-in-flight",
     "forward-margin-ms",
     "status-every",
+    "max-accounts",
+    "max-new-accounts-per-minute",
+    "accounts",
+    "expire-unused-after",
+    "allow-short-tokens",
 ];
+
+/// `--max-accounts` unless given.
+const DEFAULT_MAX_ACCOUNTS: usize = 10_000;
+/// `--max-new-accounts-per-minute` unless given.
+const DEFAULT_NEW_PER_MINUTE: u32 = 600;
+/// `--expire-unused-after` unless given: a day.
+const DEFAULT_EXPIRE_SECS: u64 = 86_400;
 
 /// Threads that run the hub's incoming requests, each held while its Prepare waits on the next
 /// hop.
@@ -93,6 +122,9 @@ pub struct ServerOptions {
     pub forward_margin: Duration,
     /// `--status-every`: how often to log the summary line (`None`: never).
     pub status_every: Option<Duration>,
+    /// `--max-accounts`, `--max-new-accounts-per-minute`, `--accounts`,
+    /// `--expire-unused-after`, `--allow-short-tokens`.
+    pub accounts: AccountLimits,
 }
 
 /// The books, and the token bindings (the same object for both stores of this crate).
@@ -198,7 +230,39 @@ pub fn parse(args: &[String]) -> Result<ServerOptions, FlagError> {
             Some(url) if url.starts_with("redis://") => StoreLocation::Redis(url.to_owned()),
             _ => StoreLocation::Dir(settle::store_dir(&flags, "server")?),
         },
+        accounts: account_limits(&flags)?,
         node: node::parse(&flags)?,
+    })
+}
+
+fn account_limits(flags: &Flags) -> Result<AccountLimits, FlagError> {
+    Ok(AccountLimits {
+        max_accounts: match flags.parsed::<usize>("max-accounts")? {
+            Some(0) => return Err(FlagError("--max-accounts: must be at least 1".into())),
+            Some(max) => max,
+            None => DEFAULT_MAX_ACCOUNTS,
+        },
+        max_new_per_minute: match flags.parsed::<u32>("max-new-accounts-per-minute")? {
+            Some(0) => None,
+            Some(max) => Some(max),
+            None => Some(DEFAULT_NEW_PER_MINUTE),
+        },
+        allow_list: match flags.get("accounts") {
+            Some(path) => Some(Arc::new(
+                AllowList::load(path).map_err(|e| FlagError(format!("--accounts: {e}")))?,
+            )),
+            None => None,
+        },
+        expire_unused_after: match flags
+            .parsed::<u64>("expire-unused-after")?
+            .unwrap_or(DEFAULT_EXPIRE_SECS)
+        {
+            0 => None,
+            seconds => Some(Duration::from_secs(seconds)),
+        },
+        // The plugin fills it in from the books.
+        may_expire: None,
+        allow_short_tokens: flags.parsed("allow-short-tokens")?.unwrap_or(false),
     })
 }
 
@@ -218,6 +282,7 @@ pub fn start(
         .handler_threads(HANDLER_THREADS)
         .max_in_flight(options.max_in_flight)
         .forward_expiry_margin(options.forward_margin)
+        .account_limits(options.accounts.clone())
         .on_event(|event| match event {
             PluginEvent::AccountConnected(a) => log::info!("account {a} connected"),
             PluginEvent::AccountDisconnected(a) => log::info!("account {a} disconnected"),
@@ -347,6 +412,36 @@ mod tests {
         assert_eq!(ok.settlement.credit_limit, Some(0));
         assert_eq!(ok.settlement.settle_threshold, Some(0));
         assert_eq!(ok.max_packet_amount, Some(5));
+        assert_eq!(ok.accounts.max_accounts, 10_000);
+        assert_eq!(ok.accounts.max_new_per_minute, Some(600));
+        assert_eq!(
+            ok.accounts.expire_unused_after,
+            Some(Duration::from_secs(86_400))
+        );
+        assert!(!ok.accounts.allow_short_tokens && ok.accounts.allow_list.is_none());
+        let list = dir.join("accounts");
+        std::fs::write(&list, format!("alice {}\n", "ab".repeat(32))).unwrap();
+        let limited = with(&[
+            "--max-accounts",
+            "3",
+            "--max-new-accounts-per-minute",
+            "0",
+            "--expire-unused-after",
+            "0",
+            "--allow-short-tokens",
+            "true",
+            "--accounts",
+            list.to_str().unwrap(),
+        ])
+        .unwrap();
+        assert_eq!(limited.accounts.max_accounts, 3);
+        assert_eq!(limited.accounts.max_new_per_minute, None);
+        assert_eq!(limited.accounts.expire_unused_after, None);
+        assert!(limited.accounts.allow_short_tokens);
+        assert_eq!(
+            limited.accounts.allow_list.as_ref().map(|l| l.len()),
+            Some(1)
+        );
         assert_eq!(ok.store, StoreLocation::Dir(PathBuf::from("/tmp/s")));
         let shared = with(&["--store", "redis://127.0.0.1:6379/2"]).unwrap();
         assert_eq!(
@@ -360,6 +455,9 @@ mod tests {
         assert!(err(&["--address", "x"]).contains("--address given twice"));
         assert!(err(&["--bogus", "1"]).contains("unknown option --bogus"));
         assert!(err(&["--credit-limit", "lots"]).starts_with("--credit-limit \"lots\""));
+        assert!(err(&["--max-accounts", "0"]).contains("at least 1"));
+        std::fs::write(&list, "alice nothex\n").unwrap();
+        assert!(err(&["--accounts", list.to_str().unwrap()]).contains("line 1"));
         let no_listen = parse(&args(&["--address", "test.hub", "--lnddir", d])).unwrap_err();
         assert!(no_listen.0.contains("--listen is required"));
         let bad_address = parse(&args(&[

@@ -108,6 +108,22 @@ pub trait TokenStore: Send + Sync {
         account: &str,
         token_hash: &TokenHash,
     ) -> Result<TokenCheck, TokenStoreError>;
+
+    /// Every account with a token bound, read when a server starts so that its account cap
+    /// counts them. `None` (the default): this store cannot list them, and the server counts
+    /// only the accounts it has seen authenticate since it started.
+    fn bound_accounts(&self) -> Result<Option<Vec<String>>, TokenStoreError> {
+        Ok(None)
+    }
+
+    /// Forgets `account`'s binding (an account that expired unused): its name is free again.
+    /// The default refuses, and such a store's accounts never expire.
+    fn unbind(&self, account: &str) -> Result<(), TokenStoreError> {
+        Err(TokenStoreError(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("this token store cannot forget account {account}"),
+        )))
+    }
 }
 
 fn check_in_map(
@@ -145,6 +161,15 @@ impl TokenStore for MemoryTokenStore {
         token_hash: &TokenHash,
     ) -> Result<TokenCheck, TokenStoreError> {
         Ok(check_in_map(&mut self.bindings.lock(), account, token_hash))
+    }
+
+    fn bound_accounts(&self) -> Result<Option<Vec<String>>, TokenStoreError> {
+        Ok(Some(self.bindings.lock().keys().cloned().collect()))
+    }
+
+    fn unbind(&self, account: &str) -> Result<(), TokenStoreError> {
+        self.bindings.lock().remove(account);
+        Ok(())
     }
 }
 
@@ -223,6 +248,129 @@ impl TokenStore for FileTokenStore {
         }
         Ok(check)
     }
+
+    fn bound_accounts(&self) -> Result<Option<Vec<String>>, TokenStoreError> {
+        Ok(Some(self.bindings.lock().keys().cloned().collect()))
+    }
+
+    fn unbind(&self, account: &str) -> Result<(), TokenStoreError> {
+        let path = self.dir.join(format!("{account}{TOKEN_FILE_SUFFIX}"));
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(TokenStoreError(e)),
+        }
+        if let Ok(dir) = fs::File::open(&self.dir) {
+            let _ = dir.sync_all();
+        }
+        self.bindings.lock().remove(account);
+        Ok(())
+    }
+}
+
+/// The accounts allowed to authenticate, from an `--accounts` file: when a server has one, only
+/// these tokens get in and nothing is ever bound.
+///
+/// The file is text, one account a line; blank lines and lines starting with `#` are skipped:
+///
+/// ```text
+/// # account   sha256(token), hex
+/// alice       2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b
+/// # no name: the account is base64url(sha256(token)), for clients that send no auth_username
+/// 4b227777d4dd1fc61c6f884f48641d02b4d121d3fd328cb08b5531fcacdabf8a
+/// ```
+///
+/// A hash is `printf %s "$TOKEN" | sha256sum`: the file holds no token itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllowList {
+    accounts: HashMap<String, TokenHash>,
+}
+
+/// A line of an allow-list that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowListError {
+    /// Its number, from 1.
+    pub line: usize,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl fmt::Display for AllowListError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "accounts file, line {}: {}", self.line, self.problem)
+    }
+}
+
+impl std::error::Error for AllowListError {}
+
+impl AllowList {
+    /// Reads the format above.
+    pub fn parse(text: &str) -> Result<AllowList, AllowListError> {
+        let mut accounts = HashMap::new();
+        for (index, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let error = |problem: String| AllowListError {
+                line: index + 1,
+                problem,
+            };
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (name, hex_hash) = match fields.as_slice() {
+                [hash] => (None, *hash),
+                [name, hash] => (Some(*name), *hash),
+                _ => {
+                    return Err(error(
+                        "expected `ACCOUNT SHA256HEX` or `SHA256HEX`".to_string(),
+                    ))
+                }
+            };
+            let mut hash = [0u8; 32];
+            hex::decode_to_slice(hex_hash, &mut hash).map_err(|e| {
+                error(format!(
+                    "{hex_hash:?} is not a SHA-256 in hex (64 digits): {e}"
+                ))
+            })?;
+            let account = match name {
+                Some(name) => {
+                    validate_segment(name)
+                        .map_err(|_| error(InvalidAccountName(name.to_string()).to_string()))?;
+                    name.to_string()
+                }
+                None => base64url(&hash),
+            };
+            if accounts.insert(account.clone(), hash).is_some() {
+                return Err(error(format!("account {account} is listed twice")));
+            }
+        }
+        Ok(AllowList { accounts })
+    }
+
+    /// Reads the file at `path`.
+    pub fn load(path: impl AsRef<Path>) -> Result<AllowList, String> {
+        let path = path.as_ref();
+        let text = fs::read_to_string(path)
+            .map_err(|e| format!("cannot read accounts file {}: {e}", path.display()))?;
+        AllowList::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Whether `token_hash` is the one listed for `account` (compared in constant time).
+    pub fn allows(&self, account: &str, token_hash: &TokenHash) -> bool {
+        self.accounts
+            .get(account)
+            .is_some_and(|listed| constant_time_eq(listed, token_hash))
+    }
+
+    /// How many accounts it lists.
+    pub fn len(&self) -> usize {
+        self.accounts.len()
+    }
+
+    /// Whether it lists none.
+    pub fn is_empty(&self) -> bool {
+        self.accounts.is_empty()
+    }
 }
 
 #[cfg(test)]
@@ -287,6 +435,45 @@ mod tests {
     }
 
     #[test]
+    fn allow_list_reads_named_and_token_derived_accounts() {
+        let alice = hex::encode(hash_token(b"alice-token"));
+        let anonymous = hash_token(b"anonymous-token-long-enough");
+        let text = format!(
+            "# comment\n\nalice {alice}\n  {}  \n",
+            hex::encode(anonymous)
+        );
+        let list = AllowList::parse(&text).unwrap();
+        assert_eq!(list.len(), 2);
+        assert!(list.allows("alice", &hash_token(b"alice-token")));
+        assert!(!list.allows("alice", &hash_token(b"other")));
+        assert!(!list.allows("bob", &hash_token(b"alice-token")));
+        assert!(list.allows(
+            &account_for_token(b"anonymous-token-long-enough"),
+            &anonymous
+        ));
+        let bad = AllowList::parse("alice 12zz\n").unwrap_err();
+        assert_eq!(bad.line, 1);
+        assert!(bad.problem.contains("SHA-256"), "{bad}");
+        let twice = AllowList::parse(&format!("a {alice}\na {alice}\n")).unwrap_err();
+        assert_eq!(twice.line, 2);
+        assert!(AllowList::parse(&format!("a.b {alice}")).is_err());
+        assert!(AllowList::parse(&format!("a {alice} extra")).is_err());
+    }
+
+    #[test]
+    fn stores_list_and_forget_bindings() {
+        let store = MemoryTokenStore::new();
+        store.check_or_bind("x", &hash_token(b"a")).unwrap();
+        assert_eq!(store.bound_accounts().unwrap(), Some(vec!["x".to_string()]));
+        store.unbind("x").unwrap();
+        assert_eq!(store.bound_accounts().unwrap(), Some(vec![]));
+        assert_eq!(
+            store.check_or_bind("x", &hash_token(b"b")).unwrap(),
+            TokenCheck::Bound
+        );
+    }
+
+    #[test]
     fn file_store_survives_reopen() {
         let dir = std::env::temp_dir().join(format!(
             "btp-token-store-{}-{}",
@@ -315,6 +502,11 @@ mod tests {
             .filter(|n| n.to_string_lossy().ends_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+        store.unbind("alice").unwrap();
+        drop(store);
+        let store = FileTokenStore::open(&dir).unwrap();
+        assert_eq!(store.bound_accounts().unwrap(), Some(vec![]));
+        assert_eq!(store.check_or_bind("alice", &b).unwrap(), TokenCheck::Bound);
         fs::remove_dir_all(&dir).unwrap();
     }
 }

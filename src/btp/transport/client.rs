@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
+use crossbeam_channel::{bounded, select, unbounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
 use super::connection::{
@@ -39,6 +39,10 @@ pub struct ClientConfig {
     pub handler_queue: usize,
     /// Stack size of the reader and handler threads.
     pub thread_stack_size: usize,
+    /// When this channel gets a message or its senders are all dropped, a [`BtpClient::connect`]
+    /// still waiting gives up at once with [`ClientError::Cancelled`] (the plugin's
+    /// `disconnect()` uses it so as not to wait behind a `connect()`). Default: none.
+    pub cancel: Option<Receiver<()>>,
 }
 
 impl Default for ClientConfig {
@@ -54,6 +58,7 @@ impl Default for ClientConfig {
             handler_threads: 4,
             handler_queue: 64,
             thread_stack_size: 256 * 1024,
+            cancel: None,
         }
     }
 }
@@ -85,6 +90,8 @@ pub enum ClientError {
     },
     /// A thread could not be started.
     Spawn(String),
+    /// The caller gave up waiting (see [`ClientConfig::cancel`]).
+    Cancelled,
 }
 
 impl fmt::Display for ClientError {
@@ -98,6 +105,7 @@ impl fmt::Display for ClientError {
                 after.as_millis()
             ),
             ClientError::Spawn(e) => write!(f, "cannot start a thread: {e}"),
+            ClientError::Cancelled => f.write_str("BTP connect abandoned by its caller"),
         }
     }
 }
@@ -126,7 +134,7 @@ pub struct BtpClient {
     current: Arc<Mutex<Option<Connection>>>,
     /// The socket of the attempt in progress, cut by `disconnect()` so that a handshake or an
     /// auth wait does not delay it.
-    attempting: Arc<Mutex<Option<TcpStream>>>,
+    attempting: Arc<Mutex<Option<Arc<TcpStream>>>>,
     stop: Mutex<Option<Sender<()>>>,
     supervisor: Mutex<Option<JoinHandle<()>>>,
     pool: Arc<HandlerPool>,
@@ -153,6 +161,13 @@ impl BtpClient {
     ) -> Result<BtpClient, ClientError> {
         let uri = BtpUri::parse(uri)?;
         let peer = format!("{}:{}", uri.host, uri.port);
+        if uri.token_in_clear() {
+            log::warn!(
+                "BTP: the token for {peer} travels in clear (btp+ws to a host that is not this \
+                 machine): anyone on the path can read it and take the account; reach the \
+                 server through a TLS tunnel or terminator on this machine"
+            );
+        }
         let pool = Arc::new(
             HandlerPool::new(
                 "btp-client-handler",
@@ -197,7 +212,17 @@ impl BtpClient {
             watch,
             events: events_rx,
         };
-        match ready_rx.recv_timeout(config.connect_timeout) {
+        let never = crossbeam_channel::never();
+        let cancel = config.cancel.as_ref().unwrap_or(&never);
+        let ready = select! {
+            recv(ready_rx) -> ready => ready.map_err(|_| RecvTimeoutError::Disconnected),
+            recv(cancel) -> _ => {
+                client.disconnect();
+                return Err(ClientError::Cancelled);
+            }
+            default(config.connect_timeout) => Err(RecvTimeoutError::Timeout),
+        };
+        match ready {
             Ok(Ok(())) => Ok(client),
             Ok(Err(AttemptError::Auth(e))) => {
                 client.disconnect();
@@ -300,7 +325,7 @@ struct Supervisor {
     uri: BtpUri,
     config: ClientConfig,
     current: Arc<Mutex<Option<Connection>>>,
-    attempting: Arc<Mutex<Option<TcpStream>>>,
+    attempting: Arc<Mutex<Option<Arc<TcpStream>>>>,
     pool: Arc<HandlerPool>,
     watch: WatchHandle,
     handler: Arc<dyn RequestHandler>,
@@ -423,10 +448,9 @@ impl Supervisor {
                 Err(e) => last = format!("connect {addr}: {e}"),
             }
         }
-        let stream = stream.ok_or(AttemptError::Other(last))?;
-        if let Ok(clone) = stream.try_clone() {
-            *self.attempting.lock() = Some(clone);
-        }
+        // Shared with disconnect(), which may cut it: one descriptor, not a dup.
+        let stream = Arc::new(stream.ok_or(AttemptError::Other(last))?);
+        *self.attempting.lock() = Some(stream.clone());
         // disconnect() drops the stop sender before it looks for this socket: if it has been
         // dropped already, the socket may have been missed, so stop here.
         if !matches!(
@@ -435,7 +459,7 @@ impl Supervisor {
         ) {
             return Err(AttemptError::Other("stopped".into()));
         }
-        let (io, prepared) = Prepared::new(stream, true, cfg)
+        let (io, prepared) = Prepared::shared(stream, true, cfg)
             .map_err(|e| AttemptError::Other(format!("socket setup: {e}")))?;
         // The WebSocket tungstenite returns is done with: the connection reads and writes
         // frames itself from here on.

@@ -3,6 +3,7 @@
 //! needs to authenticate accounts. Blocking and thread-based; it uses the [codec](super::codec)
 //! and nothing above it.
 
+pub mod admission;
 pub mod auth;
 pub mod client;
 pub mod connection;
@@ -11,6 +12,7 @@ pub mod request;
 pub mod server;
 pub mod uri;
 
+pub use admission::{AccountLimits, MayExpire, MIN_TOKEN_LEN};
 pub use client::{BtpClient, ClientConfig, ClientError, ClientEvent};
 pub use connection::{CloseReason, Connection, ConnectionConfig, Submitted, TransportError};
 pub use request::{

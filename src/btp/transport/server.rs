@@ -29,10 +29,11 @@ use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
 use parking_lot::Mutex;
 use tungstenite::protocol::frame::coding::CloseCode;
 
-use super::auth::{account_name, hash_token, MemoryTokenStore, TokenCheck, TokenStore};
+use super::admission::{AccountLimits, Admission, LimitLog, Pending, Unauthenticated};
+use super::auth::{account_name, hash_token, MemoryTokenStore, TokenStore};
 use super::connection::{
-    CloseReason, Connection, ConnectionConfig, Dispatch, FirstFrame, Prepared, Reader, Watch,
-    WATCH_PERIOD,
+    deadline_after, CloseReason, Connection, ConnectionConfig, Dispatch, FirstFrame, Prepared,
+    Reader, Watch, WATCH_PERIOD,
 };
 use super::pool::HandlerPool;
 use super::request::{
@@ -61,6 +62,12 @@ pub struct ServerConfig {
     pub handler_stack_size: usize,
     /// Where account → token bindings live.
     pub token_store: Arc<dyn TokenStore>,
+    /// Which accounts may bind, how many, how fast, and when unused ones are forgotten.
+    pub accounts: AccountLimits,
+    /// Most sockets not authenticated yet, from all sources; more are closed on accept.
+    pub max_unauthenticated: usize,
+    /// Most sockets not authenticated yet from one IP address; more are closed on accept.
+    pub max_unauthenticated_per_address: usize,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +81,9 @@ impl Default for ServerConfig {
             handler_queue: 256,
             handler_stack_size: 1024 * 1024,
             token_store: Arc::new(MemoryTokenStore::new()),
+            accounts: AccountLimits::default(),
+            max_unauthenticated: 1024,
+            max_unauthenticated_per_address: 64,
         }
     }
 }
@@ -87,6 +97,12 @@ impl fmt::Debug for ServerConfig {
             .field("reader_stack_size", &self.reader_stack_size)
             .field("handler_threads", &self.handler_threads)
             .field("handler_queue", &self.handler_queue)
+            .field("accounts", &self.accounts)
+            .field("max_unauthenticated", &self.max_unauthenticated)
+            .field(
+                "max_unauthenticated_per_address",
+                &self.max_unauthenticated_per_address,
+            )
             .finish_non_exhaustive()
     }
 }
@@ -147,7 +163,7 @@ impl std::error::Error for ServerError {}
 
 struct Slot {
     handle: Option<JoinHandle<()>>,
-    socket: TcpStream,
+    socket: Arc<TcpStream>,
     conn: Option<Connection>,
 }
 
@@ -156,6 +172,8 @@ struct Shared {
     handler: Arc<dyn AccountHandler>,
     pool: HandlerPool,
     watch: Watch,
+    admission: Admission,
+    unauthenticated: Arc<Unauthenticated>,
     /// Authenticated accounts: connection id and connection.
     accounts: Mutex<HashMap<String, (u64, Connection)>>,
     /// Every connection thread not yet joined.
@@ -163,6 +181,11 @@ struct Shared {
     stopping: AtomicBool,
     events: Sender<ServerEvent>,
     exits: Sender<u64>,
+    /// Told when a connection ends or the server stops: the accept loop, out of descriptors,
+    /// waits on it.
+    freed: (Sender<()>, Receiver<()>),
+    accept_log: LimitLog,
+    connections_log: LimitLog,
     next_id: AtomicU64,
 }
 
@@ -173,6 +196,8 @@ struct Shared {
 pub struct BtpServer {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
+    /// Shared with the accept thread: shutting it down is what wakes that thread.
+    listener: Arc<TcpListener>,
     accept: Mutex<Option<JoinHandle<()>>>,
     reaper: Mutex<Option<JoinHandle<()>>>,
     reaper_stop: Mutex<Option<Sender<()>>>,
@@ -194,7 +219,7 @@ impl BtpServer {
         config: ServerConfig,
         handler: Arc<dyn AccountHandler>,
     ) -> Result<BtpServer, ServerError> {
-        let listener = TcpListener::bind(addr).map_err(ServerError::Bind)?;
+        let listener = Arc::new(TcpListener::bind(addr).map_err(ServerError::Bind)?);
         let local_addr = listener.local_addr().map_err(ServerError::Bind)?;
         let pool = HandlerPool::new(
             "btp-server-handler",
@@ -207,16 +232,26 @@ impl BtpServer {
         let (events_tx, events_rx) = unbounded();
         let (exits_tx, exits_rx) = unbounded();
         let (reaper_stop_tx, reaper_stop_rx) = bounded::<()>(0);
+        let admission = Admission::new(config.accounts.clone(), config.token_store.clone());
+        let unauthenticated = Unauthenticated::new(
+            config.max_unauthenticated,
+            config.max_unauthenticated_per_address,
+        );
         let shared = Arc::new(Shared {
             config,
             handler,
             pool,
             watch,
+            admission,
+            unauthenticated,
             accounts: Mutex::new(HashMap::new()),
             slots: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
             events: events_tx,
             exits: exits_tx,
+            freed: bounded(1),
+            accept_log: LimitLog::default(),
+            connections_log: LimitLog::default(),
             next_id: AtomicU64::new(1),
         });
         let reaper = {
@@ -228,9 +263,10 @@ impl BtpServer {
         };
         let accept = {
             let shared = shared.clone();
+            let listener = listener.clone();
             thread::Builder::new()
                 .name("btp-accept".into())
-                .spawn(move || accept_loop(&shared, listener))
+                .spawn(move || accept_loop(&shared, &listener))
         };
         let accept = match accept {
             Ok(h) => h,
@@ -245,6 +281,7 @@ impl BtpServer {
         Ok(BtpServer {
             shared,
             local_addr,
+            listener,
             accept: Mutex::new(Some(accept)),
             reaper: Mutex::new(Some(reaper)),
             reaper_stop: Mutex::new(Some(reaper_stop_tx)),
@@ -280,6 +317,12 @@ impl BtpServer {
             .lock()
             .get(account)
             .map(|(_, c)| c.clone())
+    }
+
+    /// Accounts bound now, connected or not (those the token store listed at start, and those
+    /// bound since, less those forgotten).
+    pub fn bound_accounts(&self) -> usize {
+        self.shared.admission.bound()
     }
 
     /// Sockets open now (authenticated or not).
@@ -324,15 +367,15 @@ impl BtpServer {
         }
     }
 
-    /// Stops accepting, closes every connection (close frame, then the socket after
-    /// `close_timeout`), and joins every thread the server started. Idempotent.
-    pub fn shutdown(&self) {
-        let shared = &self.shared;
-        if shared.stopping.swap(true, Ordering::SeqCst) {
-            // Already stopped (or stopping on another thread, which joins everything).
+    /// Wakes the accept thread, blocked in `accept()` or waiting for a descriptor, so that it
+    /// sees `stopping`. Shutting the listening socket down ends a blocked `accept()` (Linux);
+    /// where that does not, a connection of our own does (`by_connect`).
+    fn wake_accept(&self, by_connect: bool) {
+        let _ = self.shared.freed.0.try_send(());
+        let shut = socket2::SockRef::from(&*self.listener).shutdown(Shutdown::Both);
+        if shut.is_ok() || !by_connect {
             return;
         }
-        // accept() has no timeout: wake it with a connection of our own.
         let mut wake = self.local_addr;
         if wake.ip().is_unspecified() {
             wake.set_ip(match wake {
@@ -340,7 +383,24 @@ impl BtpServer {
                 SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
             });
         }
-        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        if let Err(e) = TcpStream::connect_timeout(&wake, Duration::from_secs(1)) {
+            log::warn!("BTP server: cannot wake its accept thread to stop it: {e}");
+        }
+    }
+
+    /// Stops accepting, closes every connection (close frame, then the socket after
+    /// `close_timeout`), and joins every thread the server started. Idempotent.
+    pub fn shutdown(&self) {
+        self.shutdown_waking(true);
+    }
+
+    fn shutdown_waking(&self, by_connect: bool) {
+        let shared = &self.shared;
+        if shared.stopping.swap(true, Ordering::SeqCst) {
+            // Already stopped (or stopping on another thread, which joins everything).
+            return;
+        }
+        self.wake_accept(by_connect);
         let accept = self.accept.lock().take();
         if let Some(h) = accept {
             let _ = h.join();
@@ -363,7 +423,7 @@ impl BtpServer {
                 }
             }
         }
-        let deadline = Instant::now() + shared.config.connection.close_timeout;
+        let deadline = deadline_after(shared.config.connection.close_timeout);
         for slot in &slots {
             if let Some(conn) = &slot.conn {
                 conn.wait_closed(deadline.saturating_duration_since(Instant::now()));
@@ -409,46 +469,83 @@ fn reap(shared: &Shared, exits: Receiver<u64>, stop: Receiver<()>) {
                 if let Some(Slot { handle: Some(h), .. }) = slot {
                     let _ = h.join();
                 }
+                // Full means the accept loop has a wake-up waiting already.
+                let _ = shared.freed.0.try_send(());
             }
         }
     }
 }
 
-/// How long the accept loop rests after `accept` fails.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+/// The accept loop's first wait after `accept` fails; it doubles up to
+/// [`ACCEPT_BACKOFF_MAX`] while the failures last.
+const ACCEPT_BACKOFF_START: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
-    for stream in listener.incoming() {
+/// Whether an `accept` error means the process or the system is out of descriptors or memory
+/// (it lasts until something is closed), rather than one connection's trouble.
+fn out_of_resources(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
+    let mut backoff = ACCEPT_BACKOFF_START;
+    loop {
+        let accepted = listener.accept();
         if shared.stopping.load(Ordering::SeqCst) {
             return;
         }
-        let stream = match stream {
-            Ok(s) => s,
+        let stream = match accepted {
+            Ok((stream, _)) => {
+                backoff = ACCEPT_BACKOFF_START;
+                stream
+            }
+            Err(e) if out_of_resources(&e) => {
+                // Lasts until a descriptor is freed: wait for one of our connections to end
+                // (the reaper says so) or, for descriptors freed elsewhere in the process, at
+                // most `backoff`, doubling — never a spin, and one log line a second at most.
+                let open = shared.slots.lock().len();
+                shared.accept_log.hit(|| {
+                    format!(
+                        "BTP accept failed: {e} ({open} connections open); waiting for one to \
+                         close (raise the descriptor limit, `ulimit -n`, for more)"
+                    )
+                });
+                let _ = shared.freed.1.recv_timeout(backoff);
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                continue;
+            }
             Err(e) => {
-                // Errors such as EMFILE last until connections close: pause instead of spinning
-                // on them, a core at full speed and a log line each turn.
-                log::warn!("BTP accept failed: {e}");
-                thread::sleep(ACCEPT_ERROR_PAUSE);
+                // One connection's trouble (reset before accept, ...): the next may be fine.
+                log::debug!("BTP accept failed: {e}");
                 continue;
             }
         };
-        let socket = match stream.try_clone() {
-            Ok(s) => s,
-            Err(e) => {
-                log::warn!("BTP accept: cannot clone socket: {e}");
-                continue;
-            }
+        let Some(pending) = stream
+            .peer_addr()
+            .ok()
+            .and_then(|peer| shared.unauthenticated.enter(peer.ip()))
+        else {
+            let _ = stream.shutdown(Shutdown::Both);
+            continue;
         };
+        // One descriptor per connection: the slot shares the socket, it does not dup it.
+        let stream = Arc::new(stream);
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         {
             let mut slots = shared.slots.lock();
             if slots.len() >= shared.config.max_connections {
                 drop(slots);
-                log::warn!(
-                    "BTP connection from {:?} refused: {} connections already",
-                    stream.peer_addr(),
-                    shared.config.max_connections
-                );
+                let max = shared.config.max_connections;
+                shared.connections_log.hit(|| {
+                    format!(
+                        "BTP connection from {:?} refused: {max} connections already \
+                         (max_connections)",
+                        stream.peer_addr()
+                    )
+                });
                 let _ = stream.shutdown(Shutdown::Both);
                 continue;
             }
@@ -456,7 +553,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
                 id,
                 Slot {
                     handle: None,
-                    socket,
+                    socket: stream.clone(),
                     conn: None,
                 },
             );
@@ -466,7 +563,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
             .name(format!("btp-conn-{id}"))
             .stack_size(connection_stack_size(&shared.config))
             .spawn(move || {
-                serve(&worker, id, stream);
+                serve(&worker, id, stream, pending);
                 let _ = worker.exits.send(id);
             });
         match spawned {
@@ -497,7 +594,7 @@ fn refuse(conn: &Connection, mut reader: Reader, request_id: u32, message: &str)
     log::info!("BTP client {} refused: {message}", conn.peer());
     let _ = conn.send_frame(ErrorReply::not_accepted(message).to_frame(request_id));
     conn.begin_close();
-    let _ = reader.first_binary(conn, Instant::now() + conn.config().close_timeout);
+    let _ = reader.first_binary(conn, deadline_after(conn.config().close_timeout));
     conn.shutdown_socket();
 }
 
@@ -524,30 +621,22 @@ fn authenticate(shared: &Shared, frame: &[u8]) -> Result<(u32, String), (u32, St
         .map_err(|e| (request_id, format!("invalid auth packet: {e}")))?;
     let account = account_name(auth.username, auth.token.as_bytes())
         .map_err(|e| (request_id, e.to_string()))?;
-    match shared
-        .config
-        .token_store
-        .check_or_bind(&account, &hash_token(auth.token.as_bytes()))
-    {
-        Ok(TokenCheck::Bound) | Ok(TokenCheck::Matches) => Ok((request_id, account)),
-        Ok(TokenCheck::Mismatch) => Err((
-            request_id,
-            format!("incorrect token for account. account={account}"),
-        )),
-        Err(e) => {
-            log::error!("BTP auth for {account}: {e}");
-            Err((request_id, "token store unavailable".to_string()))
-        }
-    }
+    let named = auth.username.is_some_and(|u| !u.is_empty());
+    let token = auth.token.as_bytes();
+    shared
+        .admission
+        .admit(&account, token, &hash_token(token), named)
+        .map(|()| (request_id, account))
+        .map_err(|why| (request_id, why))
 }
 
 /// One connection's thread: WebSocket handshake, auth, then the read loop.
-fn serve(shared: &Arc<Shared>, id: u64, stream: TcpStream) {
+fn serve(shared: &Arc<Shared>, id: u64, stream: Arc<TcpStream>, pending: Pending) {
     let cfg = &shared.config.connection;
     let peer = stream
         .peer_addr()
         .map_or_else(|_| format!("conn-{id}"), |a| a.to_string());
-    let (io, prepared) = match Prepared::new(stream, false, cfg) {
+    let (io, prepared) = match Prepared::shared(stream, false, cfg) {
         Ok(p) => p,
         Err(e) => {
             log::debug!("BTP {peer}: socket setup failed: {e}");
@@ -576,7 +665,7 @@ fn serve(shared: &Arc<Shared>, id: u64, stream: TcpStream) {
             }
         }
     }
-    let frame = match reader.first_binary(&conn, Instant::now() + shared.config.auth_timeout) {
+    let frame = match reader.first_binary(&conn, deadline_after(shared.config.auth_timeout)) {
         FirstFrame::Binary(frame) => frame,
         FirstFrame::TimedOut => {
             refuse(&conn, reader, 0, "timed out waiting for the auth message");
@@ -588,7 +677,10 @@ fn serve(shared: &Arc<Shared>, id: u64, stream: TcpStream) {
             return;
         }
     };
-    let account = match authenticate(shared, &frame) {
+    let authenticated = authenticate(shared, &frame);
+    // Authenticated or about to be refused: no longer a stranger holding a place.
+    drop(pending);
+    let account = match authenticated {
         Ok((request_id, account)) => {
             let ok = Packet::Response(Response::new(request_id, ProtocolData::EMPTY)).to_bytes();
             if conn.send_frame(ok).is_err() {
@@ -623,6 +715,7 @@ fn serve(shared: &Arc<Shared>, id: u64, stream: TcpStream) {
             account: account.clone(),
         },
     );
+    shared.admission.opened(&account);
     let account: Arc<str> = account.into();
     let handler: Arc<dyn RequestHandler> = {
         let account = account.clone();
@@ -632,6 +725,7 @@ fn serve(shared: &Arc<Shared>, id: u64, stream: TcpStream) {
     let on_close = {
         let shared = shared.clone();
         Box::new(move |reason: &CloseReason| {
+            shared.admission.closed(&account);
             let mut accounts = shared.accounts.lock();
             let current = matches!(accounts.get(&*account), Some((cid, _)) if *cid == id);
             if current {
@@ -664,4 +758,31 @@ fn serve(shared: &Arc<Shared>, id: u64, stream: TcpStream) {
 /// larger of the two stacks. Only the pages a thread touches count towards memory.
 fn connection_stack_size(config: &ServerConfig) -> usize {
     config.reader_stack_size.max(config.handler_stack_size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shutdown_does_not_need_a_wake_up_connection() {
+        let handler: Arc<dyn AccountHandler> =
+            Arc::new(|_: &str, _: &Packet<'_>| Reply::Response(Vec::new()));
+        let server =
+            Arc::new(BtpServer::bind("127.0.0.1:0", ServerConfig::default(), handler).unwrap());
+        // As if the wake-up connect failed (no descriptor left, a firewall): the accept
+        // thread must stop all the same.
+        let (done_tx, done_rx) = bounded(1);
+        let stopping = server.clone();
+        let stopper = thread::spawn(move || {
+            stopping.shutdown_waking(false);
+            let _ = done_tx.send(());
+        });
+        assert!(
+            done_rx.recv_timeout(Duration::from_secs(20)).is_ok(),
+            "shutdown hung on the accept thread"
+        );
+        stopper.join().unwrap();
+        assert!(server.accept.lock().is_none());
+    }
 }

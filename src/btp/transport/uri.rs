@@ -77,6 +77,20 @@ impl fmt::Display for UriError {
 impl std::error::Error for UriError {}
 
 impl BtpUri {
+    /// Whether the token would cross a network in clear: `btp+ws` carries it unencrypted, which
+    /// is fine to a loopback address (a TLS terminator on the same machine) and nowhere else.
+    /// A host name counts as remote unless it is `localhost`: what it resolves to is not known
+    /// here.
+    pub fn token_in_clear(&self) -> bool {
+        let has_token = self.token.as_deref().is_some_and(|t| !t.is_empty());
+        let loopback = self.host.eq_ignore_ascii_case("localhost")
+            || self
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        has_token && !loopback
+    }
+
     /// Parses `btp+ws://[user[:token]@]host[:port][/path]`.
     pub fn parse(uri: &str) -> Result<Self, UriError> {
         // A host such as "127\0..." would otherwise be handed to the resolver, and a path
@@ -217,6 +231,20 @@ fn percent_decode(s: &str) -> Result<String, UriError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_to_a_remote_host_travels_in_clear() {
+        let clear = |uri: &str| BtpUri::parse(uri).unwrap().token_in_clear();
+        assert!(clear("btp+ws://alice:secret@example.com:7768"));
+        assert!(clear("btp+ws://:secret@10.0.0.1:7768"));
+        assert!(clear("btp+ws://alice:secret@[2001:db8::1]:7768"));
+        assert!(!clear("btp+ws://alice:secret@127.0.0.1:7768"));
+        assert!(!clear("btp+ws://alice:secret@127.8.9.10:7768"));
+        assert!(!clear("btp+ws://alice:secret@[::1]:7768"));
+        assert!(!clear("btp+ws://alice:secret@LocalHost:7768"));
+        assert!(!clear("btp+ws://alice@example.com:7768"));
+        assert!(!clear("btp+ws://example.com:7768"));
+    }
 
     #[test]
     fn control_characters_and_spaces_are_refused_with_their_offset() {

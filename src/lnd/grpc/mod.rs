@@ -39,6 +39,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Longer timeouts than this mean none (see `call_option`).
+const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 use futures::future::{select, Either};
 use futures::StreamExt;
 use grpcio::{
@@ -282,9 +285,11 @@ impl GrpcLightning {
             .add_str("macaroon", self.macaroon.expose())
             .map_err(|e| status::from_grpc(e, "metadata"))?;
         let option = CallOption::default().headers(metadata.build());
+        // gRPC takes a signed count of seconds: a caller's "forever" (`Duration::MAX`) would
+        // wrap to a deadline already past. Past a century, no deadline at all.
         Ok(match timeout {
-            Some(t) => option.timeout(t),
-            None => option,
+            Some(t) if t <= CENTURY => option.timeout(t),
+            _ => option,
         })
     }
 
@@ -327,7 +332,7 @@ impl GrpcLightning {
     ) -> Result<PaymentOutcome, LndError> {
         // LND stops trying new routes after `timeout_seconds` but waits for HTLCs in flight;
         // our deadline adds the call timeout on top so the usual case ends with LND's verdict.
-        let deadline = limits.timeout + self.call_timeout;
+        let deadline = limits.timeout.saturating_add(self.call_timeout);
         let option = self.call_option(Some(deadline))?;
         let paying = |e| status::during_payment(status::from_grpc(e, "SendPaymentV2"));
         let stream = self

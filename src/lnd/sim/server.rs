@@ -7,7 +7,6 @@
 //! when an error comes down it.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bitcoin::hashes::Hash;
 use futures::channel::{mpsc, oneshot};
@@ -263,7 +262,7 @@ impl Api {
             ctx.spawn(async move { reply(sink, result.await).await });
         } else {
             let (wake, woken) = oneshot::channel::<()>();
-            self.shared.timer.run_at(Instant::now() + latency, move || {
+            self.shared.timer.run_after(latency, move || {
                 let _ = wake.send(());
             });
             ctx.spawn(async move {
@@ -592,19 +591,17 @@ impl Api {
             execute(&self.shared, &intent);
         } else if latency >= intent.timeout {
             let shared = self.shared.clone();
-            self.shared
-                .timer
-                .run_at(Instant::now() + intent.timeout, move || {
-                    let now_ns = shared.now_ns();
-                    let mut ledger = shared.ledger.lock();
-                    // A queued forced failure is for a payment that gets as far as routing.
-                    ledger.fail_payment(&intent, FailureReason::Timeout, now_ns);
-                });
+            self.shared.timer.run_after(intent.timeout, move || {
+                let now_ns = shared.now_ns();
+                let mut ledger = shared.ledger.lock();
+                // A queued forced failure is for a payment that gets as far as routing.
+                ledger.fail_payment(&intent, FailureReason::Timeout, now_ns);
+            });
         } else {
             let shared = self.shared.clone();
             self.shared
                 .timer
-                .run_at(Instant::now() + latency, move || execute(&shared, &intent));
+                .run_after(latency, move || execute(&shared, &intent));
         }
     }
 

@@ -5,7 +5,7 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
@@ -26,6 +26,17 @@ pub(crate) struct TimerHandle {
 impl TimerHandle {
     /// Runs `job` on the timer thread at `at` (or soon after). After [`Timer::stop`] the job is
     /// dropped without running, which closes whatever channel it was going to complete.
+    /// Runs `job` `delay` from now; a delay too long for the clock (`Duration::MAX`, as a
+    /// caller may give for "never") is a century.
+    pub(crate) fn run_after(&self, delay: Duration, job: impl FnOnce() + Send + 'static) {
+        let now = Instant::now();
+        let at = now
+            .checked_add(delay)
+            .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+            .unwrap_or(now);
+        self.run_at(at, job);
+    }
+
     pub(crate) fn run_at(&self, at: Instant, job: impl FnOnce() + Send + 'static) {
         let _ = self.commands.send(Command::Run(at, Box::new(job)));
     }

@@ -416,6 +416,22 @@ impl TokenStore for EmbeddedStore {
             .map_err(|e| TokenStoreError(std::io::Error::other(e.to_string())))?;
         Ok(TokenCheck::Bound)
     }
+
+    fn bound_accounts(&self) -> Result<Option<Vec<String>>, TokenStoreError> {
+        Ok(Some(self.tokens.lock().keys().cloned().collect()))
+    }
+
+    fn unbind(&self, account: &str) -> Result<(), TokenStoreError> {
+        let number = {
+            let mut tokens = self.tokens.lock();
+            if tokens.remove(account).is_none() {
+                return Ok(());
+            }
+            self.queue(vec![Write::Delete(TOKENS, account.as_bytes().to_vec())])
+        };
+        self.wait_durable(number)
+            .map_err(|e| TokenStoreError(std::io::Error::other(e.to_string())))
+    }
 }
 
 #[cfg(test)]

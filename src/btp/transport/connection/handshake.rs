@@ -83,19 +83,29 @@ pub(crate) struct Prepared {
 
 impl Prepared {
     /// Prepares `stream` for the client side (`client`) or the server side.
+    #[cfg(test)]
     pub(crate) fn new(
         stream: TcpStream,
         client: bool,
         config: &ConnectionConfig,
     ) -> io::Result<(HandshakeIo, Prepared)> {
-        stream.set_nodelay(true)?;
-        stream.set_write_timeout(Some(config.write_timeout))?;
-        let socket = Arc::new(stream);
+        Prepared::shared(Arc::new(stream), client, config)
+    }
+
+    /// As [`Prepared::new`], for a socket its owner also holds (to cut it), without a second
+    /// descriptor.
+    pub(crate) fn shared(
+        socket: Arc<TcpStream>,
+        client: bool,
+        config: &ConnectionConfig,
+    ) -> io::Result<(HandshakeIo, Prepared)> {
+        socket.set_nodelay(true)?;
+        socket.set_write_timeout(Some(config.write_timeout))?;
         let writer = Arc::new(FrameWriter::new(socket.clone(), client));
         let io = HandshakeIo {
             socket: socket.clone(),
             writer: writer.clone(),
-            deadline: Instant::now() + config.handshake_timeout,
+            deadline: super::deadline_after(config.handshake_timeout),
             matched: 0,
         };
         Ok((

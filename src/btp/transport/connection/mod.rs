@@ -78,6 +78,15 @@ pub(crate) use watch::{Watch, WatchHandle, WATCH_PERIOD};
 use wire::CLOSE_NORMAL;
 use writer::FrameWriter;
 
+/// The instant `timeout` from now; a timeout too long for the clock (`Duration::MAX`, as a
+/// caller may pass for "no limit") is a century, not a panic.
+pub(crate) fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
 /// What runs an incoming request frame (a Message, a Transfer, or anything not a reply): called
 /// on a connection thread or a handler pool thread with the raw frame; it answers through
 /// [`Connection::send_with`] or [`Connection::send_frame`].
@@ -454,13 +463,6 @@ impl Connection {
             Err(RecvTimeoutError::Timeout)
         )
     }
-}
-
-/// `timeout` from now; a timeout too long to represent waits for ever (in effect).
-fn deadline_after(timeout: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(timeout)
-        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 /// A request sent by [`Connection::submit_with`] whose reply is still to be collected. Dropped

@@ -9,6 +9,12 @@
 //! reading), which then holds the queue's growth. A failed write closes the connection: a
 //! half-written frame cannot be taken back.
 //!
+//! A writer's duty to others is bounded: once it has written [`DRAIN_BUDGET`] bytes beyond its
+//! own batch, the next thread that queues a frame does not return at once but waits for the
+//! batch in progress and takes over, and the old writer goes back to what it was doing (often
+//! reading). Without that, a reader that wrote one reply could spend all its time writing
+//! frames other threads keep queueing, and nobody would read.
+//!
 //! Frames are encoded in place in the queue (header, payload, and for a client the mask applied
 //! over the payload), so a frame costs no allocation of its own; the queue's buffers are kept
 //! from batch to batch.
@@ -29,14 +35,23 @@ const KEEP_BUFFER: usize = 64 * 1024;
 /// queueing without bound behind a peer that stopped reading).
 const QUEUE_CAP: usize = 4 << 20;
 
+/// How much of other threads' frames a writer writes, after its own batch, before the next
+/// thread to queue one takes over.
+const DRAIN_BUDGET: usize = 256 * 1024;
+
 /// Frames waiting to be written, and who writes them.
 struct Outbox {
     /// Whole encoded frames not yet handed to the socket, in order.
     queued: Vec<u8>,
     /// The writing thread's buffer, kept between turns for its capacity.
     spare: Vec<u8>,
-    /// A thread is writing; it writes everything queued before it lets go.
+    /// A thread is writing; it writes everything queued before it lets go, unless a successor
+    /// is waiting to take over.
     writing: bool,
+    /// Bytes the writer has written for others (after its first batch).
+    drained_for_others: usize,
+    /// A thread waits to take over from a writer past its budget.
+    successor: bool,
     /// xorshift64* state for client masking keys (RFC 6455 asks for unpredictable keys, not
     /// secret ones); seeded from the OS.
     mask_state: u64,
@@ -112,6 +127,8 @@ impl FrameWriter {
                 queued: Vec::new(),
                 spare: Vec::new(),
                 writing: false,
+                drained_for_others: 0,
+                successor: false,
                 // xorshift must not start at zero.
                 mask_state: u64::from_be_bytes(seed) | 1,
                 closed: None,
@@ -138,18 +155,38 @@ impl FrameWriter {
     /// Writes what is queued unless another thread is already at it (see the module docs).
     fn write_queued(&self, mut out: MutexGuard<'_, Outbox>) -> Result<(), CloseReason> {
         if out.writing {
-            return Ok(());
+            if out.successor || out.drained_for_others < DRAIN_BUDGET {
+                return Ok(());
+            }
+            // The writer has done its share: take over once its batch in progress is out.
+            out.successor = true;
+            while out.writing && out.closed.is_none() {
+                self.drained.wait(&mut out);
+            }
+            out.successor = false;
+            if let Some(reason) = &out.closed {
+                // What was queued went with the connection; so does this frame.
+                return Err(reason.clone());
+            }
+            if out.queued.is_empty() {
+                return Ok(());
+            }
         }
         out.writing = true;
+        out.drained_for_others = 0;
+        let mut first = true;
         loop {
             let mut batch = std::mem::take(&mut out.spare);
             std::mem::swap(&mut batch, &mut out.queued);
             let result = MutexGuard::unlocked(&mut out, || (&*self.socket).write_all(&batch));
+            if !first {
+                out.drained_for_others = out.drained_for_others.saturating_add(batch.len());
+            }
+            first = false;
             batch.clear();
             if batch.capacity() <= KEEP_BUFFER {
                 out.spare = batch;
             }
-            self.drained.notify_all();
             if let Err(e) = result {
                 let reason = out
                     .closed
@@ -162,10 +199,14 @@ impl FrameWriter {
                 let _ = self.socket.shutdown(Shutdown::Both);
                 return Err(reason);
             }
-            if out.queued.is_empty() {
+            if out.queued.is_empty() || out.successor {
+                // Done, or a successor writes the rest.
                 out.writing = false;
+                drop(out);
+                self.drained.notify_all();
                 return Ok(());
             }
+            self.drained.notify_all();
         }
     }
 
@@ -387,6 +428,67 @@ mod tests {
             next[t] += 1;
         }
         assert_eq!(next, [500; 4]);
+    }
+
+    #[test]
+    fn a_writer_hands_over_to_a_queueing_thread_once_past_its_budget() {
+        // Small frames, quick to queue: the other thread refills the queue while each batch
+        // is written, so it never runs dry before the last.
+        const FRAME: usize = 64 * 1024;
+        const FRAMES: usize = 256;
+        let (ours, mut peer) = pair();
+        let writer = Arc::new(FrameWriter::new(ours, false));
+        let sent_by_other = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        std::thread::scope(|s| {
+            // The first writer: a frame bigger than the socket buffers, so that it is still
+            // writing when the other thread starts queueing.
+            let first = s.spawn(|| {
+                writer
+                    .send_binary(64 * FRAME, |b| b.resize(b.len() + 64 * FRAME, 1))
+                    .unwrap();
+                // How far the other thread got when this one was let go.
+                sent_by_other.load(std::sync::atomic::Ordering::SeqCst)
+            });
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while !writer.outbox.lock().writing {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "never started writing"
+                );
+                std::thread::yield_now();
+            }
+            let other = s.spawn(|| {
+                for _ in 0..FRAMES {
+                    writer
+                        .send_binary(FRAME, |b| b.resize(b.len() + FRAME, 2))
+                        .unwrap();
+                    sent_by_other.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+            let mut reader = FrameReader::new(false, 256 * FRAME);
+            let mut frames = 0;
+            while frames < 1 + FRAMES {
+                match reader.next().unwrap() {
+                    Some(Frame::Binary(_)) => frames += 1,
+                    Some(other) => panic!("unexpected {other:?}"),
+                    None => {
+                        // A slow peer (the case that matters): 16 KiB a read, a pause before
+                        // each, so that the queue never runs dry while the other thread fills it.
+                        std::thread::sleep(Duration::from_micros(100));
+                        let mut slow = (&mut peer).take(16 * 1024);
+                        assert!(reader.fill(&mut slow).unwrap() > 0, "peer closed early");
+                    }
+                }
+            }
+            other.join().unwrap();
+            let other_at_release = first.join().unwrap();
+            // Without the budget the first writer writes every frame the other queues and
+            // returns only after the last.
+            assert!(
+                other_at_release < FRAMES,
+                "the first writer wrote all {FRAMES} of the other's frames"
+            );
+        });
     }
 
     #[test]
