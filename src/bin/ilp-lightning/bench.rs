@@ -28,7 +28,7 @@ pub const USAGE: &str =
                      the same through N hubs with their books in that store (Redis: flushed
                      first; with the figure of Redis commands per packet)";
 
-const FULFILLMENT: [u8; 32] = [7; 32];
+pub(crate) const FULFILLMENT: [u8; 32] = [7; 32];
 
 /// The resident set of this process in MB (10^6 bytes, as Node's figures), from /proc.
 fn rss_mb() -> f64 {
@@ -252,6 +252,20 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
     sorted[index]
 }
 
+/// Makes `plugin` fulfil every Prepare with the bench's one fulfillment.
+pub(crate) fn fulfil_every_prepare(plugin: &LightningPlugin) -> Result<(), String> {
+    let fulfill = FulfillBuilder {
+        fulfillment: &FULFILLMENT,
+        data: &[],
+    }
+    .build()
+    .map_err(|e| e.to_string())?
+    .to_bytes();
+    plugin
+        .register_data_handler(move |_prepare| Ok(fulfill.clone()))
+        .map_err(|e| e.to_string())
+}
+
 fn bench(settings: &Settings) -> Result<String, String> {
     // Before any thread starts, so that all of them inherit it.
     if let Some(cpu) = settings.pin {
@@ -275,16 +289,7 @@ fn bench(settings: &Settings) -> Result<String, String> {
     })
     .build()
     .map_err(|e| e.to_string())?;
-    let fulfill = FulfillBuilder {
-        fulfillment: &FULFILLMENT,
-        data: &[],
-    }
-    .build()
-    .map_err(|e| e.to_string())?
-    .to_bytes();
-    server
-        .register_data_handler(move |_prepare| Ok(fulfill.clone()))
-        .map_err(|e| e.to_string())?;
+    fulfil_every_prepare(&server)?;
     server.connect().map_err(|e| format!("server: {e}"))?;
     let port = server.local_addr().ok_or("server has no address")?.port();
 

@@ -14,13 +14,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ilp_plugin_lightning::btp::auth::TokenStore;
-use ilp_plugin_lightning::ilp::{condition_of, Address, FulfillBuilder, PrepareBuilder, Timestamp};
-use ilp_plugin_lightning::lnd::grpc::GrpcLightning;
-use ilp_plugin_lightning::lnd::sim::{SimNetwork, SimNode};
+use ilp_plugin_lightning::ilp::{condition_of, Address, PrepareBuilder, Timestamp};
+use ilp_plugin_lightning::lnd::sim::SimNetwork;
 use ilp_plugin_lightning::plugin::{route_between_clients, LightningPlugin};
 use ilp_plugin_lightning::settlement::{EmbeddedStore, SettlementOptions, Store};
 
-const FULFILLMENT: [u8; 32] = [7; 32];
+use crate::bench::FULFILLMENT;
 
 /// What the run's books are in.
 pub enum BenchStore {
@@ -28,17 +27,6 @@ pub enum BenchStore {
     Dir(PathBuf),
     /// Redis at this URL (its database is flushed first).
     Redis(String),
-}
-
-fn node_client(node: &SimNode) -> Result<Arc<GrpcLightning>, String> {
-    GrpcLightning::builder()
-        .host("127.0.0.1")
-        .port(node.port())
-        .tls_cert(node.tls_cert_pem())
-        .macaroon(node.macaroon())
-        .connect()
-        .map(Arc::new)
-        .map_err(|e| format!("cannot reach simulated node {}: {e}", node.name()))
 }
 
 type Opened = (Arc<dyn Store>, Arc<dyn TokenStore>);
@@ -160,7 +148,7 @@ pub fn bench(
                 "127.0.0.1:0".parse().unwrap(),
                 Address::new("test.bench").unwrap(),
             )
-            .lightning(node_client(hub_node)?)
+            .lightning(crate::demo::node_client(hub_node)?)
             .store(books)
             .token_store(tokens)
             .settlement_options(options.clone())
@@ -182,16 +170,7 @@ pub fn bench(
     ))
     .build()
     .map_err(|e| e.to_string())?;
-    let fulfill = FulfillBuilder {
-        fulfillment: &FULFILLMENT,
-        data: &[],
-    }
-    .build()
-    .map_err(|e| e.to_string())?
-    .to_bytes();
-    receiver
-        .register_data_handler(move |_| Ok(fulfill.clone()))
-        .map_err(|e| e.to_string())?;
+    crate::bench::fulfil_every_prepare(&receiver)?;
     receiver.connect().map_err(|e| format!("receiver: {e}"))?;
     let sender = Arc::new(
         LightningPlugin::client(&format!(

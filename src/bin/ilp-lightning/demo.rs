@@ -253,7 +253,7 @@ impl Drop for Scratch {
 }
 
 /// A gRPC client of a simulated node, as any LND client would connect.
-fn node_client(node: &SimNode) -> Result<Arc<GrpcLightning>, String> {
+pub(crate) fn node_client(node: &SimNode) -> Result<Arc<GrpcLightning>, String> {
     GrpcLightning::builder()
         .host("127.0.0.1")
         .port(node.port())
