@@ -170,6 +170,7 @@ impl IldcpServe<'_> {
 /// The incoming Prepare a data handler answers: whose it is and the hold its amount is
 /// reserved under. The hub reads it when it forwards the Prepare to another process, which
 /// posts the hold itself when the Fulfill comes (see `plugin::cluster`).
+#[cfg(feature = "redis")]
 #[derive(Debug, Clone)]
 pub(crate) struct PrepareOrigin {
     pub(crate) account: String,
@@ -177,14 +178,17 @@ pub(crate) struct PrepareOrigin {
     pub(crate) hold: Hold,
 }
 
+#[cfg(feature = "redis")]
 thread_local! {
     static ANSWERING: std::cell::RefCell<Option<PrepareOrigin>> =
         const { std::cell::RefCell::new(None) };
 }
 
 /// While alive, the Prepare the data handler on this thread answers.
+#[cfg(feature = "redis")]
 struct Answering;
 
+#[cfg(feature = "redis")]
 impl Answering {
     fn set(origin: PrepareOrigin) -> Answering {
         ANSWERING.with(|a| *a.borrow_mut() = Some(origin));
@@ -192,6 +196,7 @@ impl Answering {
     }
 }
 
+#[cfg(feature = "redis")]
 impl Drop for Answering {
     fn drop(&mut self) {
         ANSWERING.with(|a| a.borrow_mut().take());
@@ -199,6 +204,7 @@ impl Drop for Answering {
 }
 
 /// The Prepare the data handler running on this thread answers (`None` outside one).
+#[cfg(feature = "redis")]
 pub(crate) fn answering() -> Option<PrepareOrigin> {
     ANSWERING.with(|a| a.borrow().clone())
 }
@@ -304,6 +310,8 @@ pub fn answer_prepare(ctx: &Incoming<'_>, packet: &[u8], handler: Option<&DataHa
         }
     }
     let answer = match catch_unwind(AssertUnwindSafe(|| {
+        // Only hubs that forward to other processes read it (and pay its allocation).
+        #[cfg(feature = "redis")]
         let _answering = Answering::set(PrepareOrigin {
             account: ctx.account.to_owned(),
             amount: prepare.amount(),
