@@ -17,10 +17,10 @@ use ilp_plugin_lightning::ilp::{Address, Packet};
 use ilp_plugin_lightning::plugin::{test_packets, LightningPlugin};
 use ilp_plugin_lightning::settlement::SettlementOptions;
 
-use crate::flags::{wants_help, FlagError, Flags};
+use crate::flags::{command_options, FlagError, Flags};
 use crate::json::Object;
 use crate::node::{self, NodeLocation};
-use crate::{settle, EXIT_BAD_INPUT};
+use crate::settle;
 
 /// The lines `ilp-lightning --help` shows.
 pub const SUMMARY: &str =
@@ -337,16 +337,9 @@ fn watch_stdin(tx: Sender<Seen>) -> Result<(), String> {
 /// `ilp-lightning client ...`: exit code 2 for bad flags, 1 when it cannot start or did not
 /// get everything through.
 pub fn run(args: &[String]) -> ExitCode {
-    if wants_help(args) {
-        println!("{}", usage());
-        return ExitCode::SUCCESS;
-    }
-    let options = match parse(args) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("ilp-lightning client: {e} (see ilp-lightning client --help)");
-            return ExitCode::from(EXIT_BAD_INPUT);
-        }
+    let options = match command_options("client", args, usage, parse) {
+        Ok(options) => options,
+        Err(exit) => return exit,
     };
     match run_parsed(&options) {
         Ok((line, ok)) => {

@@ -20,9 +20,8 @@ use ilp_plugin_lightning::plugin::{
 use ilp_plugin_lightning::settlement::store::AccountBook;
 use ilp_plugin_lightning::settlement::EmbeddedStore;
 
-use crate::flags::{wants_help, FlagError, Flags};
+use crate::flags::{command_options, FlagError, Flags};
 use crate::json::Object;
-use crate::EXIT_BAD_INPUT;
 
 /// The lines `ilp-lightning --help` shows.
 pub const SUMMARY: &str =
@@ -916,16 +915,9 @@ fn send_packets(
 /// `ilp-lightning demo ...`: exit code 2 for bad flags, 1 if anything failed or a balance does
 /// not reconcile.
 pub fn run(args: &[String]) -> ExitCode {
-    if wants_help(args) {
-        println!("{}", usage());
-        return ExitCode::SUCCESS;
-    }
-    let settings = match parse(args) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("ilp-lightning demo: {e} (see ilp-lightning demo --help)");
-            return ExitCode::from(EXIT_BAD_INPUT);
-        }
+    let settings = match command_options("demo", args, usage, parse) {
+        Ok(settings) => settings,
+        Err(exit) => return exit,
     };
     let mut progress = Progress::new();
     match demo(&settings, &mut progress) {

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::process::ExitCode;
 use std::str::FromStr;
 
 /// What is wrong with a command line.
@@ -20,6 +21,25 @@ impl std::error::Error for FlagError {}
 /// Whether the user asks for a command's usage (`--help` or `-h` anywhere in its arguments).
 pub fn wants_help(args: &[String]) -> bool {
     args.iter().any(|a| a == "--help" || a == "-h")
+}
+
+/// The options of `ilp-lightning <command>`, read by `parse`. `Err` holds the exit code when
+/// there is nothing to run: after printing `usage` when help was asked for (success), or the
+/// parse error with a pointer to `--help` (bad input).
+pub fn command_options<T>(
+    command: &str,
+    args: &[String],
+    usage: impl FnOnce() -> String,
+    parse: impl FnOnce(&[String]) -> Result<T, FlagError>,
+) -> Result<T, ExitCode> {
+    if wants_help(args) {
+        println!("{}", usage());
+        return Err(ExitCode::SUCCESS);
+    }
+    parse(args).map_err(|e| {
+        eprintln!("ilp-lightning {command}: {e} (see ilp-lightning {command} --help)");
+        ExitCode::from(crate::EXIT_BAD_INPUT)
+    })
 }
 
 /// Parsed `--name value` pairs.

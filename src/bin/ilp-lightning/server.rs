@@ -16,10 +16,10 @@ use ilp_plugin_lightning::lnd::{Lightning, NodeInfo};
 use ilp_plugin_lightning::plugin::{route_between_clients, LightningPlugin, PluginEvent};
 use ilp_plugin_lightning::settlement::{SettlementOptions, Status, Store};
 
-use crate::flags::{wants_help, FlagError, Flags};
+use crate::flags::{command_options, FlagError, Flags};
 use crate::json::Object;
 use crate::node::{self, NodeLocation};
-use crate::{settle, status, EXIT_BAD_INPUT};
+use crate::{settle, status};
 
 /// The one-line summary `ilp-lightning --help` shows.
 pub const SUMMARY: &str = "  server --listen HOST:PORT --address ILP_ADDRESS [options]
@@ -328,16 +328,9 @@ fn listening_line(options: &ServerOptions, hub: &LightningPlugin, info: &NodeInf
 
 /// `ilp-lightning server ...`: exit code 2 for bad flags, 1 when it cannot start.
 pub fn run(args: &[String]) -> ExitCode {
-    if wants_help(args) {
-        println!("{}", usage());
-        return ExitCode::SUCCESS;
-    }
-    let options = match parse(args) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("ilp-lightning server: {e} (see ilp-lightning server --help)");
-            return ExitCode::from(EXIT_BAD_INPUT);
-        }
+    let options = match command_options("server", args, usage, parse) {
+        Ok(options) => options,
+        Err(exit) => return exit,
     };
     let started = node::connect(&options.node).and_then(|(node, info)| {
         let (store, tokens) = options.store.open()?;
